@@ -1,0 +1,3 @@
+from mbdeploy.cli import main
+
+main()

@@ -1,0 +1,91 @@
+"""Writes that never leave a truncated file under its final name.
+
+Everything is written under a temporary name in the same folder (so the
+rename is atomic on one filesystem) and renamed into place only when whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+@contextmanager
+def temporary_path(final: Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary sibling of `final`; rename it over `final` on success."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f"{suffix}.tmp", dir=final.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_bytes(final: Path, data: bytes) -> None:
+    with temporary_path(final) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def write_text(final: Path, text: str) -> None:
+    write_bytes(final, text.encode("utf-8"))
+
+
+def write_json(final: Path, data: object) -> None:
+    write_text(final, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+@contextmanager
+def temporary_dir(final: Path) -> Iterator[Path]:
+    """A folder built under a temporary name and renamed whole (an .mlpackage)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one whole line with a single write, then fsync.
+
+    One `write` of a line under PIPE_BUF-ish size on a local filesystem in
+    append mode lands whole or not at all; readers also drop a last line that
+    lacks its newline, so a crash mid-write can never leave a partial record.
+    """
+    if "\n" in line:
+        raise ValueError("a record must be a single line")
+    data = (line + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,77 @@
+"""The command line: a thin click layer over the library.
+
+Each command lives in its own module here and is imported only when it is
+run, so `mbdeploy --help` stays fast and never imports TensorFlow. This
+package is the only place where library errors become `Error: ...` lines and
+exit codes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from mbdeploy import __version__
+from mbdeploy.errors import MbdeployError
+
+# command name -> (module, function, one-line help shown by `mbdeploy --help`)
+COMMANDS = {
+    "table": ("mbdeploy.cli.table", "table", "The 16-model grid: our MACs and params beside the published table."),
+    "convert": ("mbdeploy.cli.convert", "convert", "Build a MobileNet v1, load weights, export and verify."),
+    "inspect": ("mbdeploy.cli.inspect", "inspect", "MACs, params, ops and I/O of a .tflite, .onnx or .mlpackage."),
+    "devices": ("mbdeploy.cli.devices", "devices", "List every reachable device."),
+    "bench": ("mbdeploy.cli.bench", "bench", "Benchmark converted models on a device."),
+    "report": ("mbdeploy.cli.report", "report", "Write the HTML report of benchmark runs."),
+    "eval": ("mbdeploy.cli.eval", "eval_command", "Top-1/top-5 of converted models on a labelled image set."),
+    "select": ("mbdeploy.cli.select", "select", "The most accurate model within a latency budget."),
+    "compare": ("mbdeploy.cli.compare", "compare", "Compare two runs; non-zero exit on a latency regression."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name in COMMANDS if _available(name)]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS or not _available(name):
+            return None
+        module_name, attribute, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module_name), attribute)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Short help from the table above, so listing commands imports nothing.
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def invoke(self, ctx: click.Context):  # noqa: ANN201 - click's signature
+        try:
+            return super().invoke(ctx)
+        except MbdeployError as exc:
+            click.echo(f"Error: {exc.message}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Error: interrupted; finished outputs are kept, partial ones were discarded", err=True)
+            ctx.exit(130)
+
+
+def _available(name: str) -> bool:
+    module_name = COMMANDS[name][0]
+    return importlib.util.find_spec(module_name) is not None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mbdeploy")
+def cli() -> None:
+    """mbdeploy: MobileNet v1 from trained weights to measured numbers on devices."""
+
+
+def main() -> None:
+    cli(prog_name="mbdeploy")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Shared output helpers for commands: `--json`, tables, warnings, progress."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import click
+
+
+def json_option(function: Callable) -> Callable:
+    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(function)
+
+
+def emit(data: object, as_json: bool, render: Callable[[object], None]) -> None:
+    """Print `data` as JSON, or hand it to a human renderer."""
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        render(data)
+
+
+def console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def warn(message: str) -> None:
+    click.echo(f"Warning: {message}", err=True)
+
+
+@contextmanager
+def warnings_to_stderr() -> Iterator[None]:
+    """Show library warnings as one `Warning: ...` line each, not a traceback-ish dump."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        original = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+            if issubclass(category, (UserWarning, RuntimeWarning)) and "mbdeploy" in str(filename):
+                warn(str(message))
+            elif issubclass(category, UserWarning) and getattr(message, "_mbdeploy", False):
+                warn(str(message))
+
+        warnings.showwarning = show
+        try:
+            yield
+        finally:
+            warnings.showwarning = original
+
+
+@contextmanager
+def progress(description: str, total: int | None, enabled: bool = True):
+    """A rich progress bar on stderr; `advance()` moves it. Silent when disabled."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console(stderr=True),
+        disable=not enabled,
+        transient=False,
+    )
+    with bar:
+        task = bar.add_task(description, total=total)
+
+        class Handle:
+            def advance(self, step: int = 1, description: str | None = None) -> None:
+                bar.update(task, advance=step, description=description or bar.tasks[0].description)
+
+            def describe(self, text: str) -> None:
+                bar.update(task, description=text)
+
+        yield Handle()
