@@ -1,0 +1,1 @@
+"""Devices: one interface (`Device`), several kinds behind it."""

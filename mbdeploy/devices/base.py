@@ -1,0 +1,98 @@
+"""The one device interface. Benchmark code never asks which kind it has.
+
+Kinds: `local` (this host), `ssh` (a Linux board), `android` (adb), `ios`.
+Every shell command is given as an argv list and quoted by the device, so a
+file name with spaces, quotes or `;` can never run anything extra.
+"""
+
+from __future__ import annotations
+
+import abc
+import shlex
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class ShellResult:
+    exit_code: int
+    stdout: str
+    stderr: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+@dataclass
+class DeviceInfo:
+    """What `mbdeploy devices` lists and what each record carries."""
+
+    kind: str
+    id: str
+    model: str | None = None
+    soc: str | None = None
+    abi: str | None = None
+    os: str | None = None
+    cores: int | None = None
+    governor: str | None = None
+    temperature_c: float | None = None
+    state: str = "online"
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SensorReading:
+    """One snapshot of the device's sensors; empty dicts where none exist."""
+
+    temperatures_c: dict[str, float] = field(default_factory=dict)
+    cpu_freq_khz: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def quote_argv(argv: list[str]) -> str:
+    """One POSIX shell command line from an argv list, every word quoted."""
+    return " ".join(shlex.quote(str(word)) for word in argv)
+
+
+class Device(abc.ABC):
+    """push, pull, shell, properties, sensors; plus a work folder on the device."""
+
+    kind: str = "abstract"
+
+    @property
+    @abc.abstractmethod
+    def id(self) -> str: ...
+
+    @abc.abstractmethod
+    def info(self) -> DeviceInfo: ...
+
+    @abc.abstractmethod
+    def push(self, local: Path, remote: str) -> None:
+        """Copy a file to the device and check it arrived whole (size or hash)."""
+
+    @abc.abstractmethod
+    def pull(self, remote: str, local: Path) -> None: ...
+
+    @abc.abstractmethod
+    def shell(self, argv: list[str], timeout: float | None = None) -> ShellResult:
+        """Run argv on the device; each word is quoted, never interpreted."""
+
+    @abc.abstractmethod
+    def properties(self) -> dict[str, str]: ...
+
+    @abc.abstractmethod
+    def sensors(self) -> SensorReading: ...
+
+    @property
+    @abc.abstractmethod
+    def workdir(self) -> str:
+        """The device folder mbdeploy works under."""
+
+    def close(self) -> None:
+        """Release connections; the default has none."""
