@@ -1,0 +1,41 @@
+"""The power-meter interface: start before the timed loop, stop after it.
+
+A meter that has no sensor says so (`status: unavailable` with a reason); a
+figure is never invented.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class PowerResult:
+    status: str  # "ok", "unavailable" or "refused"
+    reason: str | None = None
+    source: str | None = None
+    avg_power_mw: float | None = None
+    idle_power_mw: float | None = None
+    energy_mj: float | None = None  # per inference: (load - idle) power x latency
+    samples: int | None = None
+    quality: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def unavailable(cls, reason: str) -> "PowerResult":
+        return cls(status="unavailable", reason=reason)
+
+
+class PowerMeter(abc.ABC):
+    @abc.abstractmethod
+    def measure_idle(self, seconds: float) -> None:
+        """Sample the idle baseline before a model runs."""
+
+    @abc.abstractmethod
+    def start(self) -> None: ...
+
+    @abc.abstractmethod
+    def stop(self, inferences: int, latency_ms: float) -> PowerResult: ...

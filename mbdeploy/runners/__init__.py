@@ -1,0 +1,1 @@
+"""Runners: what times a model on a device (LiteRT in Python, benchmark_model, apps)."""

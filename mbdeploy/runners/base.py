@@ -1,0 +1,67 @@
+"""The runner interface every timing tool fits behind.
+
+A runner runs on the device and only loads, times and reports; the host
+decides, computes statistics and stores records (STYLE.md section 6).
+Runners that time every invoke return `samples_ms`; runners that print only a
+summary (the official `benchmark_model`) return `summary_ms` instead, with the
+keys of the record's `latency_ms` they know and None for the rest.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+from mbdeploy.devices.base import Device
+
+
+@dataclass
+class TimingOptions:
+    """How long and how hard to run one model."""
+
+    threads: int = 1
+    xnnpack: bool = True
+    warmup_runs: int = 5
+    min_secs: float = 1.0
+    max_secs: float = 10.0
+    runs: int | None = None  # a fixed count overrides adaptive stopping
+    target_ci: float = 0.02  # stop when the 95% CI half-width of the median <= this fraction
+
+
+@dataclass
+class RunOutcome:
+    """What a runner measured for one model on one device."""
+
+    samples_ms: list[float] | None = None
+    summary_ms: dict | None = None
+    init_ms: float | None = None
+    first_inference_ms: float | None = None
+    peak_memory_mb: float | None = None
+    stop_reason: str | None = None  # "target_ci", "max_secs", "runs", or the runner's own
+    extra: dict = field(default_factory=dict)  # e.g. delegate coverage, op profile
+
+
+class Runner(abc.ABC):
+    name: str = "abstract"
+
+    def __init__(self, options: TimingOptions) -> None:
+        self.options = options
+
+    def config(self) -> dict:
+        """The runner configuration stored in each record (and matched by `compare`)."""
+        return {"name": self.name, **asdict(self.options)}
+
+    def config_key(self) -> str:
+        """A short stable hash of the config, excluding knobs that do not change what is timed."""
+        relevant = {k: v for k, v in self.config().items() if k not in {"min_secs", "max_secs", "runs", "target_ci"}}
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
+
+    @abc.abstractmethod
+    def prepare(self, device: Device) -> None:
+        """Put what the runner needs on the device (once per device and run)."""
+
+    @abc.abstractmethod
+    def run(self, device: Device, remote_model: str) -> RunOutcome:
+        """Time the model already pushed to `remote_model` on the device."""
