@@ -1,0 +1,305 @@
+"""Result runs and manifests flattened into tidy rows: one row per record.
+
+Every figure, table, fit, `select` and `results.csv` read these rows, so a
+number appears once, computed once, with its unit in its column name.
+
+A record's accuracy comes from the manifest it points to: top-1 measured by
+`mbdeploy eval` when there is one (source "measured"), else the release's
+published top-1 when the weights are Google's trained ones (source
+"published"), else none.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from mbdeploy.errors import ManifestError, ResultsError
+from mbdeploy.manifest import artifact_key, find_manifests, load_manifest
+
+RUN_META = "run.json"
+RECORDS = "results.jsonl"
+OFFICIAL_SOURCES = frozenset({"slim-checkpoint", "tflite", "keras"})
+
+COLUMNS = (
+    "run_id", "status", "error", "started_at",
+    "device_id", "device_kind", "device_model", "device_soc", "device_os", "device_cores",
+    "model", "alpha", "resolution", "format", "precision",
+    "runner", "threads", "delegate", "config_key",
+    "latency_ms_median", "latency_ms_mean", "latency_ms_p90", "latency_ms_p95", "latency_ms_p99",
+    "latency_ms_std", "latency_ms_min", "latency_ms_max", "latency_ms_ci95_low", "latency_ms_ci95_high",
+    "latency_count", "stop_reason", "init_ms", "first_inference_ms", "peak_memory_mb",
+    "macs_m", "params_m", "size_bytes", "gmacs_per_s", "peak_gmacs_per_s", "fraction_of_peak",
+    "power_status", "avg_power_mw", "energy_mj", "throttled",
+    "weights_source", "top1_percent", "top5_percent", "accuracy_source", "sha256",
+)
+
+
+@dataclass
+class Run:
+    run_id: str
+    path: Path
+    meta: dict
+    records: list[dict] = field(default_factory=list)
+
+
+# --- reading result runs ------------------------------------------------------
+
+
+def find_runs(paths: Iterable[Path]) -> list[Path]:
+    """Run folders at or directly below the given paths (a results root or runs)."""
+    found: list[Path] = []
+    for path in paths:
+        path = Path(path)
+        if path.is_file() and path.name in (RECORDS, RUN_META):
+            path = path.parent
+        if not path.exists():
+            raise ResultsError(f"no result run or results folder at {path}")
+        if _is_run(path):
+            found.append(path)
+        else:
+            found.extend(sorted(child for child in path.iterdir() if child.is_dir() and _is_run(child)))
+    return list(dict.fromkeys(found))
+
+
+def _is_run(path: Path) -> bool:
+    return (path / RECORDS).is_file()
+
+
+def load_run(path: Path) -> Run:
+    """One run folder: run.json (metadata) and every whole, valid record of results.jsonl."""
+    path = Path(path)
+    meta: dict = {}
+    if (path / RUN_META).is_file():
+        try:
+            meta = json.loads((path / RUN_META).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ResultsError(f"{path / RUN_META} is unreadable: {exc}") from None
+    records = list(read_records(path / RECORDS))
+    run_id = str(meta.get("run_id") or (records[0]["run_id"] if records else path.name))
+    return Run(run_id, path, meta, records)
+
+
+def read_records(path: Path) -> list[dict]:
+    """Every whole record of a results.jsonl; a last line without its newline is a write in progress."""
+    # TODO(switch): use mbdeploy.results when the harness's reader lands.
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ResultsError(f"{path} is unreadable: {exc}") from None
+    lines = text.split("\n")[:-1]  # the piece after the last newline is not a whole record
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ResultsError(f"{path}:{number} is not a JSON record: {exc}") from None
+        error = next(iter(_validator().iter_errors(record)), None)
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "record"
+            raise ResultsError(f"{path}:{number} breaks the record schema at {where}: {error.message}")
+        records.append(record)
+    return records
+
+
+@functools.cache
+def _validator():
+    import jsonschema
+
+    schema = json.loads((Path(__file__).resolve().parents[1] / "schemas" / "record.schema.json").read_text())
+    return jsonschema.Draft202012Validator(schema)
+
+
+def load_runs(paths: Iterable[Path]) -> list[Run]:
+    runs = [load_run(path) for path in find_runs(paths)]
+    if not runs:
+        raise ResultsError(
+            "no result runs found in " + ", ".join(str(p) for p in paths) + " (each run is a folder with results.jsonl)"
+        )
+    return runs
+
+
+# --- manifests ------------------------------------------------------------------
+
+
+@dataclass
+class ManifestEntry:
+    file: Path
+    manifest: dict
+    artifact: dict | None
+
+
+class ManifestIndex:
+    """Manifests found under model folders or named by records, by artifact sha256."""
+
+    def __init__(self, model_dirs: Iterable[Path] = ()) -> None:
+        self._by_file: dict[Path, dict] = {}
+        self._by_sha: dict[str, ManifestEntry] = {}
+        for file in find_manifests([Path(d) for d in model_dirs if Path(d).exists()]):
+            self._add(file)
+
+    def _add(self, file: Path) -> dict | None:
+        file = file.resolve()
+        if file in self._by_file:
+            return self._by_file[file]
+        try:
+            manifest = load_manifest(file)
+        except ManifestError:
+            return None
+        self._by_file[file] = manifest
+        for artifact in manifest.get("artifacts", []):
+            if artifact.get("sha256"):
+                self._by_sha.setdefault(artifact["sha256"], ManifestEntry(file, manifest, artifact))
+        return manifest
+
+    def entries(self) -> list[ManifestEntry]:
+        return list(self._by_sha.values())
+
+    def for_record(self, record: dict, run_path: Path | None = None) -> ManifestEntry | None:
+        artifact = record.get("artifact", {})
+        named = artifact.get("manifest")
+        if named:
+            for base in _bases(run_path):
+                candidate = Path(named) if Path(named).is_absolute() else base / named
+                if candidate.is_dir():
+                    candidate = candidate / "manifest.json"
+                if candidate.is_file() and self._add(candidate) is not None:
+                    break
+        entry = self._by_sha.get(artifact.get("sha256", ""))
+        if entry is not None:
+            return entry
+        return None
+
+
+def _bases(run_path: Path | None) -> list[Path]:
+    # A relative manifest path is relative to where bench ran: the project
+    # root (results/<run>/ two levels up), the current folder, or the run.
+    bases = [Path.cwd()]
+    if run_path is not None:
+        bases += [Path(run_path).parent.parent, Path(run_path)]
+    return bases
+
+
+def accuracy_of(manifest: dict | None, artifact: dict, name: str, weights_source: str | None) -> tuple:
+    """(top1 %, top5 %, source) of an artifact: measured, published, or (None, None, None)."""
+    if manifest is not None:
+        measured = manifest.get("accuracy", {}).get(artifact_key(artifact))
+        if measured and measured.get("top1_percent") is not None:
+            return measured["top1_percent"], measured.get("top5_percent"), "measured"
+        weights = manifest.get("weights", {})
+        official = weights.get("trained") is True and weights.get("source") in OFFICIAL_SOURCES
+    else:
+        official = weights_source in OFFICIAL_SOURCES
+    if official:
+        from mbdeploy.published import PUBLISHED
+
+        row = PUBLISHED.get(name)
+        if row is not None:
+            return row.top1, row.top5, "published"
+    return None, None, None
+
+
+# --- tidy rows ------------------------------------------------------------------
+
+
+def record_row(record: dict, entry: ManifestEntry | None, peak=None) -> dict:  # noqa: ANN001 - CpuPeak|None
+    """One record as a flat row of plain values; units in the column names."""
+    device = record["device"]
+    artifact = record["artifact"]
+    runner = record["runner"]
+    latency = record.get("latency_ms") or {}
+    power = record.get("power") or {}
+    macs, params = artifact.get("macs"), artifact.get("params")
+    median = latency.get("median")
+    manifest = entry.manifest if entry else None
+    spec = (manifest or {}).get("spec", {})
+    top1, top5, accuracy_source = accuracy_of(manifest, artifact, artifact["name"], artifact.get("weights_source"))
+    weights_source = artifact.get("weights_source") or (manifest or {}).get("weights", {}).get("source")
+    gmacs = macs / median / 1e6 if macs and median else None
+    peak_gmacs = None
+    # The peak is the fp32 vector peak of this host: only meaningful for fp32
+    # models measured on this host (device kind "local").
+    if peak is not None and device["kind"] == "local" and artifact["precision"] == "fp32":
+        peak_gmacs = peak.gmacs_per_s(runner.get("threads"))
+    return {
+        "run_id": record["run_id"],
+        "status": record["status"],
+        "error": record.get("error"),
+        "started_at": record.get("started_at"),
+        "device_id": device["id"],
+        "device_kind": device["kind"],
+        "device_model": device.get("model"),
+        "device_soc": device.get("soc"),
+        "device_os": device.get("os"),
+        "device_cores": device.get("cores"),
+        "model": artifact["name"],
+        "alpha": artifact.get("alpha", spec.get("alpha")),
+        "resolution": artifact.get("resolution", spec.get("resolution")),
+        "format": artifact["format"],
+        "precision": artifact["precision"],
+        "runner": runner["name"],
+        "threads": runner.get("threads"),
+        "delegate": runner.get("delegate"),
+        "config_key": record["config_key"],
+        **{f"latency_ms_{key}": latency.get(key) for key in
+           ("median", "mean", "p90", "p95", "p99", "std", "min", "max", "ci95_low", "ci95_high")},
+        "latency_count": latency.get("count"),
+        "stop_reason": record.get("stop_reason"),
+        "init_ms": record.get("init_ms"),
+        "first_inference_ms": record.get("first_inference_ms"),
+        "peak_memory_mb": record.get("peak_memory_mb"),
+        "macs_m": macs / 1e6 if macs is not None else None,
+        "params_m": params / 1e6 if params is not None else None,
+        "size_bytes": artifact["bytes"],
+        "gmacs_per_s": gmacs,
+        "peak_gmacs_per_s": peak_gmacs,
+        "fraction_of_peak": gmacs / peak_gmacs if gmacs and peak_gmacs else None,
+        "power_status": power.get("status"),
+        "avg_power_mw": power.get("avg_power_mw"),
+        "energy_mj": power.get("energy_mj"),
+        "throttled": record["throttled"],
+        "weights_source": weights_source,
+        "top1_percent": top1,
+        "top5_percent": top5,
+        "accuracy_source": accuracy_source,
+        "sha256": artifact["sha256"],
+    }
+
+
+def tidy_rows(runs: Iterable[Run], index: ManifestIndex | None = None, peak=None) -> list[dict]:  # noqa: ANN001
+    index = index or ManifestIndex()
+    rows = []
+    for run in runs:
+        for record in run.records:
+            rows.append(record_row(record, index.for_record(record, run.path), peak))
+    return rows
+
+
+def match_key(row: dict) -> tuple:
+    """What makes two records measurements of the same thing."""
+    return (row["device_id"], row["model"], row["format"], row["precision"], row["config_key"])
+
+
+def latest_ok(rows: Iterable[dict]) -> list[dict]:
+    """The most recent successful row per (device, model, format, precision, config)."""
+    chosen: dict[tuple, dict] = {}
+    for row in sorted(rows, key=lambda r: r.get("started_at") or ""):
+        if row["status"] == "ok" and row["latency_ms_median"] is not None:
+            chosen[match_key(row)] = row
+    return list(chosen.values())
+
+
+def to_csv(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: "" if row.get(key) is None else row[key] for key in COLUMNS})
+    return buffer.getvalue()

@@ -1,0 +1,276 @@
+"""The report's six figures, drawn with matplotlib's Agg backend as PNG and SVG.
+
+Each figure function takes the tidy rows and returns a matplotlib Figure, or
+a one-line note saying why there is nothing to draw (no power measured, no
+fp32 baseline, ...). The report shows the note where the figure would be:
+an empty chart is never drawn.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from mbdeploy.architecture import format_alpha, parse_model_name
+from mbdeploy.atomic import write_bytes
+from mbdeploy.report.fit import fit_groups
+from mbdeploy.report.pareto import pareto_front
+
+
+@dataclass
+class FigureOutput:
+    name: str
+    title: str
+    png: Path | None = None
+    svg: Path | None = None
+    note: str | None = None  # why the figure is absent
+
+
+def short_label(row: dict) -> str:
+    """`alpha_res`, as points are labelled in the paper's figures."""
+    alpha, resolution = row.get("alpha"), row.get("resolution")
+    if alpha is None or resolution is None:
+        try:
+            alpha, resolution = parse_model_name(row["model"])
+        except Exception:  # noqa: BLE001 - a foreign name is shown as is
+            return row["model"]
+    return f"{format_alpha(alpha)}_{resolution}"
+
+
+def _series_name(row: dict, with_format: bool = True) -> str:
+    parts = [row["device_id"], row["format"] if with_format else None, row["precision"]]
+    return " ".join(p for p in parts if p)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _by_macs(rows: list[dict]) -> list[str]:
+    """Model names ordered by MACs (smallest first)."""
+    macs = {}
+    for row in rows:
+        macs.setdefault(row["model"], row.get("macs_m") or math.inf)
+    return sorted(macs, key=lambda name: (macs[name], name))
+
+
+def latency_vs_macs(rows: list[dict]):
+    points = [r for r in rows if r.get("latency_ms_median") and r.get("macs_m")]
+    if not points:
+        return "No successful latency measurement with a known MAC count."
+    plt = _pyplot()
+    fits = fit_groups(points)
+    figure, axes = plt.subplots(figsize=(8, 5.5))
+    groups: dict[tuple, list[dict]] = {}
+    for row in points:
+        groups.setdefault((row["device_id"], row["format"], row["precision"], row["config_key"]), []).append(row)
+    for key, members in sorted(groups.items()):
+        members.sort(key=lambda r: r["macs_m"])
+        xs = [r["macs_m"] for r in members]
+        ys = [r["latency_ms_median"] for r in members]
+        fit = fits.get(key)
+        label = _series_name(members[0])
+        if fit is not None and fit.r_squared is not None:
+            label += f" (R\u00b2 = {fit.r_squared:.3f}, slope {fit.slope:.2f})"
+        dots = axes.scatter(xs, ys, s=22, label=label, zorder=3)
+        for row in members:
+            axes.annotate(short_label(row), (row["macs_m"], row["latency_ms_median"]), fontsize=7,
+                          xytext=(3, 3), textcoords="offset points")
+        if fit is not None:
+            lo, hi = min(xs), max(xs)
+            line_x = [lo * (hi / lo) ** (i / 20) for i in range(21)]
+            axes.plot(line_x, [fit.predict(x * 1e6) for x in line_x], color=dots.get_facecolor()[0], lw=1)
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("Million MACs (log)")
+    axes.set_ylabel("Median latency, ms (log)")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=7)
+    return figure
+
+
+def energy_vs_macs(rows: list[dict]):
+    points = [r for r in rows if r.get("energy_mj") is not None and r.get("macs_m")]
+    if not points:
+        reasons = sorted({r.get("power_status") or "none" for r in rows})
+        return f"No power was measured in these runs (power status: {', '.join(reasons)})."
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(8, 5.5))
+    series: dict[str, list[dict]] = {}
+    for row in points:
+        series.setdefault(_series_name(row), []).append(row)
+    for name, members in sorted(series.items()):
+        members.sort(key=lambda r: r["macs_m"])
+        axes.plot([r["macs_m"] for r in members], [r["energy_mj"] for r in members], "o-", ms=4, lw=1, label=name)
+        for row in members:
+            axes.annotate(short_label(row), (row["macs_m"], row["energy_mj"]), fontsize=7,
+                          xytext=(3, 3), textcoords="offset points")
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("Million MACs (log)")
+    axes.set_ylabel("Energy per inference, mJ (log)")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=7)
+    return figure
+
+
+def accuracy_vs_latency(rows: list[dict]):
+    points = [r for r in rows if r.get("top1_percent") is not None and r.get("latency_ms_median")]
+    if not points:
+        return ("No accuracy known for the measured models: run `mbdeploy eval`, "
+                "or use Google's trained weights to get the published top-1.")
+    plt = _pyplot()
+    devices = sorted({r["device_id"] for r in points})
+    columns = min(len(devices), 2)
+    rows_of_axes = math.ceil(len(devices) / columns)
+    figure, axes_grid = plt.subplots(rows_of_axes, columns, figsize=(7 * columns, 5 * rows_of_axes), squeeze=False)
+    for axes, device in zip([a for line in axes_grid for a in line], devices):
+        mine = [r for r in points if r["device_id"] == device]
+        series: dict[str, list[dict]] = {}
+        for row in mine:
+            series.setdefault(f"{row['format']} {row['precision']}", []).append(row)
+        for number, (name, members) in enumerate(sorted(series.items())):
+            color = f"C{number % 10}"
+            # Filled squares: measured by `mbdeploy eval`; hollow circles: the release table.
+            for source, marker, face in (("measured", "s", color), ("published", "o", "none")):
+                chosen = [r for r in members if r["accuracy_source"] == source]
+                if chosen:
+                    axes.scatter([r["latency_ms_median"] for r in chosen], [r["top1_percent"] for r in chosen],
+                                 marker=marker, s=26, label=f"{name}, {source} top-1",
+                                 facecolors=face, edgecolors=color)
+        front = [mine[i] for i in pareto_front([(r["latency_ms_median"], r["top1_percent"]) for r in mine])]
+        axes.step([r["latency_ms_median"] for r in front], [r["top1_percent"] for r in front], where="post",
+                  color="black", lw=1, label="Pareto frontier")
+        for row in mine:
+            axes.annotate(short_label(row), (row["latency_ms_median"], row["top1_percent"]), fontsize=7,
+                          xytext=(3, -9), textcoords="offset points")
+        axes.set_xscale("log")
+        axes.set_title(device, fontsize=10)
+        axes.set_xlabel("Median latency, ms (log)")
+        axes.set_ylabel("ImageNet top-1, %")
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend(fontsize=7)
+    for axes in [a for line in axes_grid for a in line][len(devices):]:
+        axes.set_visible(False)
+    figure.tight_layout()
+    return figure
+
+
+def speedup_over_fp32(rows: list[dict]):
+    baseline = {(r["device_id"], r["model"], r["format"], r["config_key"]): r for r in rows if r["precision"] == "fp32"}
+    bars: dict[str, dict[str, float]] = {}
+    for row in rows:
+        base = baseline.get((row["device_id"], row["model"], row["format"], row["config_key"]))
+        if row["precision"] == "fp32" or base is None or not row.get("latency_ms_median"):
+            continue
+        series = f"{row['device_id']} {row['format']} {row['precision']}"
+        bars.setdefault(series, {})[row["model"]] = base["latency_ms_median"] / row["latency_ms_median"]
+    if not bars:
+        return "No model was measured both in fp32 and in another precision on the same device and runner."
+    plt = _pyplot()
+    models = [m for m in _by_macs(rows) if any(m in b for b in bars.values())]
+    figure, axes = plt.subplots(figsize=(max(8, 0.6 * len(models) * max(1, len(bars)) / 2), 5))
+    width = 0.8 / len(bars)
+    for i, (series, values) in enumerate(sorted(bars.items())):
+        xs = [j + i * width for j, m in enumerate(models) if m in values]
+        axes.bar(xs, [values[m] for m in models if m in values], width=width, label=series)
+    axes.axhline(1.0, color="black", lw=0.8)
+    axes.set_xticks([j + 0.4 - width / 2 for j in range(len(models))])
+    axes.set_xticklabels([short_label({"model": m}) for m in models], rotation=45, ha="right", fontsize=8)
+    axes.set_ylabel("Speed-up over fp32 (x)")
+    axes.grid(True, axis="y", alpha=0.3)
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def model_size(rows: list[dict]):
+    sizes: dict[str, dict[str, int]] = {}
+    for row in rows:
+        if row.get("size_bytes"):
+            sizes.setdefault(f"{row['format']} {row['precision']}", {})[row["model"]] = row["size_bytes"]
+    if not sizes:
+        return "No artifact sizes known."
+    plt = _pyplot()
+    models = _by_macs([r for r in rows if r.get("size_bytes")])
+    figure, axes = plt.subplots(figsize=(max(8, 0.5 * len(models) * len(sizes) / 2), 5))
+    width = 0.8 / len(sizes)
+    for i, (series, values) in enumerate(sorted(sizes.items())):
+        xs = [j + i * width for j, m in enumerate(models) if m in values]
+        axes.bar(xs, [values[m] / 1e6 for m in models if m in values], width=width, label=series)
+    axes.set_xticks([j + 0.4 - width / 2 for j in range(len(models))])
+    axes.set_xticklabels([short_label({"model": m}) for m in models], rotation=45, ha="right", fontsize=8)
+    axes.set_ylabel("Model file size, MB")
+    axes.grid(True, axis="y", alpha=0.3)
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def throughput(rows: list[dict]):
+    points = [r for r in rows if r.get("gmacs_per_s")]
+    if not points:
+        return "No successful latency measurement with a known MAC count."
+    plt = _pyplot()
+    with_peak = [r for r in points if r.get("fraction_of_peak")]
+    figure, axes_list = plt.subplots(2 if with_peak else 1, 1, figsize=(9, 8 if with_peak else 4.5), squeeze=False)
+    models = _by_macs(points)
+    for axes, key, label, chosen in (
+        (axes_list[0][0], "gmacs_per_s", "Achieved GMAC/s", points),
+        *(((axes_list[1][0], "fraction_of_peak", "Fraction of fp32 vector peak", with_peak),) if with_peak else ()),
+    ):
+        series: dict[str, dict[str, float]] = {}
+        for row in chosen:
+            series.setdefault(_series_name(row), {})[row["model"]] = row[key]
+        width = 0.8 / len(series)
+        for i, (name, values) in enumerate(sorted(series.items())):
+            xs = [j + i * width for j, m in enumerate(models) if m in values]
+            axes.bar(xs, [values[m] for m in models if m in values], width=width, label=name)
+        axes.set_xticks([j + 0.4 - width / 2 for j in range(len(models))])
+        axes.set_xticklabels([short_label({"model": m}) for m in models], rotation=45, ha="right", fontsize=8)
+        axes.set_ylabel(label)
+        axes.grid(True, axis="y", alpha=0.3)
+        axes.legend(fontsize=7)
+    if not with_peak:
+        axes_list[0][0].set_title("Peak unknown for these devices (known only for fp32 on this x86 host)", fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+FIGURES: tuple[tuple[str, str, Callable], ...] = (
+    ("latency_vs_macs", "Latency versus MACs (log-log) with the fitted power law", latency_vs_macs),
+    ("energy_vs_macs", "Energy per inference versus MACs", energy_vs_macs),
+    ("accuracy_vs_latency", "ImageNet top-1 versus latency, with the Pareto frontier", accuracy_vs_latency),
+    ("speedup_over_fp32", "Speed-up of fp16 / dynamic / int8 over fp32", speedup_over_fp32),
+    ("model_size", "Model size per format and precision", model_size),
+    ("throughput", "Achieved throughput (GMAC/s) and fraction of peak", throughput),
+)
+
+
+def render_all(rows: list[dict], out_dir: Path) -> list[FigureOutput]:
+    """Draw every figure into out_dir as NAME.png and NAME.svg (written atomically)."""
+    import io
+
+    outputs = []
+    for name, title, draw in FIGURES:
+        result = draw(rows)
+        if isinstance(result, str):
+            outputs.append(FigureOutput(name, title, note=result))
+            continue
+        plt = _pyplot()
+        paths = {}
+        for extension in ("png", "svg"):
+            buffer = io.BytesIO()
+            result.savefig(buffer, format=extension, dpi=110, bbox_inches="tight")
+            paths[extension] = Path(out_dir) / f"{name}.{extension}"
+            write_bytes(paths[extension], buffer.getvalue())
+        plt.close(result)
+        outputs.append(FigureOutput(name, title, png=paths["png"], svg=paths["svg"]))
+    return outputs
