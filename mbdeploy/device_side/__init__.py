@@ -1,0 +1,1 @@
+"""Scripts that run on the device itself (copied there by a runner)."""

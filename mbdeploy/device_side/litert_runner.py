@@ -1,0 +1,187 @@
+"""Time one .tflite model with LiteRT, on the device; print one JSON line.
+
+This file is copied to the device and run there with its own Python, so it
+uses only the standard library, numpy and ai_edge_litert, and imports nothing
+from mbdeploy. It only loads, times and reports (STYLE.md section 6): the host
+computes statistics and stores records.
+
+Output (stdout, one line): {"schema": "mbdeploy.litert_runner/1", "samples_ms":
+[...], "init_ms", "first_inference_ms", "peak_memory_mb", "stop_reason", ...}
+or {"schema": ..., "error": "..."} with exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import sys
+import time
+
+SCHEMA = "mbdeploy.litert_runner/1"
+
+
+# --- A self-contained copy of mbdeploy.stats.median_ci / stop_reason --------
+# Kept here because this script must run on a board without mbdeploy;
+# tests/test_stats.py checks both copies give the same answers.
+def _ci_rank(n, tail):
+    log_half_n = n * math.log(0.5)
+    log_n_factorial = math.lgamma(n + 1)
+    cumulative = 0.0
+    rank = 0
+    for k in range(n // 2 + 1):
+        cumulative += math.exp(log_n_factorial - math.lgamma(k + 1) - math.lgamma(n - k + 1) + log_half_n)
+        if cumulative > tail:
+            break
+        rank = k + 1
+    return rank
+
+
+def median_ci(samples, confidence=0.95):
+    ordered = sorted(samples)
+    rank = _ci_rank(len(ordered), (1.0 - confidence) / 2.0)
+    if rank < 1:
+        return None
+    return ordered[rank - 1], ordered[len(ordered) - rank]
+
+
+def _median(ordered):
+    n = len(ordered)
+    middle = n // 2
+    return ordered[middle] if n % 2 else (ordered[middle - 1] + ordered[middle]) / 2.0
+
+
+def ci_half_width_fraction(samples):
+    interval = median_ci(samples)
+    if interval is None:
+        return None
+    median = _median(sorted(samples))
+    if median <= 0:
+        return None
+    return (interval[1] - interval[0]) / 2.0 / median
+
+
+def stop_reason(samples, elapsed_s, min_secs, max_secs, runs, target_ci):
+    if runs is not None:
+        return "runs" if len(samples) >= runs else None
+    if elapsed_s >= max_secs:
+        return "max_secs"
+    if elapsed_s >= min_secs:
+        width = ci_half_width_fraction(samples)
+        if width is not None and width <= target_ci:
+            return "target_ci"
+    return None
+
+
+# --- Measuring ---------------------------------------------------------------
+def random_input(detail, rng):
+    import numpy as np
+
+    shape = [int(d) for d in detail["shape"]]
+    dtype = np.dtype(detail["dtype"])
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max, size=shape, endpoint=True, dtype=dtype)
+    if dtype == np.bool_:
+        return rng.integers(0, 1, size=shape, endpoint=True).astype(np.bool_)
+    return rng.uniform(-1.0, 1.0, size=shape).astype(dtype)
+
+
+def peak_rss_mb():
+    # ru_maxrss is in kilobytes on Linux (bytes on macOS, which this script does not target).
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def measure(args):
+    started = time.perf_counter_ns()
+    import numpy as np
+    from ai_edge_litert import interpreter as litert
+
+    import_ms = (time.perf_counter_ns() - started) / 1e6
+
+    resolver = litert.OpResolverType.AUTO if args.xnnpack else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    init_start = time.perf_counter_ns()
+    interpreter = litert.Interpreter(
+        model_path=args.model, num_threads=args.threads, experimental_op_resolver_type=resolver
+    )
+    interpreter.allocate_tensors()
+    init_ms = (time.perf_counter_ns() - init_start) / 1e6
+
+    rng = np.random.default_rng(args.seed)
+    inputs = interpreter.get_input_details()
+    for detail in inputs:
+        interpreter.set_tensor(detail["index"], random_input(detail, rng))
+
+    invoke = interpreter.invoke
+    clock = time.perf_counter_ns
+    begin = clock()
+    invoke()
+    first_inference_ms = (clock() - begin) / 1e6
+
+    for _ in range(args.warmup):
+        invoke()
+
+    samples = []
+    next_check = 1
+    loop_start = clock()
+    reason = None
+    while reason is None:
+        begin = clock()
+        invoke()
+        end = clock()
+        samples.append((end - begin) / 1e6)
+        elapsed = (end - loop_start) / 1e9
+        # Sorting for the interval is O(n log n): do it on a geometric schedule,
+        # while the cheap count and time checks run after every invoke.
+        if args.runs is not None or elapsed >= args.max_secs:
+            reason = stop_reason(samples, elapsed, args.min_secs, args.max_secs, args.runs, args.target_ci)
+        elif len(samples) >= next_check and elapsed >= args.min_secs:
+            reason = stop_reason(samples, elapsed, args.min_secs, args.max_secs, args.runs, args.target_ci)
+            next_check = len(samples) + max(1, len(samples) // 20)
+    loop_s = (clock() - loop_start) / 1e9
+
+    return {
+        "schema": SCHEMA,
+        "samples_ms": [round(s, 5) for s in samples],
+        "init_ms": init_ms,
+        "import_ms": import_ms,
+        "first_inference_ms": first_inference_ms,
+        "peak_memory_mb": peak_rss_mb(),
+        "stop_reason": reason,
+        "loop_s": loop_s,
+        "threads": args.threads,
+        "xnnpack": args.xnnpack,
+        "inputs": [{"shape": [int(d) for d in x["shape"]], "dtype": np.dtype(x["dtype"]).name} for x in inputs],
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+    }
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-xnnpack", dest="xnnpack", action="store_false")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--min-secs", type=float, default=1.0)
+    parser.add_argument("--max-secs", type=float, default=10.0)
+    parser.add_argument("--runs", type=int, default=None)
+    parser.add_argument("--target-ci", type=float, default=0.02)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        result = measure(args)
+    except Exception as exc:  # reported to the host as data, never as a traceback
+        print(json.dumps({"schema": SCHEMA, "error": f"{type(exc).__name__}: {exc}"}))
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

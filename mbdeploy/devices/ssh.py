@@ -1,0 +1,229 @@
+"""The `ssh` device: a Linux board reached with the system OpenSSH client.
+
+`ssh://user@host[:port][?python=/path/python3&workdir=/path]`; the host may be
+a `Host` alias from ~/.ssh/config, which ssh reads as usual (or the file named
+by `ssh_config`). Authentication is by key only (BatchMode: never a password
+prompt). One master connection is opened on first use and shared by every
+command (ControlMaster), so a per-model round trip costs milliseconds.
+
+The remote side always gets one command line built by `quote_argv`, so a file
+name is one word to the remote shell. Files travel through `cat` over the
+same connection rather than scp: legacy scp lets the remote shell expand the
+target path, and streaming keeps a single quoting rule for every transfer.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from mbdeploy import sensors
+from mbdeploy.atomic import sha256_file
+from mbdeploy.devices.base import Device, DeviceInfo, SensorReading, ShellResult, quote_argv
+from mbdeploy.errors import DeviceDisconnected, DeviceError, InvalidInput
+
+SSH_CONNECT_TIMEOUT_S = 10
+SSH_ERROR = 255  # ssh's own exit code for connection and authentication failures
+
+INFO_SCRIPT = (
+    'echo "machine=$(uname -m)"; echo "kernel=$(uname -r)"; echo "hostname=$(uname -n)"; '
+    '(. /etc/os-release 2>/dev/null; echo "os=$PRETTY_NAME"); '
+    'echo "cores=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null)"; '
+    "echo \"cpu=$(grep -m1 -E '^(model name|Hardware|Processor)' /proc/cpuinfo 2>/dev/null | cut -d: -f2-)\"; "
+    "echo \"board=$( (tr -d '\\000' < /proc/device-tree/model || cat /sys/devices/virtual/dmi/id/product_name) 2>/dev/null)\"; "
+    "echo '--sysfs--'; "
+)
+
+
+def parse_target(target: str) -> dict:
+    """`ssh://user@host:port?python=...&workdir=...` -> its parts; raise InvalidInput if malformed."""
+    parts = urlsplit(target)
+    if parts.scheme != "ssh" or not parts.hostname:
+        raise InvalidInput(f"ssh device {target!r} must look like ssh://[user@]host[:port][?python=PATH&workdir=PATH]")
+    try:
+        port = parts.port
+    except ValueError:
+        raise InvalidInput(f"ssh device {target!r} has an invalid port; use 1-65535") from None
+    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    unknown = set(query) - {"python", "workdir"}
+    if unknown:
+        raise InvalidInput(f"ssh device {target!r}: unknown option(s) {sorted(unknown)}; allowed: python, workdir")
+    return {"user": parts.username, "host": parts.hostname, "port": port,
+            "python": query.get("python"), "workdir": query.get("workdir")}
+
+
+class SshDevice(Device):
+    kind = "ssh"
+
+    def __init__(self, target: str, ssh_config: Path | None = None, ssh_options: list[str] | None = None,
+                 python: str | None = None) -> None:
+        parts = parse_target(target)
+        self._user, self._host, self._port = parts["user"], parts["host"], parts["port"]
+        self.python = parts["python"] or python or "python3"
+        self._workdir = parts["workdir"]
+        self._ssh_config = Path(ssh_config) if ssh_config else None
+        self._ssh_options = list(ssh_options or [])
+        self._control_dir: str | None = None
+
+    @property
+    def id(self) -> str:
+        user = f"{self._user}@" if self._user else ""
+        port = f":{self._port}" if self._port else ""
+        return f"ssh://{user}{self._host}{port}"
+
+    # --- the ssh command line -------------------------------------------------
+    def _base(self, control: bool = True) -> list[str]:
+        argv = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={SSH_CONNECT_TIMEOUT_S}"]
+        if self._ssh_config:
+            argv += ["-F", str(self._ssh_config)]
+        if self._port:
+            argv += ["-p", str(self._port)]
+        if self._user:
+            argv += ["-l", self._user]
+        if control and self._control_dir:
+            argv += ["-o", "ControlMaster=no", "-o", f"ControlPath={self._control_path}"]
+        return argv + self._ssh_options
+
+    @property
+    def _control_path(self) -> str:
+        return os.path.join(self._control_dir or "", "master")
+
+    def _connect(self) -> None:
+        """Open the shared master connection once; its output goes to a file, never our pipes."""
+        if self._control_dir:
+            return
+        control_dir = tempfile.mkdtemp(prefix="mbd-ssh-")
+        argv = self._base(control=False) + [
+            "-o", "ControlMaster=yes", "-o", f"ControlPath={os.path.join(control_dir, 'master')}",
+            "-o", "ControlPersist=300", "-N", "-f", self._host,
+        ]
+        with tempfile.TemporaryFile() as errors:
+            try:
+                done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
+                                      timeout=SSH_CONNECT_TIMEOUT_S + 20, check=False)
+            except FileNotFoundError:
+                shutil.rmtree(control_dir, ignore_errors=True)
+                raise DeviceError("the ssh client is not installed (Debian: apt-get install openssh-client)") from None
+            except subprocess.TimeoutExpired:
+                shutil.rmtree(control_dir, ignore_errors=True)
+                raise DeviceError(f"{self.id} did not answer within {SSH_CONNECT_TIMEOUT_S + 20} s") from None
+            errors.seek(0)
+            message = errors.read().decode(errors="replace").strip()
+        if done.returncode != 0:
+            shutil.rmtree(control_dir, ignore_errors=True)
+            last = message.splitlines()[-1] if message else f"exit code {done.returncode}"
+            raise DeviceError(f"cannot reach {self.id}: {last}", device=self.id)
+        self._control_dir = control_dir
+
+    def close(self) -> None:
+        if not self._control_dir:
+            return
+        subprocess.run(self._base() + ["-O", "exit", self._host], stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=15, check=False)
+        shutil.rmtree(self._control_dir, ignore_errors=True)
+        self._control_dir = None
+
+    def __del__(self) -> None:  # a forgotten close() must not leave a master process behind
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def _run(self, argv: list[str], timeout: float | None, stdin=subprocess.DEVNULL) -> ShellResult:
+        self._connect()
+        command = self._base() + [self._host, "--", quote_argv(argv)]
+        try:
+            done = subprocess.run(command, stdin=stdin, capture_output=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise DeviceError(f"{argv[0]} did not finish within {timeout:.0f} s on {self.id}") from None
+        stderr = done.stderr.decode(errors="replace")
+        if done.returncode == SSH_ERROR and ("ssh:" in stderr or "Connection" in stderr or not done.stdout):
+            raise DeviceDisconnected(f"lost {self.id}: {stderr.strip() or 'ssh exit 255'}", device=self.id)
+        return ShellResult(exit_code=done.returncode, stdout=done.stdout.decode(errors="replace"), stderr=stderr)
+
+    # --- Device ----------------------------------------------------------------
+    def shell(self, argv: list[str], timeout: float | None = None) -> ShellResult:
+        return self._run([str(word) for word in argv], timeout)
+
+    @property
+    def workdir(self) -> str:
+        if self._workdir is None:
+            done = self._run(["sh", "-c", 'd="$HOME/.cache/mbdeploy/device" && mkdir -p "$d" && cd "$d" && pwd -P'], 30)
+            if not done.ok or not done.stdout.strip():
+                raise DeviceError(f"cannot create a work folder on {self.id}: {done.stderr.strip()}")
+            self._workdir = done.stdout.strip()
+        return self._workdir
+
+    def push(self, local: Path, remote: str) -> None:
+        with open(local, "rb") as source:
+            done = self._run(["sh", "-c", 'mkdir -p "$(dirname "$1")" && cat > "$1"', "sh", remote], 600, stdin=source)
+        if not done.ok:
+            raise DeviceError(f"push of {local} to {self.id}:{remote} failed: {done.stderr.strip()}")
+        self.check_arrived(Path(local), remote)
+
+    def check_arrived(self, local: Path, remote: str) -> None:
+        """Raise unless the remote file has the local file's size and sha256."""
+        done = self._run(["sh", "-c", 'wc -c < "$1" && sha256sum < "$1"', "sh", remote], 120)
+        lines = done.stdout.split()
+        if not done.ok or len(lines) < 2:
+            raise DeviceError(f"cannot check {remote} on {self.id}: {done.stderr.strip() or 'no sha256sum there'}")
+        size, digest = int(lines[0]), lines[1]
+        if size != Path(local).stat().st_size:
+            raise DeviceError(f"push of {local} to {self.id}:{remote} arrived incomplete ({size} bytes)")
+        if digest != sha256_file(Path(local)):
+            raise DeviceError(f"push of {local} to {self.id}:{remote} arrived corrupted (sha256 differs)")
+
+    def pull(self, remote: str, local: Path) -> None:
+        self._connect()
+        command = self._base() + [self._host, "--", quote_argv(["cat", "--", remote])]
+        Path(local).parent.mkdir(parents=True, exist_ok=True)
+        with open(local, "wb") as target:  # raw bytes straight to the file, never decoded
+            done = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=target, stderr=subprocess.PIPE,
+                                  timeout=600, check=False)
+        if done.returncode != 0:
+            Path(local).unlink(missing_ok=True)
+            raise DeviceError(f"pull of {self.id}:{remote} failed: {done.stderr.decode(errors='replace').strip()}")
+
+    def _remote_snapshot(self, globs: tuple[str, ...]) -> sensors.Snapshot:
+        done = self._run(["sh", "-c", sensors.snapshot_script(globs)], 30)
+        return sensors.parse_snapshot_output(done.stdout)
+
+    def properties(self) -> dict[str, str]:
+        return self._info_fields()[0]
+
+    def _info_fields(self) -> tuple[dict[str, str], sensors.Snapshot]:
+        done = self._run(["sh", "-c", INFO_SCRIPT + sensors.snapshot_script(sensors.SENSOR_GLOBS)], 30)
+        head, _, sysfs = done.stdout.partition("--sysfs--\n")
+        props = {}
+        for line in head.splitlines():
+            key, sep, value = line.partition("=")
+            if sep and value.strip():
+                props[key] = value.strip()
+        return props, sensors.parse_snapshot_output(sysfs)
+
+    def info(self) -> DeviceInfo:
+        props, files = self._info_fields()
+        temperatures = sensors.parse_thermal(files)
+        return DeviceInfo(
+            kind=self.kind,
+            id=self.id,
+            model=props.get("board") or props.get("hostname"),
+            soc=props.get("cpu"),
+            abi=props.get("machine"),
+            os=f"{props.get('os', '?')} (kernel {props.get('kernel', '?')})",
+            cores=int(props["cores"]) if props.get("cores", "").isdigit() else None,
+            governor=sensors.parse_governor(files),
+            temperature_c=max(temperatures.values()) if temperatures else None,
+            state="online",
+            extra={"hostname": props.get("hostname"), "python": self.python},
+        )
+
+    def sensors(self) -> SensorReading:
+        return sensors.reading_from_snapshot(self._remote_snapshot(sensors.SENSOR_GLOBS))
+
+    def power_meter(self) -> sensors.RaplPowerMeter:
+        return sensors.RaplPowerMeter(snapshot=lambda: self._remote_snapshot(sensors.POWER_GLOBS), where=self.id)

@@ -1,0 +1,238 @@
+"""Run folders, the append-only record file, and the per-device lock.
+
+    results/<run-id>/run.json        host, tool versions, options, devices (rewritten atomically)
+    results/<run-id>/results.jsonl   one record per (device, artifact, runner config), append-only
+
+Every record is validated against `schemas/record.schema.json` before it is
+stored: runner output comes from a device and is untrusted. Lines are
+appended with one write each (`atomic.append_line`); a reader drops a last
+line without its newline, so a killed process never leaves a half record
+that anyone reads.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import errno
+import fcntl
+import json
+import os
+import re
+import secrets
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+from mbdeploy.atomic import append_line, write_json
+from mbdeploy.errors import InvalidInput, ResultsError
+
+RUN_SCHEMA = "mbdeploy.run/1"
+RECORD_SCHEMA = "mbdeploy.record/1"
+RUN_FILE = "run.json"
+RECORDS_FILE = "results.jsonl"
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_run_id() -> str:
+    """Sortable and unique: UTC time plus a short random suffix."""
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+@lru_cache(maxsize=1)
+def record_schema() -> dict:
+    return json.loads((Path(__file__).parent / "schemas" / "record.schema.json").read_text())
+
+
+def validate_record(record: dict) -> None:
+    """Raise ResultsError naming the first violation of the record schema."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(record_schema())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(record))
+    if error is not None:
+        where = "/".join(str(part) for part in error.absolute_path) or "(record)"
+        raise ResultsError(f"record rejected by the schema at {where}: {error.message}")
+
+
+def record_key(record: dict) -> tuple[str, str, str]:
+    """What --resume matches on: the same device, the same artifact bytes, the same runner config."""
+    return record["device"]["id"], record["artifact"]["sha256"], record["config_key"]
+
+
+def read_records(path: Path, on_skip: Callable[[int, str], None] | None = None) -> list[dict]:
+    """Every whole record in a results.jsonl.
+
+    A last line without a newline is a write cut short by a crash and is
+    ignored; an unparsable line elsewhere (should never happen) is reported
+    through `on_skip(line_number, reason)` and skipped.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return []
+    lines = data.split(b"\n")
+    whole, partial = lines[:-1], lines[-1]
+    if partial and on_skip:
+        on_skip(len(lines), "partial last line (interrupted write) ignored")
+    records = []
+    for number, raw in enumerate(whole, start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            if on_skip:
+                on_skip(number, f"unparsable line skipped: {exc}")
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+class RunFolder:
+    """One run: `run.json` plus the append-only `results.jsonl`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def run_file(self) -> Path:
+        return self.path / RUN_FILE
+
+    @property
+    def records_file(self) -> Path:
+        return self.path / RECORDS_FILE
+
+    @classmethod
+    def create(cls, root: Path, meta: dict, run_id: str | None = None) -> "RunFolder":
+        run_id = run_id or new_run_id()
+        if not RUN_ID_PATTERN.match(run_id):
+            raise InvalidInput(f"run id {run_id!r} may contain only letters, digits, '.', '_' and '-'")
+        folder = cls(Path(root) / run_id)
+        if folder.path.exists():
+            raise ResultsError(f"run folder {folder.path} already exists; use --resume {run_id} to continue it")
+        folder.path.mkdir(parents=True)
+        write_json(folder.run_file, {"schema": RUN_SCHEMA, "run_id": run_id, "created_at": utc_now(), **meta})
+        return folder
+
+    @classmethod
+    def open(cls, root: Path, run: str) -> "RunFolder":
+        """An existing run, by id under `root` or by its folder path."""
+        candidate = Path(run)
+        folder = cls(candidate if (candidate / RUN_FILE).is_file() else Path(root) / run)
+        if not folder.run_file.is_file():
+            raise ResultsError(f"no run {run!r} under {root} (expected {folder.run_file})")
+        folder.meta()  # fail early on a damaged run.json
+        return folder
+
+    def meta(self) -> dict:
+        try:
+            data = json.loads(self.run_file.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ResultsError(f"{self.run_file} is unreadable: {exc}") from None
+        if data.get("schema") != RUN_SCHEMA:
+            raise ResultsError(f"{self.run_file} is not an mbdeploy run (schema {RUN_SCHEMA} expected)")
+        return data
+
+    def update_meta(self, **fields: object) -> None:
+        write_json(self.run_file, {**self.meta(), **fields})
+
+    def records(self, on_skip: Callable[[int, str], None] | None = None) -> list[dict]:
+        return read_records(self.records_file, on_skip)
+
+    def recorded_keys(self) -> set[tuple[str, str, str]]:
+        keys = set()
+        for record in self.records():
+            try:
+                keys.add(record_key(record))
+            except (KeyError, TypeError):
+                continue
+        return keys
+
+    def terminate_partial_line(self) -> None:
+        """Before appending to a run a crash interrupted, end its cut-short line so the next record starts clean."""
+        try:
+            with open(self.records_file, "rb") as handle:
+                handle.seek(-1, os.SEEK_END)
+                last = handle.read(1)
+        except (FileNotFoundError, OSError):
+            return
+        if last != b"\n":
+            fd = os.open(self.records_file, os.O_WRONLY | os.O_APPEND)
+            try:
+                os.write(fd, b"\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def append(self, record: dict) -> None:
+        """Validate, then append the record as one line."""
+        validate_record(record)
+        append_line(self.records_file, json.dumps(record, separators=(",", ":"), allow_nan=False))
+
+
+def lock_dir() -> Path:
+    if os.environ.get("MBDEPLOY_LOCK_DIR"):
+        return Path(os.environ["MBDEPLOY_LOCK_DIR"])
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "mbdeploy" / "locks"
+
+
+class DeviceLock:
+    """An exclusive fcntl lock per device, so two benches never time one device at once.
+
+    The kernel drops the lock when the process dies, so a killed bench never
+    leaves a stale lock behind.
+    """
+
+    def __init__(self, device_id: str, wait: bool = True, on_wait: Callable[[str], None] | None = None,
+                 directory: Path | None = None) -> None:
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", device_id).strip("_") or "device"
+        self.device_id = device_id
+        self.path = Path(directory or lock_dir()) / f"{safe}.lock"
+        self.wait = wait
+        self.on_wait = on_wait
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                os.close(fd)
+                raise
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            if not self.wait:
+                os.close(fd)
+                raise ResultsError(f"device {self.device_id} is busy: a bench ({holder}) holds {self.path}; "
+                                   "wait for it or run without --no-wait", device=self.device_id) from None
+            if self.on_wait:
+                self.on_wait(f"device {self.device_id} is busy ({holder}); waiting for its lock")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%H:%M:%S')}".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "DeviceLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,0 +1,101 @@
+"""The LiteRT runner for Linux devices: a Python script pushed to the device.
+
+The device side (`mbdeploy/device_side/litert_runner.py`) loads the model
+with `ai_edge_litert`, times every invoke and prints one JSON line. This side
+pushes the script, runs it with the device's Python through `Device.shell`
+(an argv list, quoted by the device) and checks what came back, because
+output from a device is untrusted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import posixpath
+from pathlib import Path
+
+from mbdeploy.devices.base import Device
+from mbdeploy.errors import RunnerError
+from mbdeploy.runners.base import RunOutcome, Runner
+
+DEVICE_SCRIPT = Path(__file__).resolve().parents[1] / "device_side" / "litert_runner.py"
+DEVICE_SCHEMA = "mbdeploy.litert_runner/1"
+# Beyond the timed loop the script imports LiteRT and loads the model; give it this much on top of max_secs.
+STARTUP_ALLOWANCE_S = 120.0
+
+
+def _finite_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def parse_output(stdout: str, stderr: str = "") -> dict:
+    """The script's JSON line (the last line that parses as an object); RunnerError otherwise."""
+    for line in reversed(stdout.strip().splitlines()):
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(data, dict) and data.get("schema") == DEVICE_SCHEMA:
+            return data
+    tail = (stderr.strip().splitlines() or stdout.strip().splitlines() or ["no output"])[-1]
+    raise RunnerError(f"litert runner printed no result: {tail}")
+
+
+def outcome_from_output(data: dict) -> RunOutcome:
+    if "error" in data:
+        raise RunnerError(f"litert runner failed on the device: {data['error']}")
+    samples = data.get("samples_ms")
+    if not isinstance(samples, list) or not samples or not all(_finite_number(s) and s >= 0 for s in samples):
+        raise RunnerError("litert runner returned no valid samples_ms (a non-empty list of non-negative numbers)")
+    for key in ("init_ms", "first_inference_ms", "peak_memory_mb"):
+        if data.get(key) is not None and not (_finite_number(data[key]) and data[key] >= 0):
+            raise RunnerError(f"litert runner returned an invalid {key}: {data[key]!r}")
+    reason = data.get("stop_reason")
+    if reason not in ("target_ci", "max_secs", "runs"):
+        raise RunnerError(f"litert runner returned an unknown stop_reason {reason!r}")
+    extra = {key: data[key] for key in ("import_ms", "loop_s", "inputs", "python", "numpy") if key in data}
+    return RunOutcome(
+        samples_ms=[float(s) for s in samples],
+        init_ms=data.get("init_ms"),
+        first_inference_ms=data.get("first_inference_ms"),
+        peak_memory_mb=data.get("peak_memory_mb"),
+        stop_reason=reason,
+        extra=extra,
+    )
+
+
+class LiteRTRunner(Runner):
+    name = "litert"
+
+    def __init__(self, options) -> None:  # noqa: ANN001 - TimingOptions
+        super().__init__(options)
+        self._scripts: dict[str, str] = {}  # device id -> script path on that device
+
+    def config(self) -> dict:
+        return {**super().config(), "delegate": "xnnpack" if self.options.xnnpack else "none"}
+
+    def prepare(self, device: Device) -> None:
+        remote = posixpath.join(device.workdir, "runners", DEVICE_SCRIPT.name)
+        device.push(DEVICE_SCRIPT, remote)
+        self._scripts[device.id] = remote
+
+    def command(self, device: Device, remote_model: str) -> list[str]:
+        options = self.options
+        argv = [getattr(device, "python", "python3"), self._scripts[device.id], "--model", remote_model,
+                "--threads", str(options.threads), "--warmup", str(options.warmup_runs),
+                "--min-secs", str(options.min_secs), "--max-secs", str(options.max_secs),
+                "--target-ci", str(options.target_ci)]
+        if options.runs is not None:
+            argv += ["--runs", str(options.runs)]
+        if not options.xnnpack:
+            argv.append("--no-xnnpack")
+        return argv
+
+    def run(self, device: Device, remote_model: str) -> RunOutcome:
+        if device.id not in self._scripts:
+            self.prepare(device)
+        result = device.shell(self.command(device, remote_model), timeout=self.options.max_secs + STARTUP_ALLOWANCE_S)
+        return outcome_from_output(parse_output(result.stdout, result.stderr))

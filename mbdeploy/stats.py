@@ -1,0 +1,129 @@
+"""Latency statistics: order statistics, the median's confidence interval, adaptive stopping.
+
+Pure Python so the host needs nothing heavy to summarise a run. The 95%
+interval of the median comes from order statistics: the number of samples
+below the true median is Binomial(n, 1/2), so [x_(l), x_(n+1-l)] covers the
+median with probability 1 - 2 P(B <= l - 1). No distributional assumption,
+which matters for latency (skewed, with a long right tail).
+
+`mbdeploy/device_side/litert_runner.py` carries its own small copy of
+`median_ci` and `stop_reason` because it must run on a board with only the
+standard library; tests/test_stats.py checks the two copies agree.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+CONFIDENCE = 0.95
+# With fewer samples no order-statistic interval reaches 95% (n=5 gives 93.75%).
+MIN_SAMPLES_FOR_CI = 6
+
+LATENCY_KEYS = ("median", "mean", "p5", "p90", "p95", "p99", "std", "min", "max", "count", "ci95_low", "ci95_high")
+
+
+def quantile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear interpolation between order statistics (numpy's default, Hyndman-Fan type 7)."""
+    if not sorted_values:
+        raise ValueError("quantile of an empty sample")
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"quantile must be in [0, 1], got {q}")
+    position = q * (len(sorted_values) - 1)
+    lower = math.floor(position)
+    upper = min(lower + 1, len(sorted_values) - 1)
+    fraction = position - lower
+    return sorted_values[lower] + (sorted_values[upper] - sorted_values[lower]) * fraction
+
+
+def _binomial_half_cdf_rank(n: int, tail: float) -> int:
+    """The largest l >= 1 with P(B <= l - 1) <= tail for B ~ Binomial(n, 1/2); 0 if none."""
+    log_half_n = n * math.log(0.5)
+    log_n_factorial = math.lgamma(n + 1)
+    cumulative = 0.0
+    rank = 0
+    for k in range(n // 2 + 1):
+        cumulative += math.exp(log_n_factorial - math.lgamma(k + 1) - math.lgamma(n - k + 1) + log_half_n)
+        if cumulative > tail:
+            break
+        rank = k + 1  # P(B <= k) <= tail, so x_(k+1) is a valid lower end
+    return rank
+
+
+def median_ci_ranks(n: int, confidence: float = CONFIDENCE) -> tuple[int, int] | None:
+    """1-based ranks (l, u) of the distribution-free interval of the median, or None if n is too small."""
+    rank = _binomial_half_cdf_rank(n, (1.0 - confidence) / 2.0)
+    if rank < 1:
+        return None
+    return rank, n + 1 - rank
+
+
+def median_ci(samples: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+    ordered = sorted(samples)
+    ranks = median_ci_ranks(len(ordered), confidence)
+    if ranks is None:
+        return None
+    return ordered[ranks[0] - 1], ordered[ranks[1] - 1]
+
+
+def summarize(samples: Sequence[float]) -> dict:
+    """The record's `latency_ms` block from raw per-invoke timings (milliseconds)."""
+    if not samples:
+        raise ValueError("no samples to summarise")
+    ordered = sorted(float(s) for s in samples)
+    n = len(ordered)
+    mean = math.fsum(ordered) / n
+    # Sample standard deviation (n - 1); zero for a single sample.
+    std = math.sqrt(math.fsum((x - mean) ** 2 for x in ordered) / (n - 1)) if n > 1 else 0.0
+    interval = median_ci(ordered)
+    return {
+        "median": quantile(ordered, 0.5),
+        "mean": mean,
+        "p5": quantile(ordered, 0.05),
+        "p90": quantile(ordered, 0.90),
+        "p95": quantile(ordered, 0.95),
+        "p99": quantile(ordered, 0.99),
+        "std": std,
+        "min": ordered[0],
+        "max": ordered[-1],
+        "count": n,
+        "ci95_low": interval[0] if interval else None,
+        "ci95_high": interval[1] if interval else None,
+    }
+
+
+def ci_half_width_fraction(samples: Sequence[float]) -> float | None:
+    """Half the width of the median's 95% interval, as a fraction of the median."""
+    ordered = sorted(samples)
+    interval = median_ci(ordered)
+    if interval is None:
+        return None
+    median = quantile(ordered, 0.5)
+    if median <= 0:
+        return None
+    return (interval[1] - interval[0]) / 2.0 / median
+
+
+def stop_reason(
+    samples: Sequence[float],
+    elapsed_s: float,
+    *,
+    min_secs: float,
+    max_secs: float,
+    runs: int | None,
+    target_ci: float,
+) -> str | None:
+    """Why to stop now ("runs", "max_secs", "target_ci"), or None to keep going.
+
+    A fixed run count wins; otherwise keep going until the median's interval is
+    narrow enough (but never before min_secs) or the time budget is spent.
+    """
+    if runs is not None:
+        return "runs" if len(samples) >= runs else None
+    if elapsed_s >= max_secs:
+        return "max_secs"
+    if elapsed_s >= min_secs:
+        width = ci_half_width_fraction(samples)
+        if width is not None and width <= target_ci:
+            return "target_ci"
+    return None
