@@ -1,0 +1,283 @@
+"""`mbdeploy convert`: spec + weights -> verified artifacts + manifest.
+
+An artifact whose inputs are unchanged (spec, weights hash, format,
+precision, calibration, tool versions) is not rebuilt: the check reads only
+the manifest and file hashes, so a re-run over an up-to-date grid never
+imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from mbdeploy.accounting import model_cost
+from mbdeploy.architecture import ModelSpec, model_name, validate_alpha, validate_resolution, warn_if_unusual_resolution
+from mbdeploy.atomic import sha256_file
+from mbdeploy.errors import InvalidInput, VerificationError
+from mbdeploy.export import FORMATS, plan_exports
+from mbdeploy.manifest import PREPROCESSING, SCHEMA, load_manifest, manifest_path, save_manifest, tool_versions
+from mbdeploy.preprocessing import image_files
+from mbdeploy.weights import source_of
+
+SYNTHETIC_CALIBRATION = 16  # enough for stable ranges of a 28-layer net, quick to run
+CALIBRATION_LIMIT = 100
+PROBES = 8
+PROBE_SEED = 20170417  # the paper's arXiv date: fixed, and unlike the calibration seed
+
+
+@dataclass
+class ConvertRequest:
+    alpha: float
+    resolution: int
+    weights: Path | None = None
+    out_dir: Path = Path("models")
+    formats: list[str] | None = None
+    precisions: list[str] | None = None
+    calib_dir: Path | None = None
+    verify: bool = True
+    seed: int = 0
+    options: dict = field(default_factory=dict)  # format-specific, e.g. coreml_target
+
+
+@dataclass
+class ConvertResult:
+    manifest_path: Path
+    manifest: dict
+    built: list[str]
+    reused: list[str]
+
+    def to_dict(self) -> dict:
+        return {"manifest": str(self.manifest_path), "built": self.built, "reused": self.reused,
+                "name": self.manifest["name"], "artifacts": self.manifest["artifacts"]}
+
+
+Progress = Callable[[str], None]
+
+
+def validate_request(request: ConvertRequest) -> list[tuple[str, str]]:
+    """Everything checkable before work starts; returns the (format, precision) plan."""
+    validate_alpha(request.alpha)
+    validate_resolution(request.resolution)
+    pairs = plan_exports(request.formats, request.precisions)
+    source_of(request.weights)
+    if request.weights is not None and source_of(request.weights) != "slim-checkpoint" and not Path(request.weights).exists():
+        raise InvalidInput(f"weights file {request.weights} does not exist")
+    if request.calib_dir is not None:
+        folder = Path(request.calib_dir)
+        if not folder.is_dir():
+            raise InvalidInput(f"calibration folder {folder} does not exist or is not a folder")
+        if not image_files(folder):
+            raise InvalidInput(f"calibration folder {folder} is empty")
+    check_writable(Path(request.out_dir))
+    return pairs
+
+
+def check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InvalidInput(f"output folder {folder} is not writable: {exc.strerror or exc}") from None
+
+
+def weights_fingerprint(path: Path | None, alpha: float, seed: int) -> str:
+    """The weights' identity without loading them (what the cache keys on)."""
+    if path is None:
+        from mbdeploy.weights.random_init import random_identity
+
+        return random_identity(alpha, seed)
+    path = Path(path)
+    if source_of(path) == "slim-checkpoint" and not path.name.lower().endswith((".tgz", ".tar.gz")):
+        from mbdeploy.weights.slim import checkpoint_fingerprint
+
+        return checkpoint_fingerprint(path)
+    return sha256_file(path)
+
+
+def calibration_fingerprint(calib_dir: Path | None, seed: int) -> str:
+    if calib_dir is None:
+        return f"synthetic:{SYNTHETIC_CALIBRATION}:seed={seed}"
+    digest = hashlib.sha256()
+    for path in image_files(Path(calib_dir))[:CALIBRATION_LIMIT * 4]:
+        digest.update(path.name.encode())
+        digest.update(sha256_file(path).encode())
+    return digest.hexdigest()
+
+
+def build_key(fmt: str, precision: str, fingerprint: str, request: ConvertRequest, calib: str, tools: dict) -> str:
+    quantized = precision in ("int8", "w8a8")
+    key = {
+        "alpha": request.alpha,
+        "resolution": request.resolution,
+        "weights": fingerprint,
+        "format": fmt,
+        "precision": precision,
+        "calibration": calib if quantized else None,
+        "options": {k: v for k, v in sorted(request.options.items()) if k.startswith(fmt)},
+        "tools": tools,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def artifact_filename(name: str, fmt: str, precision: str) -> str:
+    return f"{name}_{precision}{FORMATS[fmt].suffix}"
+
+
+def up_to_date(model_dir: Path, artifact: dict | None, key: str) -> bool:
+    if not artifact or artifact.get("build_key") != key:
+        return False
+    path = model_dir / artifact["path"]
+    if not path.exists():
+        return False
+    if path.is_dir():  # an .mlpackage: a folder renamed whole, hashed by its manifest entry
+        return True
+    return path.stat().st_size == artifact.get("bytes") and sha256_file(path) == artifact.get("sha256")
+
+
+def convert_model(request: ConvertRequest, progress: Progress | None = None) -> ConvertResult:
+    say = progress or (lambda _message: None)
+    pairs = validate_request(request)
+    if request.resolution % 32:
+        warn_if_unusual_resolution(request.resolution)
+    name = model_name(request.alpha, request.resolution)
+    model_dir = Path(request.out_dir) / name
+    tools = tool_versions()
+    fingerprint = weights_fingerprint(request.weights, request.alpha, request.seed)
+    calib = calibration_fingerprint(request.calib_dir, request.seed)
+    keys = {pair: build_key(*pair, fingerprint, request, calib, tools) for pair in pairs}
+
+    manifest = _existing_manifest(model_dir, fingerprint)
+    current = {(a["format"], a["precision"]): a for a in manifest["artifacts"]} if manifest else {}
+    todo = [pair for pair in pairs if not up_to_date(model_dir, current.get(pair), keys[pair])]
+    reused = [f"{f}/{p}" for f, p in pairs if (f, p) not in todo]
+    if not todo:
+        say(f"{name}: up to date")
+        return ConvertResult(manifest_path(model_dir), manifest, [], reused)
+
+    job = _prepare_job(request, say)
+    if manifest is None:
+        manifest = _new_manifest(job, tools)
+    manifest["tools"] = tools
+    failures, built = [], []
+    for fmt, precision in todo:
+        say(f"{name}: {fmt} {precision}")
+        artifact = _build_artifact(job, fmt, precision, model_dir, request, keys[(fmt, precision)])
+        manifest["artifacts"] = [
+            a for a in manifest["artifacts"] if (a["format"], a["precision"]) != (fmt, precision)
+        ] + [artifact]
+        save_manifest(model_dir, manifest)  # after each artifact: an interrupt keeps what is done
+        built.append(f"{fmt}/{precision}")
+        verification = artifact["verification"]
+        if not verification.get("skipped") and not verification["passed"]:
+            failures.append(f"{fmt}/{precision}: {'; '.join(verification['failures'])}")
+    if failures:
+        raise VerificationError(
+            f"{name} failed verification ({' | '.join(failures)}); the artifacts are kept and marked "
+            "failed in the manifest; use --no-verify to accept them"
+        )
+    return ConvertResult(manifest_path(model_dir), manifest, built, reused)
+
+
+def _existing_manifest(model_dir: Path, fingerprint: str) -> dict | None:
+    if not manifest_path(model_dir).exists():
+        return None
+    try:
+        manifest = load_manifest(model_dir)
+    except Exception:  # an unreadable old manifest is rebuilt, not trusted
+        return None
+    # Other weights in the same folder: start over rather than mix artifacts.
+    return manifest if manifest.get("weights", {}).get("sha256") == fingerprint else None
+
+
+def _prepare_job(request: ConvertRequest, say: Progress):
+    import numpy as np
+
+    from mbdeploy.export import ExportJob
+    from mbdeploy.keras_model import build_keras_model
+    from mbdeploy.preprocessing import load_image_folder, synthetic_images
+    from mbdeploy.weights import load_weights
+
+    say("loading weights")
+    weights = load_weights(request.weights, request.alpha, seed=request.seed)
+    if not weights.trained:
+        warnings.warn(
+            "no --weights given: using seeded random weights; accuracy is meaningless "
+            "(latency and power are still representative)",
+            stacklevel=2,
+        )
+    spec = ModelSpec(request.alpha, request.resolution, weights.classes)
+    say("building the Keras reference")
+    model = build_keras_model(spec, weights)
+    if request.calib_dir is not None:
+        calibration = load_image_folder(Path(request.calib_dir), spec.resolution, limit=CALIBRATION_LIMIT)
+    else:
+        calibration = synthetic_images(SYNTHETIC_CALIBRATION, spec.resolution, seed=request.seed)
+    probes = synthetic_images(PROBES, spec.resolution, seed=PROBE_SEED)
+    if request.calib_dir is not None:
+        # Real images make top-1 agreement meaningful; keep a few beside the synthetic ones.
+        probes = np.concatenate([calibration[:PROBES], probes])
+    reference = np.asarray(model.predict(probes, batch_size=1, verbose=0), np.float32)
+    return ExportJob(spec, weights, model, calibration, probes, reference, dict(request.options))
+
+
+def _new_manifest(job, tools: dict) -> dict:
+    cost = model_cost(job.spec)
+    return {
+        "schema": SCHEMA,
+        "name": job.spec.name,
+        "spec": {"alpha": job.spec.alpha, "resolution": job.spec.resolution, "classes": job.spec.classes},
+        "macs": cost.macs,
+        "params": cost.params,
+        "weights": job.weights.manifest_entry(),
+        "preprocessing": dict(PREPROCESSING, label_offset=1 if job.spec.classes == 1001 else 0),
+        "tools": tools,
+        "artifacts": [],
+    }
+
+
+def _build_artifact(job, fmt: str, precision: str, model_dir: Path, request: ConvertRequest, key: str) -> dict:
+    from mbdeploy.export import exporter
+
+    module = exporter(fmt)
+    filename = artifact_filename(job.spec.name, fmt, precision)
+    path = model_dir / filename
+    module.export(job, precision, path)
+    if request.verify:
+        verification = module.verify(job, precision, path)
+    else:
+        verification = {"skipped": True, "passed": None}
+    cost = model_cost(job.spec)
+    size, digest = _size_and_digest(path)
+    return {
+        "format": fmt,
+        "precision": precision,
+        "path": filename,
+        "bytes": size,
+        "sha256": digest,
+        "macs": cost.macs,
+        "params": cost.params,
+        "build_key": key,
+        "verification": verification,
+    }
+
+
+def _size_and_digest(path: Path) -> tuple[int, str]:
+    if path.is_file():
+        return path.stat().st_size, sha256_file(path)
+    # A folder artifact (.mlpackage): hash its files in a stable order.
+    digest = hashlib.sha256()
+    size = 0
+    for item in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(item.relative_to(path)).encode())
+        digest.update(sha256_file(item).encode())
+        size += item.stat().st_size
+    return size, digest.hexdigest()

@@ -1,0 +1,108 @@
+"""Export formats behind one small interface.
+
+Each format module has `export(job, precision, out_path)` (writes the
+artifact at `out_path`, atomically) and `verify(job, precision, path)`
+(returns the verification figures). Which precisions a format supports is
+data here; impossible combinations are rejected before any work starts.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mbdeploy.architecture import ModelSpec
+from mbdeploy.errors import InvalidInput, MissingDependency
+from mbdeploy.weights import ModelWeights
+
+
+@dataclass(frozen=True)
+class FormatInfo:
+    module: str
+    suffix: str
+    precisions: tuple[str, ...]
+    default_precisions: tuple[str, ...]
+    requires: tuple[str, ...]  # importable modules the format needs
+    extra: str | None  # the pip extra that installs them
+
+
+FORMATS: dict[str, FormatInfo] = {
+    "tflite": FormatInfo("mbdeploy.export.tflite", ".tflite", ("fp32", "fp16", "dynamic", "int8"),
+                         ("fp32", "fp16", "dynamic", "int8"), ("tensorflow",), None),
+    "coreml": FormatInfo("mbdeploy.export.coreml", ".mlpackage", ("fp32", "fp16", "int8", "w8a8"),
+                         ("fp16", "int8"), ("coremltools",), "coreml"),
+    "onnx": FormatInfo("mbdeploy.export.onnx", ".onnx", ("fp32", "int8"), ("fp32", "int8"),
+                       ("onnx", "onnxruntime"), "onnx"),
+}
+
+
+def format_installed(name: str) -> bool:
+    info = FORMATS[name]
+    return importlib.util.find_spec(info.module) is not None and all(
+        importlib.util.find_spec(module) is not None for module in info.requires
+    )
+
+
+def installed_formats() -> list[str]:
+    return [name for name in FORMATS if format_installed(name)]
+
+
+def require_format(name: str) -> None:
+    if name not in FORMATS:
+        raise InvalidInput(f"unknown format {name!r}; allowed: {', '.join(FORMATS)}")
+    info = FORMATS[name]
+    if importlib.util.find_spec(info.module) is None:
+        raise InvalidInput(f"format {name!r} is not available in this version of mbdeploy")
+    for module in info.requires:
+        if importlib.util.find_spec(module) is None:
+            raise MissingDependency(module, info.extra or "all")
+
+
+def plan_exports(formats: list[str] | None, precisions: list[str] | None) -> list[tuple[str, str]]:
+    """(format, precision) pairs to build, validated before any work starts.
+
+    Precisions apply to every chosen format and must be valid for each; a
+    `format:precision` entry (e.g. `tflite:dynamic`) targets one format.
+    """
+    chosen = formats if formats else installed_formats()
+    for name in chosen:
+        require_format(name)
+    if not precisions:
+        return [(f, p) for f in chosen for p in FORMATS[f].default_precisions]
+    pairs: list[tuple[str, str]] = []
+    for entry in precisions:
+        if ":" in entry:
+            fmt, precision = entry.split(":", 1)
+            targets = [fmt]
+            if fmt not in chosen:
+                raise InvalidInput(f"{entry!r} names format {fmt!r}, which is not among --formats {','.join(chosen)}")
+        else:
+            precision, targets = entry, chosen
+        for fmt in targets:
+            if precision not in FORMATS[fmt].precisions:
+                raise InvalidInput(
+                    f"precision {precision!r} is not supported for {fmt}; allowed: {', '.join(FORMATS[fmt].precisions)}"
+                )
+            if (fmt, precision) not in pairs:
+                pairs.append((fmt, precision))
+    return pairs
+
+
+@dataclass
+class ExportJob:
+    """Everything an exporter needs for one model."""
+
+    spec: ModelSpec
+    weights: ModelWeights
+    keras_model: object
+    calibration: np.ndarray  # float inputs in [-1, 1], NHWC
+    probes: np.ndarray  # fixed inputs for verification
+    reference: np.ndarray  # the Keras model's probabilities on `probes`
+    options: dict = field(default_factory=dict)
+
+
+def exporter(name: str):
+    return importlib.import_module(FORMATS[name].module)
