@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 A_CNXN = 0x4E584E43
@@ -103,6 +104,7 @@ case "$1" in
 esac
 """,
     "input": 'echo "input $*" >> "$TD_STATE/cmd.log"\n',
+    "svc": 'echo "svc $*" >> "$TD_STATE/cmd.log"\n',
     "am": 'echo "am $*" >> "$TD_STATE/cmd.log"\n',
     "pm": 'echo "pm $*" >> "$TD_STATE/cmd.log"\n',
     "logcat": '[ -f "$TD_STATE/logcat.txt" ] && cat "$TD_STATE/logcat.txt"\nexit 0\n',
@@ -662,6 +664,49 @@ class AdbTestDevice:
                 first = handle.read(1)
                 handle.seek(0)
                 handle.write(bytes([first[0] ^ 0xFF]))
+
+
+class AdbServer:
+    """A private adb server on a free port (never the user's 5037), killed on exit."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.port = port or free_port()
+        self.adb = shutil.which("adb")
+
+    def __enter__(self) -> "AdbServer":
+        if self.adb is None:
+            raise RuntimeError("adb is not installed (Debian: apt-get install adb)")
+        subprocess.run([self.adb, "-P", str(self.port), "start-server"], capture_output=True, timeout=30, check=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        subprocess.run([self.adb, "-P", str(self.port), "kill-server"], capture_output=True, timeout=30, check=False)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def client(self):
+        import adbutils
+
+        return adbutils.AdbClient(host="127.0.0.1", port=self.port)
+
+    def connect(self, device: AdbTestDevice, timeout: float = 10.0) -> None:
+        """`adb connect` the test device and wait until the server lists it as `device`."""
+        adb = self.client()
+        adb.connect(device.serial, timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(d.serial == device.serial and d.state == "device" for d in adb.list()):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"the adb server did not list {device.serial} as a device within {timeout} s")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -1,0 +1,1 @@
+../mbdeploy/device_side/android_sampler.sh
