@@ -1,0 +1,218 @@
+"""AndroidDevice through the real adb server and the adb test device; server/state handling without one."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import pytest
+
+from mbdeploy.devices import android
+from mbdeploy.devices.android import AndroidDevice, ServerAddress, server_address
+from mbdeploy.errors import DeviceDisconnected, DeviceError, DeviceNotFound, InvalidInput
+from mbdeploy.testing.adb_device import AdbServer, AdbTestDevice, free_port
+
+needs_adb = pytest.mark.skipif(shutil.which("adb") is None, reason="the adb server is not installed (apt-get install adb)")
+
+NASTY = "a b; touch pwned 'x.tflite"
+
+
+# ---------------------------------------------------------------- no server needed
+@pytest.mark.parametrize(
+    "adb_host, env, expected",
+    [
+        (None, {}, ServerAddress("127.0.0.1", 5037)),
+        ("rack.local", {}, ServerAddress("rack.local", 5037)),
+        ("10.0.0.7:5038", {"ADB_SERVER_SOCKET": "tcp:1.2.3.4:9"}, ServerAddress("10.0.0.7", 5038)),
+        (None, {"ADB_SERVER_SOCKET": "tcp:1.2.3.4:9999"}, ServerAddress("1.2.3.4", 9999)),
+        (None, {"ADB_SERVER_SOCKET": "tcp:5040"}, ServerAddress("127.0.0.1", 5040)),
+        (None, {"ANDROID_ADB_SERVER_PORT": "6000"}, ServerAddress("127.0.0.1", 6000)),
+    ],
+)
+def test_server_address_precedence(adb_host, env, expected):
+    assert server_address(adb_host, environ=env) == expected
+
+
+@pytest.mark.parametrize("adb_host, env", [("host:port", {}), ("host:0", {}), (None, {"ADB_SERVER_SOCKET": "unix:/x"})])
+def test_bad_server_address_names_the_allowed_form(adb_host, env):
+    with pytest.raises(InvalidInput, match="port must be|must look like"):
+        server_address(adb_host, environ=env)
+
+
+def test_missing_adb_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(DeviceError, match="adb is not installed: install Android platform-tools"):
+        android.ensure_server(ServerAddress("127.0.0.1", free_port()))
+
+
+def test_unreachable_remote_server_says_how_to_start_one():
+    with pytest.raises(DeviceError, match="no adb server answers at 192.0.2.1:5037"):
+        android.ensure_server(ServerAddress("192.0.2.1", 5037))
+
+
+@pytest.mark.parametrize("state, fix", [("unauthorized", "Allow USB debugging"), ("offline", "adb reconnect")])
+def test_unusable_states_list_the_fix_and_refuse_commands(state, fix):
+    phone = AndroidDevice("R58M123", state=state)
+    info = phone.info()
+    assert info.state == state and fix in info.extra["fix"]
+    with pytest.raises(DeviceError, match=f"R58M123 is {state}: .*{fix}"):
+        phone.shell(["true"])
+
+
+def test_workdir_must_stay_under_data_local_tmp():
+    with pytest.raises(InvalidInput, match="subfolder of /data/local/tmp"):
+        AndroidDevice("x", workdir="/data/local/tmp")
+
+
+def test_parsers_on_dumpsys_layouts():
+    battery = android.parse_battery("Current Battery Service state:\n  AC powered: false\n  USB powered: true\n  status: 2\n  level: 57\n")
+    assert battery == {"level": 57, "charging": True, "powered_by": ["USB"], "status": "charging"}
+    assert android.parse_thermal_status("IsStatusOverride: false\nThermal Status: 3\n") == "severe"
+    assert android.parse_getprop("[ro.product.model]: [Pixel 7]\n[ro.x]: []\n") == {"ro.product.model": "Pixel 7", "ro.x": ""}
+    reading = android.parse_sensor_lines("t cpu 41250\nt bogus -273000\nt skin 31\nf cpu0 1800000\n")
+    assert reading.temperatures_c == {"cpu": 41.25, "skin": 31.0} and reading.cpu_freq_khz == {"cpu0": 1800000}
+
+
+# ---------------------------------------------------------------- through the real adb server
+@pytest.fixture(scope="module")
+def server():
+    if shutil.which("adb") is None:
+        pytest.skip("the adb server is not installed (apt-get install adb)")
+    with AdbServer() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def phone(server, tmp_path_factory):
+    with AdbTestDevice(tmp_path_factory.mktemp("phone")) as dev:
+        server.connect(dev)
+        yield dev
+
+
+@pytest.fixture
+def device(server, phone):
+    found = android.resolve(phone.serial, adb_host=server.address)
+    yield found
+    found.close()
+
+
+@needs_adb
+def test_discover_and_info(server, phone):
+    devices = android.discover(server.address)
+    assert [d.id for d in devices] == [phone.serial]
+    info = devices[0].info()
+    assert (info.kind, info.model, info.soc, info.abi, info.os) == ("android", "Pixel 7", "GS201", "arm64-v8a", "Android 14 (SDK 34)")
+    assert info.extra["battery"] == {"level": 80, "charging": False, "powered_by": [], "status": "discharging"}
+    assert info.extra["thermal_status"] == "none"
+    assert {"pixel", "pixel_7", "panther", phone.serial} <= set(info.extra["match"])
+    assert info.temperature_c == 35.2  # the hottest stand-in zone
+    assert devices[0].python  # a test device names the host Python its runners need
+
+
+@needs_adb
+def test_resolve_by_alias_env_and_only_online(server, phone, monkeypatch):
+    monkeypatch.delenv("ANDROID_SERIAL", raising=False)
+    assert android.resolve("pixel", server.address).id == phone.serial
+    assert android.resolve("Pixel 7", server.address).id == phone.serial
+    assert android.resolve(None, server.address).id == phone.serial  # the only online device
+    monkeypatch.setenv("ANDROID_SERIAL", phone.serial)
+    assert android.resolve(None, server.address).id == phone.serial
+    with pytest.raises(DeviceNotFound, match=f"no phone match 'galaxy'; adb sees: {phone.serial} \\(device\\)"):
+        android.resolve("galaxy", server.address)
+
+
+@needs_adb
+def test_push_pull_shell_round_trip(device, phone, tmp_path):
+    local = tmp_path / "model.tflite"
+    local.write_bytes(bytes(range(256)) * 3000)
+    remote = f"{device.workdir}/models/model.tflite"
+    device.push(local, remote)
+    assert (phone.root / remote.lstrip("/")).read_bytes() == local.read_bytes()
+    device.pull(remote, tmp_path / "back" / "model.tflite")
+    assert (tmp_path / "back/model.tflite").read_bytes() == local.read_bytes()
+    result = device.shell(["sh", "-c", "echo out; echo err >&2; exit 7"])
+    assert (result.exit_code, result.stdout, result.stderr) == (7, "out\n", "err\n")
+
+
+@needs_adb
+@pytest.mark.parametrize("fault, message", [("truncate", "arrived incomplete"), ("flip", "arrived corrupted: sha256 differs")])
+def test_push_integrity_check_fails_loudly(device, phone, tmp_path, fault, message):
+    local = tmp_path / "model.tflite"
+    local.write_bytes(b"TFL3" * 5000)
+    phone.push_fault = fault
+    try:
+        with pytest.raises(DeviceError, match=message):
+            device.push(local, f"{device.workdir}/corrupt.tflite")
+    finally:
+        phone.push_fault = None
+
+
+@needs_adb
+def test_a_hostile_file_name_runs_nothing_extra(device, phone, tmp_path):
+    local = tmp_path / NASTY
+    local.write_bytes(b"TFL3 model bytes")
+    remote = f"{device.workdir}/{NASTY}"
+    device.push(local, remote)
+    listed = device.shell(["ls", device.workdir])
+    assert NASTY in listed.stdout.splitlines()
+    assert device.shell(["cat", remote]).stdout == "TFL3 model bytes"
+    device.pull(remote, tmp_path / "pulled")
+    assert not list(phone.root.rglob("pwned")) and not (phone.root / "pwned").exists()
+    assert not list(tmp_path.rglob("pwned"))
+
+
+@needs_adb
+def test_cleanup_removes_the_workdir_unless_keep(server, phone, tmp_path):
+    local = tmp_path / "m.tflite"
+    local.write_bytes(b"x")
+    kept = AndroidDevice(phone.serial, adb_host=server.address, keep=True)
+    kept.push(local, f"{kept.workdir}/m.tflite")
+    kept.close()
+    assert (phone.root / "data/local/tmp/mbdeploy/m.tflite").exists()
+    cleaned = AndroidDevice(phone.serial, adb_host=server.address)
+    cleaned.push(local, f"{cleaned.workdir}/m.tflite")
+    cleaned.close()
+    assert not (phone.root / "data/local/tmp/mbdeploy").exists()
+
+
+@needs_adb
+def test_benchmark_settings_are_applied_recorded_and_restored(device, phone):
+    before = len(phone.command_log())
+    applied = device.apply_benchmark_settings()
+    assert applied == ["fixed_performance_mode", "stay_awake"]
+    device.restore_settings()
+    log = phone.command_log()[before:]
+    assert "power set-fixed-performance-mode-enabled true" in log
+    assert log.index("power set-fixed-performance-mode-enabled false") > log.index("power set-fixed-performance-mode-enabled true")
+    assert "svc power stayon true" in log and "put global stay_on_while_plugged_in 0" in log
+
+
+@needs_adb
+def test_fixed_performance_mode_needs_android_11(server, tmp_path):
+    with AdbTestDevice(tmp_path / "old", properties={"ro.build.version.sdk": "29", "ro.build.version.release": "10"}) as old:
+        server.connect(old)
+        phone = AndroidDevice(old.serial, adb_host=server.address)
+        assert phone.apply_benchmark_settings(keep_screen_on=False) == []
+        assert not any("fixed-performance" in line for line in old.command_log())
+        server.client().disconnect(old.serial)
+
+
+@needs_adb
+def test_device_disappearing_mid_command_is_device_disconnected(server, tmp_path):
+    doomed = AdbTestDevice(tmp_path / "doomed")
+    doomed.start()
+    try:
+        server.connect(doomed)
+        phone = AndroidDevice(doomed.serial, adb_host=server.address)
+        assert phone.shell(["echo", "alive"]).stdout == "alive\n"
+        threading.Timer(0.5, doomed.stop).start()
+        started = time.monotonic()
+        with pytest.raises(DeviceDisconnected, match=f"{doomed.serial} disconnected during `sleep`"):
+            phone.shell(["sleep", "20"])
+        assert time.monotonic() - started < 10
+        with pytest.raises(DeviceDisconnected):
+            phone.shell(["echo", "again"])
+    finally:
+        doomed.close()
+        server.client().disconnect(doomed.serial)
