@@ -71,15 +71,29 @@ def resolve(name: str, adb_host: str | None = None, config: DeviceConfig | None 
     if wanted.startswith("ssh://"):
         return [ssh_device(wanted, config)]
 
+    key = wanted.lower()
+    # An exact id among this host and configured boards needs no phone discovery (which may start adb).
+    cheap: list[Device] = [LocalDevice()] + [ssh_device(host, config) for host in config.ssh_hosts]
+    by_id = [device for device in cheap if device.id.lower() == key]
+    if len(by_id) == 1:
+        return by_id
+
     devices = discover(adb_host, config)
     infos = [(device, describe(device)) for device in devices]
-    if wanted.lower() == "all":
+    chosen = _match(name, key, infos, config)
+    for device in devices:
+        if device not in chosen:
+            device.close()  # e.g. an ssh master opened only to read the model name
+    return chosen
+
+
+def _match(name: str, key: str, infos: list[tuple[Device, DeviceInfo]], config: DeviceConfig) -> list[Device]:
+    if key == "all":
         online = [device for device, info in infos if info.state == "online"]
         if not online:
             raise DeviceNotFound("no online device found")
         return online
 
-    key = wanted.lower()
     by_id = [device for device, info in infos if info.id.lower() == key]
     matches = by_id or [device for device, info in infos if (info.model or "").lower() == key]
     if len(matches) == 1:

@@ -1,0 +1,130 @@
+"""`mbdeploy bench`: benchmark converted models on one device or all of them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from mbdeploy.cli.output import console, emit, json_option, progress, warn, warnings_to_stderr
+
+
+def _split(values: tuple[str, ...]) -> list[str]:
+    """Accept both `--precisions fp32 --precisions int8` and `--precisions fp32,int8`."""
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
+
+
+def _render(result: dict) -> None:
+    from rich.table import Table
+
+    table = Table("device", "model", "precision", "median ms", "95% CI ms", "MACs", "GMAC/s", "status",
+                  title="Benchmark summary")
+    for row in result["summary"]:
+        ci = row["ci95_ms"]
+        ci_text = f"{ci[0]:.3f} - {ci[1]:.3f}" if ci and ci[0] is not None else "n/a"
+        status = row["status"] + (" (throttled)" if row.get("throttled") else "")
+        if row["status"] != "ok":
+            status += f": {row.get('error')}"
+        table.add_row(
+            row["device"], row["model"], row["precision"],
+            f"{row['median_ms']:.3f}" if row["median_ms"] is not None else "-", ci_text,
+            f"{row['macs'] / 1e6:.1f}M" if row["macs"] else "-",
+            f"{row['gmacs_per_s']:.2f}" if row["gmacs_per_s"] else "-", status,
+        )
+    out = console()
+    out.print(table)
+    if result["skipped"]:
+        out.print(f"{result['skipped']} already recorded, skipped (resume)")
+    out.print(f"Run folder: {result['run_dir']}")
+
+
+@click.command(name="bench")
+@click.option("--device", "device_name", required=True, metavar="NAME",
+              help="Device id, model, alias, ssh://user@host[:port], or 'all'.")
+@click.option("--models", "models", multiple=True, type=click.Path(path_type=Path), metavar="DIR|FILE",
+              help="Manifest folders or model files (repeatable; default: models/).")
+@click.option("--precisions", multiple=True, metavar="P[,P...]", help="Only these precisions (e.g. fp32,int8).")
+@click.option("--formats", multiple=True, default=("tflite",), show_default=True, metavar="F[,F...]",
+              help="Only these formats.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
+              help="Folder that holds run folders.")
+@click.option("--resume", metavar="RUN", default=None, help="Continue run RUN (id or folder), skipping what it holds.")
+@click.option("--runner", "runner_name", default=None, metavar="NAME",
+              help="litert | benchmark_model | benchmark_app (default: benchmark_model on Android, litert elsewhere).")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Inference threads.")
+@click.option("--no-xnnpack", is_flag=True, help="Run without the XNNPACK delegate.")
+@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed runs first.")
+@click.option("--min-secs", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Time at least this long before stopping on the CI target.")
+@click.option("--max-secs", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              help="Stop after this long even if the CI target is not met.")
+@click.option("--runs", type=click.IntRange(min=1), default=None, help="A fixed number of timed runs (no adaptive stop).")
+@click.option("--target-ci", type=click.FloatRange(min=0, min_open=True), default=0.02, show_default=True,
+              help="Stop when the 95%% CI half-width of the median is at most this fraction of it.")
+@click.option("--cooldown", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Seconds to rest between models.")
+@click.option("--cooldown-temp", type=float, default=None, metavar="C",
+              help="Instead, rest until the hottest sensor is below C degrees (when the device has one).")
+@click.option("--no-wait", is_flag=True, help="Fail at once if another bench holds the device.")
+@click.option("--adb-host", metavar="HOST[:PORT]", default=None, help="adb server for Android devices.")
+@json_option
+def bench(device_name, models, precisions, formats, out, resume, runner_name, threads, no_xnnpack, warmup,  # noqa: ANN001
+          min_secs, max_secs, runs, target_ci, cooldown, cooldown_temp, no_wait, adb_host, as_json) -> None:
+    """Benchmark every artifact of the manifests under --models on a device.
+
+    Results go to OUT/<run-id>/results.jsonl (one validated record per device,
+    artifact and runner config) beside OUT/<run-id>/run.json.
+    """
+    from mbdeploy import bench as library
+    from mbdeploy.devices.registry import describe, resolve
+    from mbdeploy.errors import DeviceError, InvalidInput
+    from mbdeploy.runners.base import TimingOptions
+
+    if min_secs > max_secs:
+        raise InvalidInput(f"--min-secs ({min_secs}) must not exceed --max-secs ({max_secs})")
+    options = library.BenchOptions(
+        timing=TimingOptions(threads=threads, xnnpack=not no_xnnpack, warmup_runs=warmup, min_secs=min_secs,
+                             max_secs=max_secs, runs=runs, target_ci=target_ci),
+        runner=runner_name, cooldown_s=cooldown, cooldown_temp_c=cooldown_temp, wait_for_lock=not no_wait,
+    )
+    if runner_name is not None:
+        library.make_runner(runner_name, options.timing)  # an unknown runner fails before any device work
+    model_paths = list(models) or [Path("models")]
+    artifacts = library.collect_artifacts(model_paths, _split(precisions) or None, _split(formats))
+    if not artifacts:
+        raise InvalidInput(f"no artifacts to bench under {', '.join(map(str, model_paths))} "
+                           f"(formats {', '.join(_split(formats))}"
+                           + (f", precisions {', '.join(_split(precisions))})" if precisions else ")"))
+
+    with warnings_to_stderr():
+        devices = resolve(device_name, adb_host)
+    try:
+        infos = [describe(device).to_dict() for device in devices]
+        offline = [info for info in infos if info["state"] != "online"]
+        if offline:
+            raise DeviceError("; ".join(f"{i['id']} is {i['state']}: {i.get('extra', {}).get('error', '')}"
+                                        for i in offline))
+        folder = library.start_run(out, options, model_paths, infos, resume=resume, command=sys.argv)
+        skipped = 0
+        total = len(devices) * len(artifacts)
+        with progress("bench", total=total, enabled=not as_json) as bar:
+            def on_event(kind: str, data: dict) -> None:
+                nonlocal skipped
+                if kind == "start":
+                    bar.describe(f"{data['device']}: {data['artifact']} {data['precision']}")
+                elif kind == "skip":
+                    skipped += 1
+                    bar.advance()
+                elif kind == "record":
+                    bar.advance()
+                elif kind == "wait":
+                    warn(data["message"])
+
+            records = library.run_sweep(devices, infos, artifacts, folder, options, emit=on_event)
+    finally:
+        for device in devices:
+            device.close()
+    result = {"run_id": folder.run_id, "run_dir": str(folder.path), "records": len(records), "skipped": skipped,
+              "failed": sum(r["status"] != "ok" for r in records), "summary": library.summary_rows(records)}
+    emit(result, as_json, _render)
