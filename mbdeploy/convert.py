@@ -155,6 +155,7 @@ def convert_model(request: ConvertRequest, progress: Progress | None = None) -> 
     calib = calibration_fingerprint(request.calib_dir, request.seed)
     keys = {pair: build_key(*pair, fingerprint, request, calib, tools) for pair in pairs}
 
+    _remove_stale_temporaries(model_dir)
     manifest = _existing_manifest(model_dir, fingerprint)
     current = {(a["format"], a["precision"]): a for a in manifest["artifacts"]} if manifest else {}
     todo = [pair for pair in pairs if not up_to_date(model_dir, current.get(pair), keys[pair])]
@@ -185,6 +186,15 @@ def convert_model(request: ConvertRequest, progress: Progress | None = None) -> 
             "failed in the manifest; use --no-verify to accept them"
         )
     return ConvertResult(manifest_path(model_dir), manifest, built, reused)
+
+
+def _remove_stale_temporaries(model_dir: Path) -> None:
+    """Temporary files a killed convert left behind (never under a final name)."""
+    import shutil
+
+    if model_dir.is_dir():
+        for leftover in model_dir.glob(".*.tmp"):
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
 
 
 def _existing_manifest(model_dir: Path, fingerprint: str) -> dict | None:

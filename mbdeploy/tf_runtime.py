@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 
 def import_tensorflow():
@@ -14,3 +15,27 @@ def import_tensorflow():
     tf.get_logger().setLevel(logging.ERROR)
     logging.getLogger("absl").setLevel(logging.ERROR)
     return tf
+
+
+@contextmanager
+def native_output_silenced():
+    """Hide what TensorFlow/LiteRT C++ code prints straight to fds 1 and 2.
+
+    Their banners ("Created TensorFlow Lite XNNPACK delegate", quantizer
+    settings) are not our output; failures still surface as exceptions.
+    """
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from mbdeploy.accounting import model_cost
 from mbdeploy.architecture import ModelSpec, grid_specs
-from mbdeploy.atomic import append_line, write_json
 from mbdeploy.manifest import PREPROCESSING, SCHEMA, save_manifest
+from mbdeploy.results import RunFolder
 
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "mbdeploy" / "schemas" / "record.schema.json"
 
@@ -61,12 +61,12 @@ def validate(record: dict) -> None:
 
 
 def write_run(results_root: Path, run_id: str, records: list[dict], meta: dict | None = None) -> Path:
-    run = Path(results_root) / run_id
-    run.mkdir(parents=True, exist_ok=True)
-    write_json(run / "run.json", meta or {"run_id": run_id, "tools": {"ai-edge-litert": "2.3.0"}})
+    """A run folder written through the harness's own RunFolder (which validates each record)."""
+    folder = RunFolder.create(results_root, meta or {"host": {"hostname": "fixture-host"},
+                                                     "tools": {"ai-edge-litert": "2.3.0"}}, run_id)
     for record in records:
-        append_line(run / "results.jsonl", json.dumps(record))
-    return run
+        folder.append(record)
+    return folder.path
 
 
 def power_law_latency(spec: ModelSpec, scale: float = 2e-6, exponent: float = 0.9) -> float:

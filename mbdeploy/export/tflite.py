@@ -9,7 +9,7 @@ import numpy as np
 from mbdeploy.atomic import write_bytes
 from mbdeploy.errors import ConversionError
 from mbdeploy.export import ExportJob
-from mbdeploy.tf_runtime import import_tensorflow
+from mbdeploy.tf_runtime import import_tensorflow, native_output_silenced
 from mbdeploy.verify import compare
 
 
@@ -48,7 +48,7 @@ def export(job: ExportJob, precision: str, out_path: Path) -> None:
 
     converter = converter_for(job, precision)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), native_output_silenced():
             warnings.simplefilter("ignore")  # the converter's own deprecation chatter
             flatbuffer = converter.convert()
     except Exception as exc:  # the converter raises ConverterError and others
@@ -60,8 +60,9 @@ def run_tflite(path: Path, inputs: np.ndarray, threads: int = 1) -> np.ndarray:
     """Run a .tflite on float inputs with LiteRT, (de)quantizing int8 I/O as its tensors say."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(path), num_threads=threads)
-    interpreter.allocate_tensors()
+    with native_output_silenced():
+        interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        interpreter.allocate_tensors()
     source = interpreter.get_input_details()[0]
     sink = interpreter.get_output_details()[0]
     outputs = []

@@ -12,18 +12,16 @@ published top-1 when the weights are Google's trained ones (source
 from __future__ import annotations
 
 import csv
-import functools
 import io
-import json
+import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from mbdeploy.errors import ManifestError, ResultsError
 from mbdeploy.manifest import artifact_key, find_manifests, load_manifest
+from mbdeploy.results import RECORDS_FILE, RUN_FILE
 
-RUN_META = "run.json"
-RECORDS = "results.jsonl"
 OFFICIAL_SOURCES = frozenset({"slim-checkpoint", "tflite", "keras"})
 
 COLUMNS = (
@@ -56,7 +54,7 @@ def find_runs(paths: Iterable[Path]) -> list[Path]:
     found: list[Path] = []
     for path in paths:
         path = Path(path)
-        if path.is_file() and path.name in (RECORDS, RUN_META):
+        if path.is_file() and path.name in (RECORDS_FILE, RUN_FILE):
             path = path.parent
         if not path.exists():
             raise ResultsError(f"no result run or results folder at {path}")
@@ -68,53 +66,31 @@ def find_runs(paths: Iterable[Path]) -> list[Path]:
 
 
 def _is_run(path: Path) -> bool:
-    return (path / RECORDS).is_file()
+    return (path / RECORDS_FILE).is_file()
 
 
 def load_run(path: Path) -> Run:
-    """One run folder: run.json (metadata) and every whole, valid record of results.jsonl."""
-    path = Path(path)
-    meta: dict = {}
-    if (path / RUN_META).is_file():
+    """One run folder: run.json (metadata) and every whole record of results.jsonl, each checked by the schema."""
+    from mbdeploy.results import RunFolder, read_records, validate_record
+
+    folder = RunFolder(Path(path))
+    meta = folder.meta() if folder.run_file.is_file() else {}
+    problems: list[str] = []
+
+    def skipped(number: int, reason: str) -> None:
+        if not reason.startswith("partial last line"):  # a write in progress, by contract not a record yet
+            problems.append(f"{folder.records_file}:{number}: {reason}")
+
+    records = read_records(folder.records_file, skipped)
+    if problems:
+        raise ResultsError(problems[0])
+    for number, record in enumerate(records, 1):
         try:
-            meta = json.loads((path / RUN_META).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ResultsError(f"{path / RUN_META} is unreadable: {exc}") from None
-    records = list(read_records(path / RECORDS))
-    run_id = str(meta.get("run_id") or (records[0]["run_id"] if records else path.name))
-    return Run(run_id, path, meta, records)
-
-
-def read_records(path: Path) -> list[dict]:
-    """Every whole record of a results.jsonl; a last line without its newline is a write in progress."""
-    # TODO(switch): use mbdeploy.results when the harness's reader lands.
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ResultsError(f"{path} is unreadable: {exc}") from None
-    lines = text.split("\n")[:-1]  # the piece after the last newline is not a whole record
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ResultsError(f"{path}:{number} is not a JSON record: {exc}") from None
-        error = next(iter(_validator().iter_errors(record)), None)
-        if error is not None:
-            where = "/".join(str(p) for p in error.absolute_path) or "record"
-            raise ResultsError(f"{path}:{number} breaks the record schema at {where}: {error.message}")
-        records.append(record)
-    return records
-
-
-@functools.cache
-def _validator():
-    import jsonschema
-
-    schema = json.loads((Path(__file__).resolve().parents[1] / "schemas" / "record.schema.json").read_text())
-    return jsonschema.Draft202012Validator(schema)
+            validate_record(record)
+        except ResultsError as exc:
+            raise ResultsError(f"{folder.records_file}, record {number}: {exc.message}") from None
+    run_id = str(meta.get("run_id") or (records[0]["run_id"] if records else folder.path.name))
+    return Run(run_id, folder.path, meta, records)
 
 
 def load_runs(paths: Iterable[Path]) -> list[Run]:
@@ -209,7 +185,7 @@ def accuracy_of(manifest: dict | None, artifact: dict, name: str, weights_source
 # --- tidy rows ------------------------------------------------------------------
 
 
-def record_row(record: dict, entry: ManifestEntry | None, peak=None) -> dict:  # noqa: ANN001 - CpuPeak|None
+def record_row(record: dict, entry: ManifestEntry | None, peak=None, run_meta: dict | None = None) -> dict:  # noqa: ANN001
     """One record as a flat row of plain values; units in the column names."""
     device = record["device"]
     artifact = record["artifact"]
@@ -224,9 +200,11 @@ def record_row(record: dict, entry: ManifestEntry | None, peak=None) -> dict:  #
     weights_source = artifact.get("weights_source") or (manifest or {}).get("weights", {}).get("source")
     gmacs = macs / median / 1e6 if macs and median else None
     peak_gmacs = None
-    # The peak is the fp32 vector peak of this host: only meaningful for fp32
-    # models measured on this host (device kind "local").
-    if peak is not None and device["kind"] == "local" and artifact["precision"] == "fp32":
+    # The peak is this host's fp32 vector peak: it applies to fp32 models run
+    # on this very host (device kind "local", run.json naming this hostname).
+    bench_host = (run_meta or {}).get("host", {}).get("hostname")
+    on_this_host = device["kind"] == "local" and bench_host in (None, platform.node())
+    if peak is not None and on_this_host and artifact["precision"] == "fp32":
         peak_gmacs = peak.gmacs_per_s(runner.get("threads"))
     return {
         "run_id": record["run_id"],
@@ -278,7 +256,7 @@ def tidy_rows(runs: Iterable[Run], index: ManifestIndex | None = None, peak=None
     rows = []
     for run in runs:
         for record in run.records:
-            rows.append(record_row(record, index.for_record(record, run.path), peak))
+            rows.append(record_row(record, index.for_record(record, run.path), peak, run.meta))
     return rows
 
 

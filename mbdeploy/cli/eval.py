@@ -1,0 +1,51 @@
+"""`mbdeploy eval --data DIR`: top-1/top-5 of converted models, recorded into their manifests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mbdeploy.cli.output import console, emit, json_option, progress
+
+
+@click.command("eval", help="Top-1/top-5 of every converted model on a labelled image set (DIR/<label>/*.jpg, "
+                            "or a flat folder with --labels), the int8-vs-fp32 drop and top-1 agreement "
+                            "between precisions; written into each manifest's accuracy section.")
+@click.option("--data", "data", required=True, type=click.Path(path_type=Path), help="Image folder.")
+@click.option("--models", "models", multiple=True, type=click.Path(path_type=Path), default=["models"],
+              show_default=True, help="Model folders or manifest.json files (repeat the option).")
+@click.option("--labels", "labels", type=click.Path(path_type=Path), default=None,
+              help="For a flat folder: lines of '<image file> <label>' (label a class index 0..999 or a name).")
+@click.option("--class-names", "class_names", type=click.Path(path_type=Path), default=None,
+              help="Class names, one per line in ImageNet order (1000 lines, or 1001 with background first).")
+@click.option("--limit", type=int, default=None, help="Use only the first N images.")
+@click.option("--formats", multiple=True, type=click.Choice(["tflite", "onnx", "coreml"]), help="Only these formats.")
+@json_option
+def eval_command(data: Path, models: tuple, labels: Path | None, class_names: Path | None, limit: int | None,
+                 formats: tuple, as_json: bool) -> None:
+    from mbdeploy.evaluate import evaluate, load_dataset
+    from mbdeploy.manifest import find_manifests
+
+    dataset = load_dataset(data, labels, class_names, limit)
+    total = len(dataset.images) * len(list(find_manifests(models)))
+    with progress("evaluating", total, enabled=not as_json) as bar:
+        results = evaluate(models, dataset, formats or None, bar.advance)
+    emit([r.to_dict() for r in results], as_json, lambda _: _render(results, dataset.labelled))
+
+
+def _render(results: list, labelled: bool) -> None:
+    from rich.table import Table
+
+    table = Table(title="Accuracy" if labelled else "Agreement between precisions (no labels)")
+    for header in ("model", "format", "precision", "images", "top-1 %", "top-5 %", "drop vs fp32 (points)",
+                   "top-1 agreement with fp32 %", "status"):
+        table.add_column(header)
+
+    def number(value):  # noqa: ANN001, ANN202
+        return "" if value is None else f"{value:.2f}"
+
+    for r in results:
+        table.add_row(r.model, r.format, r.precision, str(r.images), number(r.top1_percent), number(r.top5_percent),
+                      number(r.top1_drop_vs_fp32_points), number(r.agreement_with_fp32_percent), r.status)
+    console().print(table)

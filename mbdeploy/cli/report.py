@@ -1,0 +1,23 @@
+"""`mbdeploy report [RESULTS...] [--out DIR]`: figures, results.csv and one index.html."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mbdeploy.cli.output import emit, json_option
+
+
+@click.command(help="Write the report of result runs (default: every run under results/) as one "
+                    "self-contained index.html with figures (PNG and SVG) and results.csv; prints the page's path.")
+@click.argument("results", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("results/report"), show_default=True)
+@click.option("--models", "models", multiple=True, type=click.Path(path_type=Path), default=["models"],
+              show_default=True, help="Folders with converted models, for accuracy and sizes in manifests.")
+@json_option
+def report(results: tuple, out_dir: Path, models: tuple, as_json: bool) -> None:
+    from mbdeploy.report import write_report
+
+    written = write_report(results or [Path("results")], out_dir, models)
+    emit(written.to_dict(), as_json, lambda _: click.echo(str(written.index)))

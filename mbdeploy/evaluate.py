@@ -1,0 +1,384 @@
+"""`mbdeploy eval`: top-1/top-5 of converted models on a labelled image set.
+
+Data: an ImageNet-style tree `DIR/<label>/*.jpg` (the label a class name, a
+synset id or a class index), or a flat folder with a labels file of
+`<image file> <label>` lines, or a flat folder with no labels (then only the
+agreement between precisions is measured). Class indices are ImageNet's
+0..999; a 1001-class model's output is shifted by the manifest's
+`label_offset` (output 0 is "background").
+
+Preprocessing is the manifest's: RGB, resized to the model's resolution,
+x = (pixel - mean) / std; a model with an int8/uint8 input gets that value
+quantized with the input tensor's own scale and zero point. Each image is
+preprocessed once and run through every artifact of its model.
+
+Results go into the manifest's `accuracy` section under "<format>/<precision>":
+top-1/top-5 in percent, the image count, a fingerprint of the data, and for
+non-fp32 artifacts the top-1 drop from fp32 (in points) and the top-1
+agreement with fp32 (percent of images with the same top-1; no labels needed).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import re
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from mbdeploy.errors import InvalidInput, ManifestError, MissingDependency
+from mbdeploy.manifest import artifact_file, artifact_key, find_manifests, load_manifest, save_manifest, tool_versions
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+IMAGENET_CLASSES = 1000
+_SYNSET = re.compile(r"^n\d{8}$")
+
+
+# --- data -----------------------------------------------------------------------
+
+
+@dataclass
+class Dataset:
+    root: Path
+    images: list[Path]
+    labels: list[int | None]  # ImageNet class index 0..999, or None when unlabelled
+
+    @property
+    def labelled(self) -> bool:
+        return all(label is not None for label in self.labels)
+
+    def fingerprint(self) -> str:
+        """A hash of (relative path, label) pairs: two evals on the same data share it."""
+        digest = hashlib.sha256()
+        for image, label in zip(self.images, self.labels):
+            digest.update(f"{image.relative_to(self.root).as_posix()}\t{label}\n".encode())
+        return digest.hexdigest()[:16]
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[\s_]+", " ", name.strip().lower())
+
+
+class ClassNames:
+    """Label text -> ImageNet class index, from a names file (1000 lines, or 1001 with background first).
+
+    A line may be a name ("tiger cat"), a list of names ("hotdog, hot dog, red hot")
+    or a synset followed by names ("n02123159 tiger cat"); every spelling maps.
+    """
+
+    def __init__(self, lines: list[str]) -> None:
+        lines = [line.strip() for line in lines if line.strip()]
+        if len(lines) == IMAGENET_CLASSES + 1 and _normalise(lines[0]) == "background":
+            lines = lines[1:]
+        self.names = lines
+        self._index: dict[str, int] = {}
+        for index, line in enumerate(lines):
+            words = line.split(maxsplit=1)
+            if words and _SYNSET.match(words[0]):
+                self._index.setdefault(words[0], index)
+                line = words[1] if len(words) > 1 else ""
+            for spelling in [line, *line.split(",")]:
+                if spelling.strip():
+                    self._index.setdefault(_normalise(spelling), index)
+
+    @classmethod
+    def from_file(cls, path: Path) -> "ClassNames":
+        try:
+            return cls(Path(path).read_text().splitlines())
+        except OSError as exc:
+            raise InvalidInput(f"class names file {path} is unreadable: {exc}") from None
+
+    def lookup(self, label: str) -> int | None:
+        return self._index.get(label) if _SYNSET.match(label) else self._index.get(_normalise(label))
+
+
+def _label_index(label: str, names: ClassNames | None, where: str) -> int:
+    label = label.strip()
+    if label.isdigit():
+        index = int(label)
+        if not 0 <= index < IMAGENET_CLASSES:
+            raise InvalidInput(f"{where}: class index {index} is outside 0..{IMAGENET_CLASSES - 1}")
+        return index
+    found = names.lookup(label) if names else None
+    if found is None:
+        hint = "" if names else " (pass --class-names FILE to map names or synsets to class indices)"
+        raise InvalidInput(f"{where}: label {label!r} is not a class index or a known class name{hint}")
+    return found
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_dataset(root: Path, labels_file: Path | None = None, class_names: Path | None = None,
+                 limit: int | None = None) -> Dataset:
+    root = Path(root)
+    if not root.is_dir():
+        raise InvalidInput(f"data folder {root} does not exist")
+    if limit is not None and limit < 1:
+        raise InvalidInput(f"limit must be a positive number of images, got {limit}")
+    names = ClassNames.from_file(class_names) if class_names else None
+    images: list[Path] = []
+    labels: list[int | None] = []
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and _images_in(d))
+    if labels_file is not None:
+        for number, line in enumerate(Path(labels_file).read_text().splitlines(), 1):
+            if not line.strip() or line.startswith("#"):
+                continue
+            parts = re.split(r"\s*[,\t]\s*|\s+", line.strip(), maxsplit=1)
+            if len(parts) != 2:
+                raise InvalidInput(f"{labels_file}:{number}: expected '<image file> <label>', got {line!r}")
+            image = root / parts[0]
+            if not image.is_file():
+                raise InvalidInput(f"{labels_file}:{number}: image {parts[0]} is not in {root}")
+            images.append(image)
+            labels.append(_label_index(parts[1], names, f"{labels_file}:{number}"))
+    elif class_dirs:
+        synsets = [d.name for d in class_dirs]
+        # Without a names file, synset folders follow ImageNet's convention: class
+        # index = rank of the synset in sorted order, which needs all 1000 of them.
+        by_rank = (names is None and all(_SYNSET.match(s) for s in synsets) and len(synsets) == IMAGENET_CLASSES)
+        for rank, folder in enumerate(class_dirs):
+            label = rank if by_rank else _label_index(folder.name, names, f"folder {folder}")
+            for image in _images_in(folder):
+                images.append(image)
+                labels.append(label)
+    else:
+        images = _images_in(root)
+        labels = [None] * len(images)
+    if not images:
+        raise InvalidInput(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {root} or its class folders")
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    return Dataset(root, images, labels)
+
+
+def preprocess(image_path: Path, resolution: int, preprocessing: dict):
+    """The manifest's preprocessing on the shared image loader: RGB, resize, (pixel - mean) / std."""
+    import numpy as np
+
+    from mbdeploy.preprocessing import load_image
+
+    if preprocessing.get("resize", "bilinear") != "bilinear" or preprocessing.get("color", "RGB") != "RGB":
+        raise ManifestError(
+            f"preprocessing {preprocessing.get('color')}/{preprocessing.get('resize')} is not supported; "
+            "eval runs the release's RGB input with a bilinear resize"
+        )
+    try:
+        pixels = load_image(image_path, resolution)
+    except OSError as exc:
+        raise InvalidInput(f"image {image_path} is unreadable: {exc}") from None
+    mean, std = float(preprocessing.get("mean", 127.5)), float(preprocessing.get("std", 127.5))
+    return ((pixels.astype(np.float32) - mean) / std).astype(np.float32)
+
+
+# --- runtimes -----------------------------------------------------------------
+
+
+Predictor = Callable[[object], object]  # float32 HxWx3 -> 1-D scores
+
+
+def tflite_predictor(path: Path) -> Predictor:
+    import numpy as np
+
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        raise MissingDependency("ai-edge-litert", "all") from None
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    given, output = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+
+    def predict(x):
+        batch = x[None]
+        if given["dtype"] in (np.int8, np.uint8):
+            scale, zero = given["quantization"]
+            info = np.iinfo(given["dtype"])
+            batch = np.clip(np.round(batch / scale + zero), info.min, info.max)
+        interpreter.set_tensor(given["index"], batch.astype(given["dtype"]))
+        interpreter.invoke()
+        scores = interpreter.get_tensor(output["index"])[0].astype(np.float32)
+        scale, zero = output["quantization"]
+        return (scores - zero) * scale if scale else scores
+
+    return predict
+
+
+def onnx_predictor(path: Path) -> Predictor:
+    import numpy as np
+
+    try:
+        import onnxruntime
+    except ImportError:
+        raise MissingDependency("onnxruntime", "onnx") from None
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    given = session.get_inputs()[0]
+    channels_first = len(given.shape) == 4 and given.shape[1] == 3 and given.shape[3] != 3
+    dtype = np.float16 if given.type == "tensor(float16)" else np.float32
+    if given.type not in ("tensor(float)", "tensor(float16)"):
+        raise InvalidInput(f"{path}: ONNX input type {given.type} is not supported; float or float16 expected")
+
+    def predict(x):
+        batch = x.transpose(2, 0, 1)[None] if channels_first else x[None]
+        return session.run(None, {given.name: batch.astype(dtype)})[0][0].astype(np.float32)
+
+    return predict
+
+
+def coreml_predictor(path: Path) -> Predictor:
+    import numpy as np
+
+    if sys.platform != "darwin":
+        raise InvalidInput("Core ML predict() runs only on macOS")
+    try:
+        import coremltools
+    except ImportError:
+        raise MissingDependency("coremltools", "coreml") from None
+    model = coremltools.models.MLModel(str(path))
+    spec = model.get_spec()
+    name = spec.description.input[0].name
+    output = spec.description.output[0].name
+    is_image = spec.description.input[0].type.WhichOneof("Type") == "imageType"
+
+    def predict(x):
+        if is_image:  # the model scales the pixels itself
+            from PIL import Image
+
+            feed = Image.fromarray(np.clip((x + 1) * 127.5, 0, 255).round().astype(np.uint8))
+        else:
+            feed = x[None].astype(np.float32)
+        return np.asarray(model.predict({name: feed})[output], dtype=np.float32).reshape(-1)
+
+    return predict
+
+
+PREDICTORS = {"tflite": tflite_predictor, "onnx": onnx_predictor, "coreml": coreml_predictor}
+
+
+# --- evaluation ---------------------------------------------------------------
+
+
+@dataclass
+class ArtifactResult:
+    model: str
+    format: str
+    precision: str
+    images: int = 0
+    top1_percent: float | None = None
+    top5_percent: float | None = None
+    top1_drop_vs_fp32_points: float | None = None
+    agreement_with_fp32_percent: float | None = None
+    status: str = "ok"  # or "skipped: <reason>"
+    predictions: list[int] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.pop("predictions")
+        return data
+
+
+def top_k(scores, label_offset: int, k: int = 5) -> list[int]:
+    """The k best ImageNet classes (0..999): the background column, if any, is dropped."""
+    import numpy as np
+
+    classes = scores[label_offset:] if len(scores) > IMAGENET_CLASSES else scores
+    return [int(i) for i in np.argsort(-classes, kind="stable")[:k]]
+
+
+def evaluate_manifest(manifest_file: Path, dataset: Dataset, formats: Iterable[str] | None = None,
+                      progress: Callable[[], None] | None = None) -> list[ArtifactResult]:
+    """Run every artifact of one model over the data; record accuracy into its manifest."""
+    manifest = load_manifest(manifest_file)
+    resolution = int(manifest["spec"]["resolution"])
+    preprocessing = manifest.get("preprocessing", {})
+    label_offset = int(preprocessing.get("label_offset", 1 if manifest["spec"].get("classes") == 1001 else 0))
+    results, predictors = [], []
+    for artifact in manifest["artifacts"]:
+        result = ArtifactResult(manifest["name"], artifact["format"], artifact["precision"])
+        results.append(result)
+        if formats and artifact["format"] not in formats:
+            result.status = "skipped: format not requested"
+            continue
+        try:
+            predictors.append((result, PREDICTORS[artifact["format"]](artifact_file(manifest_file, artifact))))
+        except (InvalidInput, MissingDependency) as exc:
+            result.status = f"skipped: {exc.message}"
+        except (KeyError, ValueError, RuntimeError) as exc:  # a runtime that cannot load the file
+            result.status = f"skipped: cannot load {artifact['path']}: {exc}"
+    hits1 = {id(r): 0 for r, _ in predictors}
+    hits5 = dict(hits1)
+    for image, label in zip(dataset.images, dataset.labels):
+        x = preprocess(image, resolution, preprocessing)
+        for result, predict in predictors:
+            best = top_k(predict(x), label_offset)
+            result.predictions.append(best[0])
+            if label is not None:
+                hits1[id(result)] += best[0] == label
+                hits5[id(result)] += label in best
+        if progress:
+            progress()
+    for result, _ in predictors:
+        result.images = len(dataset.images)
+        if dataset.labelled:
+            result.top1_percent = 100.0 * hits1[id(result)] / result.images
+            result.top5_percent = 100.0 * hits5[id(result)] / result.images
+    _compare_with_fp32([r for r, _ in predictors])
+    _record(manifest_file, results, dataset)
+    return results
+
+
+def _compare_with_fp32(results: list[ArtifactResult]) -> None:
+    """Top-1 agreement and top-1 drop of each precision against fp32 of the same format (else any fp32)."""
+    fp32 = {r.format: r for r in results if r.precision == "fp32"}
+    for result in results:
+        reference = fp32.get(result.format) or next(iter(fp32.values()), None)
+        if reference is None or result is reference:
+            continue
+        same = sum(a == b for a, b in zip(result.predictions, reference.predictions))
+        result.agreement_with_fp32_percent = 100.0 * same / len(result.predictions) if result.predictions else None
+        if result.top1_percent is not None and reference.top1_percent is not None:
+            result.top1_drop_vs_fp32_points = reference.top1_percent - result.top1_percent
+
+
+def _record(manifest_file: Path, results: list[ArtifactResult], dataset: Dataset) -> None:
+    manifest = load_manifest(manifest_file)  # re-read: keep anything written since we started
+    accuracy = manifest.setdefault("accuracy", {})
+    when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    tools = tool_versions()
+    for artifact in manifest["artifacts"]:
+        result = next((r for r in results if r.format == artifact["format"] and r.precision == artifact["precision"]), None)
+        if result is None or result.status != "ok":
+            continue
+        entry = {
+            "images": result.images,
+            "dataset": str(dataset.root),
+            "dataset_fingerprint": dataset.fingerprint(),
+            "evaluated_at": when,
+            "runtime": {"tflite": "ai-edge-litert", "onnx": "onnxruntime", "coreml": "coremltools"}[result.format],
+            "runtime_version": tools.get({"tflite": "ai-edge-litert", "onnx": "onnxruntime",
+                                          "coreml": "coremltools"}[result.format]),
+            "agreement_with_fp32_percent": result.agreement_with_fp32_percent,
+        }
+        if dataset.labelled:
+            entry |= {"top1_percent": result.top1_percent, "top5_percent": result.top5_percent,
+                      "top1_drop_vs_fp32_points": result.top1_drop_vs_fp32_points}
+            accuracy[artifact_key(artifact)] = entry
+        else:  # agreement only: keep an earlier labelled measurement
+            accuracy[artifact_key(artifact)] = {**accuracy.get(artifact_key(artifact), {}),
+                                                "agreement_with_fp32_percent": entry["agreement_with_fp32_percent"],
+                                                "agreement_images": result.images,
+                                                "agreement_dataset_fingerprint": entry["dataset_fingerprint"]}
+    save_manifest(Path(manifest_file).parent, manifest)
+
+
+def evaluate(models: Iterable[Path], dataset: Dataset, formats: Iterable[str] | None = None,
+             progress: Callable[[], None] | None = None) -> list[ArtifactResult]:
+    manifests = list(find_manifests([Path(m) for m in models]))
+    if not manifests:
+        raise ManifestError("no manifest.json under " + ", ".join(str(m) for m in models) + "; convert models first")
+    results = []
+    for manifest_file in manifests:
+        results.extend(evaluate_manifest(manifest_file, dataset, formats, progress))
+    return results

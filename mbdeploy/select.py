@@ -1,0 +1,143 @@
+"""`mbdeploy select`: the most accurate model that fits a latency budget on one device.
+
+Candidates are every converted artifact (from manifests) and every artifact
+measured on the device. Each gets a latency on that device: measured when a
+record exists, else predicted from the device's latency-versus-MACs fit for
+the same format and precision (marked as a prediction, with the fit's
+leave-one-out error). Each gets an accuracy: measured by `eval`, else the
+published top-1 for Google's trained weights. The choice is the highest top-1
+within the budget (and the size limit); ties go to the faster model.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from mbdeploy.errors import InvalidInput, ResultsError
+from mbdeploy.report.data import ManifestIndex, accuracy_of, latest_ok, load_runs, tidy_rows
+from mbdeploy.report.fit import fit_groups
+
+METRICS = {"median": "latency_ms_median", "p90": "latency_ms_p90"}
+FORMATS = ("tflite", "coreml", "onnx")
+
+
+@dataclass
+class Candidate:
+    model: str
+    format: str
+    precision: str
+    macs_m: float | None
+    size_bytes: int | None
+    top1_percent: float | None
+    accuracy_source: str | None
+    latency_ms: float | None = None
+    latency_source: str | None = None  # "measured" or "predicted"
+    fit_error: float | None = None  # leave-one-out median |relative error| of the fit used
+    fit_points: int | None = None
+    status: str = ""  # why it is (or is not) eligible
+
+    @property
+    def eligible(self) -> bool:
+        return self.status == "within budget"
+
+
+@dataclass
+class Selection:
+    device: str
+    budget_ms: float
+    metric: str
+    chosen: Candidate | None
+    candidates: list[Candidate] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"device": self.device, "budget_ms": self.budget_ms, "metric": self.metric,
+                "chosen": asdict(self.chosen) if self.chosen else None,
+                "candidates": [asdict(c) for c in self.candidates]}
+
+
+def _validate(budget_ms: float, metric: str, formats: Iterable[str] | None, max_size_mb: float | None) -> None:
+    if not budget_ms or budget_ms <= 0:
+        raise InvalidInput(f"budget must be a positive number of milliseconds, got {budget_ms}")
+    if metric not in METRICS:
+        raise InvalidInput(f"metric {metric!r} is not one of: {', '.join(METRICS)}")
+    unknown = set(formats or ()) - set(FORMATS)
+    if unknown:
+        raise InvalidInput(f"format(s) {', '.join(sorted(unknown))} unknown; allowed: {', '.join(FORMATS)}")
+    if max_size_mb is not None and max_size_mb <= 0:
+        raise InvalidInput(f"max size must be a positive number of MB, got {max_size_mb}")
+
+
+def select_model(device: str, budget_ms: float, results: Iterable[Path], model_dirs: Iterable[Path] = (),
+                 metric: str = "median", formats: Iterable[str] | None = None,
+                 max_size_mb: float | None = None) -> Selection:
+    _validate(budget_ms, metric, formats, max_size_mb)
+    column = METRICS[metric]
+    runs = load_runs(list(results))
+    index = ManifestIndex(model_dirs)
+    all_rows = tidy_rows(runs, index)
+    rows = [r for r in latest_ok(all_rows) if r["device_id"] == device and r.get(column)]
+    if not rows:
+        seen = sorted({r["device_id"] for r in all_rows})
+        raise ResultsError(f"no successful record for device {device!r}; devices in these runs: {', '.join(seen) or 'none'}")
+    # One runner configuration per (format, precision): the one measured most on this device.
+    config = {}
+    for (fmt, precision), counts in _config_counts(rows).items():
+        config[(fmt, precision)] = counts.most_common(1)[0][0]
+    rows = [r for r in rows if r["config_key"] == config[(r["format"], r["precision"])]]
+    fits = fit_groups(rows, column)
+    measured = {(r["model"], r["format"], r["precision"]): r for r in rows}
+
+    candidates: dict[tuple, Candidate] = {}
+    for entry in index.entries():
+        artifact, manifest = entry.artifact, entry.manifest
+        key = (manifest["name"], artifact["format"], artifact["precision"])
+        top1, _, source = accuracy_of(manifest, artifact, manifest["name"], None)
+        macs = artifact.get("macs") or manifest.get("macs")
+        candidates[key] = Candidate(*key, macs / 1e6 if macs else None, artifact.get("bytes"), top1, source)
+    for key, row in measured.items():
+        existing = candidates.get(key)
+        if existing is None or existing.top1_percent is None and row["top1_percent"] is not None:
+            candidates[key] = Candidate(*key, row["macs_m"], row["size_bytes"], row["top1_percent"], row["accuracy_source"])
+
+    wanted_formats = set(formats or FORMATS)
+    for key, candidate in candidates.items():
+        row = measured.get(key)
+        if row is not None:
+            candidate.latency_ms, candidate.latency_source = row[column], "measured"
+        else:
+            fit = fits.get((device, candidate.format, candidate.precision, config.get((candidate.format, candidate.precision))))
+            if fit is not None and candidate.macs_m:
+                candidate.latency_ms = fit.predict(candidate.macs_m * 1e6)
+                candidate.latency_source = "predicted"
+                candidate.fit_error, candidate.fit_points = fit.loo_median_abs_error, fit.points
+        candidate.status = _status(candidate, budget_ms, wanted_formats, max_size_mb, device)
+
+    ordered = sorted(candidates.values(), key=lambda c: (
+        not c.eligible, -(c.top1_percent if c.top1_percent is not None else -1),
+        c.latency_ms if c.latency_ms is not None else float("inf"), c.model, c.format, c.precision))
+    chosen = ordered[0] if ordered and ordered[0].eligible else None
+    return Selection(device, budget_ms, metric, chosen, ordered)
+
+
+def _config_counts(rows: list[dict]) -> dict[tuple, Counter]:
+    counts: dict[tuple, Counter] = {}
+    for row in rows:
+        counts.setdefault((row["format"], row["precision"]), Counter())[row["config_key"]] += 1
+    return counts
+
+
+def _status(c: Candidate, budget_ms: float, formats: set[str], max_size_mb: float | None, device: str) -> str:
+    if c.format not in formats:
+        return f"format {c.format} not requested"
+    if max_size_mb is not None and c.size_bytes is not None and c.size_bytes > max_size_mb * 1e6:
+        return f"larger than {max_size_mb:g} MB"
+    if c.latency_ms is None:
+        return f"not measured on {device} and no {c.format} {c.precision} fit there"
+    if c.latency_ms > budget_ms:
+        return "over budget"
+    if c.top1_percent is None:
+        return "accuracy unknown (run mbdeploy eval)"
+    return "within budget"

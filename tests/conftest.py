@@ -1,0 +1,31 @@
+"""Shared fixtures: the ../shared reference data and small converted models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED = PROJECT.parent / "shared"
+REFERENCE = SHARED / "reference"
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    if not (REFERENCE / "mobilenet_v1_0.5_160_quant.tflite").exists():
+        pytest.skip(f"reference data absent: {REFERENCE} (the project's ../shared/reference) is not there")
+    return REFERENCE
+
+
+@pytest.fixture(scope="session")
+def small_models(tmp_path_factory) -> Path:
+    """mobilenet_v1_0.25_128 in all four TFLite precisions, random weights, converted once."""
+    from mbdeploy.convert import ConvertRequest, convert_model
+
+    out = tmp_path_factory.mktemp("models")
+    convert_model(ConvertRequest(0.25, 128, out_dir=out, formats=["tflite"]))
+    return out
