@@ -1,0 +1,237 @@
+"""Sweeps on the local host: artifacts, records, failures, the CLI, crash safety and resume."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness_fixtures import INJECTION_NAME, PYTHON, harness_env, mbdeploy, no_new_pwned, tiny_tflite
+from mbdeploy import bench
+from mbdeploy.atomic import sha256_file
+from mbdeploy.devices.base import SensorReading
+from mbdeploy.devices.local import LocalDevice
+from mbdeploy.errors import InvalidInput, ManifestError
+from mbdeploy.manifest import SCHEMA, save_manifest
+from mbdeploy.results import DeviceLock, RunFolder, read_records, validate_record
+from mbdeploy.runners.base import TimingOptions
+
+QUICK = ["--min-secs", "0.2", "--max-secs", "0.5", "--warmup", "2"]
+
+
+def _manifest(folder: Path, name: str, artifacts: list[tuple[str, str, Path]]) -> Path:
+    entries = [{"format": fmt, "precision": precision, "path": path.name, "bytes": path.stat().st_size,
+                "sha256": sha256_file(path), "macs": 1_000_000, "params": 1000} for fmt, precision, path in artifacts]
+    return save_manifest(folder, {"schema": SCHEMA, "name": name, "spec": {"alpha": 0.25, "resolution": 64},
+                                  "weights": {"source": "random"}, "artifacts": entries})
+
+
+def test_collect_artifacts_reads_manifests_and_plain_files(tmp_path):
+    models = tmp_path / "models"
+    fp32 = tiny_tflite(models / "tiny" / "tiny_fp32.tflite", channels=8)
+    other = tiny_tflite(models / "tiny" / "tiny_fp16.tflite", channels=16)
+    onnx = models / "tiny" / "tiny.onnx"
+    onnx.write_bytes(b"not really onnx")
+    _manifest(models / "tiny", "tiny_net", [("tflite", "fp32", fp32), ("tflite", "fp16", other), ("onnx", "fp32", onnx)])
+    tiny_tflite(models / "loose" / "plain.tflite", channels=4)
+
+    found = bench.collect_artifacts([models])
+    assert [(a.name, a.precision) for a in found] == [("plain", "unknown"), ("tiny_net", "fp16"), ("tiny_net", "fp32")]
+    listed = [a for a in found if a.name == "tiny_net"]
+    assert all(a.macs == 1_000_000 and a.alpha == 0.25 and a.weights_source == "random" for a in listed)
+    assert [a.precision for a in bench.collect_artifacts([models], precisions=["fp32"])] == ["fp32"]
+    assert [a.format for a in bench.collect_artifacts([models], formats=["onnx"])] == ["onnx"]
+    # Naming one file listed in a manifest gives just its entry, with the manifest's metadata.
+    [single] = bench.collect_artifacts([fp32])
+    assert single.name == "tiny_net" and single.precision == "fp32" and single.manifest
+    with pytest.raises(InvalidInput, match="unknown format"):
+        bench.collect_artifacts([models], formats=["pt"])
+    with pytest.raises(InvalidInput, match="does not exist"):
+        bench.collect_artifacts([tmp_path / "nothing"])
+    fp32.write_bytes(fp32.read_bytes() + b"\0")
+    with pytest.raises(ManifestError, match="changed since"):
+        bench.collect_artifacts([models])
+
+
+def test_a_sweep_records_every_model_and_survives_a_broken_one(tmp_path):
+    models = tmp_path / "models"
+    tiny_tflite(models / "good_a.tflite", channels=8)
+    tiny_tflite(models / "good_b.tflite", channels=16)
+    (models / "broken.tflite").write_bytes(b"TFL3 but not a flatbuffer" * 10)
+    device = LocalDevice(workdir=tmp_path / "wd")
+    artifacts = bench.collect_artifacts([models])
+    options = bench.BenchOptions(timing=TimingOptions(threads=1, min_secs=0.2, max_secs=0.5, warmup_runs=2),
+                                 cooldown_s=0.05, wait_for_lock=False)
+    info = device.info().to_dict()
+    folder = bench.start_run(tmp_path / "results", options, [models], [info])
+    events = []
+    records = bench.run_sweep([device], [info], artifacts, folder, options, emit=lambda k, d: events.append(k))
+
+    assert [r["artifact"]["name"] for r in records] == ["broken", "good_a", "good_b"]
+    broken, good_a, good_b = records
+    assert broken["status"] == "failed" and "litert runner failed" in broken["error"] and broken["latency_ms"] is None
+    for record in (good_a, good_b):
+        validate_record(record)
+        assert record["status"] == "ok" and record["stop_reason"] in ("target_ci", "max_secs")
+        latency = record["latency_ms"]
+        assert latency["count"] == len(record["samples_ms"]) and latency["count"] >= 6
+        assert latency["min"] <= latency["ci95_low"] <= latency["median"] <= latency["ci95_high"] <= latency["max"]
+        assert record["power"]["status"] == "unavailable" and record["power"]["reason"]
+        assert record["thermal"]["cooldown"]["waited_s"] >= 0.05
+        assert record["phases_ms"]["run"] > 0 and record["runner"]["name"] == "litert"
+    assert folder.records() == records
+    assert events.count("record") == 3
+    rows = bench.summary_rows(records)
+    assert rows[1]["median_ms"] == good_a["latency_ms"]["median"]
+    macs = good_a["artifact"]["macs"]  # from `inspect` for a file without a manifest, when available
+    expected = macs / (rows[1]["median_ms"] / 1e3) / 1e9 if macs else None
+    assert rows[1]["gmacs_per_s"] == (pytest.approx(expected) if macs else None)
+
+
+def test_throttle_flags():
+    cool = SensorReading({"cpu": 40.0}, {"cpu0": 1_800_000, "cpu1": 1_800_000})
+    hot = SensorReading({"cpu": 47.0}, {"cpu0": 1_800_000, "cpu1": 1_200_000})
+    reasons = bench.throttle_reasons(cool, hot, freq_drop=0.10, temp_rise_c=5.0)
+    assert reasons == ["cpu1 frequency fell 1800000 -> 1200000 kHz", "temperature rose 40.0 -> 47.0 C"]
+    assert bench.throttle_reasons(cool, cool, 0.10, 5.0) == []
+    assert bench.throttle_reasons(SensorReading(), SensorReading(), 0.10, 5.0) == []
+
+
+def test_cooldown_waits_for_a_temperature_when_a_sensor_exists(tmp_path):
+    zone = tmp_path / "root" / "sys/class/thermal/thermal_zone0"
+    zone.mkdir(parents=True)
+    (zone / "type").write_text("cpu")
+    (zone / "temp").write_text("45000")
+    device = LocalDevice(workdir=tmp_path / "wd", root=tmp_path / "root")
+    assert bench.cool_down(device, 99.0, below_c=50.0, max_s=5.0)["reached"] is True
+    started = time.monotonic()
+    waited = bench.cool_down(device, 0.0, below_c=40.0, max_s=1.2)
+    assert waited["reached"] is False and time.monotonic() - started >= 1.2
+    no_sensor = LocalDevice(workdir=tmp_path / "wd", root=tmp_path / "empty")
+    assert bench.cool_down(no_sensor, 0.1, below_c=40.0, max_s=5.0)["until"] == "0.1 s"
+
+
+def test_runner_registry():
+    assert "litert" in bench.available_runners()
+    with pytest.raises(InvalidInput, match="unknown runner 'perf'; allowed: litert, benchmark_model"):
+        bench.make_runner("perf", TimingOptions())
+    assert bench.default_runner_name(LocalDevice()) == "litert"
+
+
+def test_cli_bench_local_with_a_hostile_file_name(tmp_path):
+    models = tmp_path / "models"
+    tiny_tflite(models / INJECTION_NAME, channels=8)
+    env = harness_env(tmp_path)
+    workdir = tmp_path / "cache" / "mbdeploy" / "local-device"
+    with no_new_pwned(tmp_path, models, workdir, Path.cwd()):
+        result = mbdeploy(["bench", "--device", "local", "--models", "models", *QUICK], cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "Benchmark summary" in result.stdout and "Run folder: results/" in result.stdout
+    [run] = (tmp_path / "results").iterdir()
+    [record] = read_records(run / "results.jsonl")
+    assert record["status"] == "ok" and record["artifact"]["name"] == INJECTION_NAME.removesuffix(".tflite")
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["devices"][0]["id"] == "local" and meta["options"]["timing"]["min_secs"] == 0.2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "nowhere"], "Error: no device matches 'nowhere'; candidates: local"),
+    (["--device", "local", "--runner", "perf"], "Error: unknown runner 'perf'"),
+    (["--device", "local", "--precisions", "int4"], "Error: no artifacts to bench"),
+    (["--device", "local", "--min-secs", "5", "--max-secs", "1"], "Error: --min-secs (5.0) must not exceed"),
+    (["--device", "local", "--resume", "nope"], "Error: no run 'nope'"),
+])
+def test_cli_errors_are_one_line(tmp_path, args, message):
+    tiny_tflite(tmp_path / "models" / "m.tflite", channels=8)
+    result = mbdeploy(["bench", "--models", "models", *args], cwd=tmp_path, env=harness_env(tmp_path))
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_no_wait_fails_while_another_bench_holds_the_device(tmp_path):
+    tiny_tflite(tmp_path / "models" / "m.tflite", channels=8)
+    env = harness_env(tmp_path)
+    with DeviceLock("local", wait=False, directory=tmp_path / "cache" / "mbdeploy" / "locks"):
+        result = mbdeploy(["bench", "--device", "local", "--models", "models", "--no-wait", *QUICK],
+                          cwd=tmp_path, env=env)
+    assert result.returncode == 1
+    assert "Error: device local is busy" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_devices_command(tmp_path):
+    result = mbdeploy(["devices", "--json"], cwd=tmp_path, env=harness_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert rows[0]["kind"] == "local" and rows[0]["state"] == "online" and rows[0]["cores"]
+    table = mbdeploy(["devices"], cwd=tmp_path, env=harness_env(tmp_path))
+    assert table.returncode == 0 and "local" in table.stdout
+
+
+def test_killed_mid_sweep_then_resume_finishes_without_duplicates(tmp_path):
+    models = tmp_path / "models"
+    for channels in (4, 8, 12, 16):
+        tiny_tflite(models / f"m{channels}.tflite", channels=channels)
+    env = harness_env(tmp_path)
+    args = ["-m", "mbdeploy", "bench", "--device", "local", "--models", "models", "--out", "results",
+            "--min-secs", "0.7", "--max-secs", "0.7", "--warmup", "1"]
+    process = subprocess.Popen([PYTHON, *args], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    records_file = None
+    while time.monotonic() < deadline and process.poll() is None:
+        found = list((tmp_path / "results").glob("*/results.jsonl"))
+        if found and found[0].read_bytes().count(b"\n") >= 1:
+            records_file = found[0]
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert records_file is not None, "the bench never wrote its first record"
+
+    before = read_records(records_file)
+    assert 1 <= len(before) < 4
+    for record in before:
+        validate_record(record)
+
+    run_id = records_file.parent.name
+    resumed = mbdeploy(["bench", "--device", "local", "--models", "models", "--out", "results", "--resume", run_id,
+                        "--min-secs", "0.2", "--max-secs", "0.3", "--warmup", "1", "--json"], cwd=tmp_path, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads(resumed.stdout)
+    assert summary["skipped"] == len(before) and summary["records"] == 4 - len(before)
+
+    final = RunFolder.open(tmp_path / "results", run_id)
+    records = final.records()
+    keys = [(r["device"]["id"], r["artifact"]["sha256"], r["config_key"]) for r in records]
+    assert len(records) == 4 and len(set(keys)) == 4
+    assert records[: len(before)] == before
+    for line in final.records_file.read_bytes().split(b"\n")[:-1]:
+        if line.strip():
+            json.loads(line)  # every whole line parses
+    assert final.meta()["resumed_at"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mbdeploy.convert") is None, reason="mbdeploy.convert not present yet")
+def test_convert_then_bench_end_to_end(tmp_path):
+    from mbdeploy.convert import ConvertRequest, convert_model
+
+    converted = convert_model(ConvertRequest(alpha=0.25, resolution=128, out_dir=tmp_path / "models",
+                                             formats=["tflite"], precisions=["fp32"]))
+    result = mbdeploy(["bench", "--device", "local", "--models", "models", "--precisions", "fp32", *QUICK, "--json"],
+                      cwd=tmp_path, env=harness_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    [row] = json.loads(result.stdout)["summary"]
+    manifest = converted.manifest
+    assert row["model"] == "mobilenet_v1_0.25_128" == manifest["name"] and row["precision"] == "fp32"
+    assert row["macs"] == manifest["artifacts"][0].get("macs", manifest.get("macs")) and row["gmacs_per_s"] > 0
+    [run] = (tmp_path / "results").iterdir()
+    [record] = read_records(run / "results.jsonl")
+    assert record["artifact"]["sha256"] == manifest["artifacts"][0]["sha256"]
+    assert record["artifact"]["manifest"].endswith("manifest.json")
