@@ -6,7 +6,7 @@ number appears once, computed once, with its unit in its column name.
 A record's accuracy comes from the manifest it points to: top-1 measured by
 `mbdeploy eval` when there is one (source "measured"), else the release's
 published top-1 when the weights are Google's trained ones (source
-"published"), else none.
+"published"; float artifacts only, as the release measured them), else none.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from mbdeploy.manifest import artifact_key, find_manifests, load_manifest
 from mbdeploy.results import RECORDS_FILE, RUN_FILE
 
 OFFICIAL_SOURCES = frozenset({"slim-checkpoint", "tflite", "keras"})
+FLOAT_PRECISIONS = frozenset({"fp32", "fp16"})
 
 COLUMNS = (
     "run_id", "status", "error", "started_at",
@@ -173,7 +174,9 @@ def accuracy_of(manifest: dict | None, artifact: dict, name: str, weights_source
         official = weights.get("trained") is True and weights.get("source") in OFFICIAL_SOURCES
     else:
         official = weights_source in OFFICIAL_SOURCES
-    if official:
+    # The release table measured the float models; a quantized artifact's top-1
+    # differs, so it is only known once `eval` measured it.
+    if official and artifact.get("precision") in FLOAT_PRECISIONS:
         from mbdeploy.published import PUBLISHED
 
         row = PUBLISHED.get(name)

@@ -1,0 +1,132 @@
+"""`mbdeploy select`: the most accurate model within budget, measured or predicted from the device's fit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from _report_fixtures import fake_sha, make_record, power_law_latency, write_manifest, write_run
+from helpers import run_cli
+
+from mbdeploy.accounting import model_cost
+from mbdeploy.architecture import ModelSpec, grid_specs
+from mbdeploy.errors import InvalidInput, ResultsError
+from mbdeploy.manifest import load_manifest, save_manifest
+from mbdeploy.published import PUBLISHED
+from mbdeploy.select import select_model
+
+UNMEASURED = {"mobilenet_v1_0.75_192", "mobilenet_v1_0.5_224", "mobilenet_v1_0.25_160"}
+INT8_SPEEDUP = 2.5
+
+
+@pytest.fixture()
+def world(tmp_path):
+    """16 official models (fp32 and int8) with manifests; a phone measured 13 of them in fp32, 4 in int8."""
+    models, results = tmp_path / "models", tmp_path / "results"
+    for spec in grid_specs():
+        write_manifest(models, spec, [{"format": "tflite", "precision": "fp32", "bytes": model_cost(spec).params * 4},
+                                      {"format": "tflite", "precision": "int8", "bytes": model_cost(spec).params}],
+                       source="slim-checkpoint", trained=True)
+    records = [make_record("r1", s, median=power_law_latency(s), device="phone", kind="android",
+                           weights_source="slim-checkpoint")
+               for s in grid_specs() if s.name not in UNMEASURED]
+    records += [make_record("r1", s, median=power_law_latency(s) / INT8_SPEEDUP, device="phone", kind="android",
+                            precision="int8", weights_source="slim-checkpoint")
+                for s in (ModelSpec(1.0, 224), ModelSpec(0.5, 160), ModelSpec(0.25, 128), ModelSpec(0.75, 128))]
+    # Another device's numbers must not leak into the phone's choice.
+    records += [make_record("r1", s, median=power_law_latency(s) * 0.01, device="laptop") for s in grid_specs()]
+    write_run(results, "r1", records)
+    return models, results
+
+
+def test_chooses_an_unmeasured_model_by_prediction(world):
+    models, results = world
+    target = ModelSpec(0.75, 192)  # published 67.4%: best of everything at or below its MACs
+    budget = power_law_latency(target) * 1.01
+    selection = select_model("phone", budget, [results], [models], formats=["tflite"])
+    chosen = selection.chosen
+    assert (chosen.model, chosen.precision, chosen.latency_source) == (target.name, "fp32", "predicted")
+    assert chosen.latency_ms == pytest.approx(power_law_latency(target), rel=1e-6)
+    assert chosen.fit_error == pytest.approx(0.0, abs=1e-6) and chosen.fit_points == 13
+    assert chosen.top1_percent == PUBLISHED[target.name].top1 and chosen.accuracy_source == "published"
+    # Every candidate above it in accuracy is over budget; nothing eligible is more accurate.
+    for c in selection.candidates:
+        if c.top1_percent is not None and c.top1_percent > chosen.top1_percent:
+            assert c.status == "over budget"
+        if c.eligible:
+            assert c.top1_percent <= chosen.top1_percent
+
+
+def test_measured_candidate_and_int8_predicted_from_its_own_fit(world):
+    models, results = world
+    # The published top-1 is the float models'; int8 accuracy counts only once measured (here: 1 point lower).
+    for manifest_file in models.rglob("manifest.json"):
+        manifest = load_manifest(manifest_file)
+        manifest["accuracy"] = {"tflite/int8": {"top1_percent": PUBLISHED[manifest["name"]].top1 - 1.0}}
+        save_manifest(manifest_file.parent, manifest)
+    budget = power_law_latency(ModelSpec(1.0, 224)) / INT8_SPEEDUP * 1.001
+    selection = select_model("phone", budget, [results], [models])
+    by_key = {(c.model, c.precision): c for c in selection.candidates}
+    # 1.0_224 int8 was measured; it is the most accurate at this budget (fp32 1.0_224 is 2.5x slower).
+    assert (selection.chosen.model, selection.chosen.precision, selection.chosen.latency_source) == (
+        "mobilenet_v1_1.0_224", "int8", "measured")
+    unmeasured_int8 = by_key[("mobilenet_v1_1.0_192", "int8")]
+    assert unmeasured_int8.latency_source == "predicted"
+    assert unmeasured_int8.latency_ms == pytest.approx(power_law_latency(ModelSpec(1.0, 192)) / INT8_SPEEDUP, rel=1e-6)
+    assert unmeasured_int8.fit_points == 4
+    assert selection.chosen.top1_percent == pytest.approx(PUBLISHED["mobilenet_v1_1.0_224"].top1 - 1.0)
+    assert selection.chosen.accuracy_source == "measured"
+
+
+def test_size_limit_metric_and_formats(world):
+    models, results = world
+    big = ModelSpec(1.0, 224)
+    budget = power_law_latency(big) * 1.05
+    assert select_model("phone", budget, [results], [models], formats=["tflite"]).chosen.model == big.name
+    # fp32 1.0_224 is ~17 MB, 1.0_* ~17 MB, 0.75_* ~10 MB: a 12 MB limit leaves 0.75_224 (68.4%) the best.
+    limited = select_model("phone", budget, [results], [models], max_size_mb=12)
+    assert (limited.chosen.model, limited.chosen.precision) == ("mobilenet_v1_0.75_224", "fp32")
+    assert {c.status for c in limited.candidates if c.model == big.name and c.precision == "fp32"} == {"larger than 12 MB"}
+    # int8 artifacts have no accuracy until eval measures one: the published top-1 is the float models'.
+    assert {c.status for c in limited.candidates if c.precision == "int8" and c.latency_ms < budget} == {
+        "accuracy unknown (run mbdeploy eval)"}
+    # p90 is 1.1 x the median in these records: the fp32 1.0_224 no longer fits, the best fp32 is 1.0_192.
+    p90 = select_model("phone", budget, [results], [models], metric="p90", formats=["tflite"], max_size_mb=100)
+    assert p90.chosen.model in {big.name, "mobilenet_v1_1.0_192"}
+    assert [c for c in p90.candidates if c.model == big.name and c.precision == "fp32"][0].status == "over budget"
+
+
+def test_measured_accuracy_overrides_the_published_one(tmp_path):
+    models, results = tmp_path / "models", tmp_path / "results"
+    small, large = ModelSpec(0.25, 128), ModelSpec(0.5, 128)
+    write_manifest(models, small, [{"format": "tflite", "precision": "fp32"}], source="random",
+                   accuracy={"tflite/fp32": {"top1_percent": 12.0, "top5_percent": 30.0}})
+    write_manifest(models, large, [{"format": "tflite", "precision": "fp32"}], source="random")
+    write_run(results, "r", [make_record("r", s, median=power_law_latency(s), manifest=None) for s in (small, large)])
+    selection = select_model("host", 100.0, [results], [models])
+    assert selection.chosen.model == small.name and selection.chosen.accuracy_source == "measured"
+    assert [c.status for c in selection.candidates if c.model == large.name] == ["accuracy unknown (run mbdeploy eval)"]
+
+
+def test_errors_name_what_is_wrong(world):
+    models, results = world
+    with pytest.raises(ResultsError, match="no successful record for device 'tablet'; devices in these runs: laptop, phone"):
+        select_model("tablet", 10, [results], [models])
+    with pytest.raises(InvalidInput, match="budget must be a positive"):
+        select_model("phone", 0, [results], [models])
+    with pytest.raises(InvalidInput, match="allowed: tflite, coreml, onnx"):
+        select_model("phone", 10, [results], [models], formats=["tensorrt"])
+
+
+def test_cli_prints_the_choice_and_fails_when_nothing_fits(world):
+    models, results = world
+    budget = power_law_latency(ModelSpec(0.75, 192)) * 1.01
+    done = run_cli("select", "--device", "phone", "--budget-ms", budget, "--results", results, "--models", models,
+                   "--formats", "tflite", "--json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["chosen"]["model"] == "mobilenet_v1_0.75_192" and data["chosen"]["latency_source"] == "predicted"
+    table = run_cli("select", "--device", "phone", "--budget-ms", budget, "--results", results, "--models", models)
+    assert "predicted (\u00b10%, fit of 13)" in table.stdout and "Chosen: mobilenet_v1_0.75_192 tflite fp32" in table.stdout
+    nothing = run_cli("select", "--device", "phone", "--budget-ms", "0.001", "--results", results, "--models", models)
+    assert nothing.returncode == 1 and "Error: no model with known accuracy fits 0.001 ms" in nothing.stderr
