@@ -206,6 +206,8 @@ def parse_app_results(text: str, device: DeviceInfo | None = None, source: str =
         raise ResultsError(f"{source} is not JSON ({exc.msg} at line {exc.lineno}); the app may have been killed") from None
     if not isinstance(document, dict) or document.get("schema") != APP_SCHEMA:
         raise ResultsError(f"{source} is not the benchmark app's output (schema {APP_SCHEMA} expected)")
+    if document.get("error"):
+        raise ResultsError(f"the benchmark app could not run: {document['error']}")
     records = document.get("records")
     if not isinstance(records, list):
         raise ResultsError(f"{source} has no records list")

@@ -1,0 +1,63 @@
+// The iOS benchmark app: on launch it times every .mlpackage/.mlmodelc in its
+// Documents folder (copied there by `mbdeploy bench --device iphone`, or by
+// hand through Finder's file sharing), writes mbdeploy-results.json and then
+// mbdeploy-done, and shows a one-line status. It decides nothing else.
+import SwiftUI
+import UIKit
+#if canImport(CoreMLBench)
+import CoreMLBench  // when built from the Swift package; project.yml compiles the sources in
+#endif
+
+@main
+struct MBBenchApp: App {
+    @StateObject private var bench = BenchState()
+
+    var body: some Scene {
+        WindowGroup {
+            VStack(spacing: 12) {
+                Text("mbdeploy Core ML bench").font(.headline)
+                Text(bench.status).font(.body.monospaced()).multilineTextAlignment(.center)
+            }
+            .padding()
+            .task { bench.start() }
+        }
+    }
+}
+
+@MainActor
+final class BenchState: ObservableObject {
+    @Published var status = "waiting for models"
+    private var started = false
+
+    func start() {
+        guard !started else { return }
+        started = true
+        status = "running"
+        // A locked screen suspends the app mid-run; keep it awake while timing.
+        UIApplication.shared.isIdleTimerDisabled = true
+        let documents = FileManager.default.urls(for: .documentDirectory, in: .userDomainMask)[0]
+        Task.detached(priority: .userInitiated) {
+            let message = BenchState.runAll(in: documents)
+            await MainActor.run {
+                self.status = message
+                UIApplication.shared.isIdleTimerDisabled = false
+            }
+        }
+    }
+
+    nonisolated static func runAll(in documents: URL) -> String {
+        // Never leave an old marker: the host must not read a previous run's results.
+        try? FileManager.default.removeItem(at: documents.appendingPathComponent(Records.doneFile))
+        do {
+            let plan = try Plan.load(from: documents.appendingPathComponent(Plan.fileName))
+            let models = Benchmark.findModels(in: documents)
+            let records = Benchmark(plan: plan, deviceKind: "ios").run(models: models)
+            try Records.write(records, to: documents)
+            let ok = records.filter { $0["status"] as? String == "ok" }.count
+            return "done: \(ok) of \(records.count) runs ok over \(models.count) model(s)"
+        } catch {
+            try? Records.write([], error: String(describing: error), to: documents)
+            return "failed: \(error)"
+        }
+    }
+}

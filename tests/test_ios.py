@@ -1,0 +1,290 @@
+"""The host side of iOS benchmarking: command construction and the app's output.
+
+No iPhone or Mac here. What runs: every argv list the host builds, the
+parsing of device lists and of the app's JSON (fixtures under
+tests/fixtures/ios/, in the formats the tools and ios_harness write), and the
+whole bench path (copy models and plan, launch, wait, copy back, validate)
+through real subprocesses against a stand-in `pymobiledevice3` that keeps an
+app container in a folder and plays the app's part by writing the fixture.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shlex
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from mbdeploy.devices import ios
+from mbdeploy.devices.base import DeviceInfo
+from mbdeploy.errors import DeviceError, InvalidInput, ResultsError
+from mbdeploy.stats import summarize
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "ios"
+UDID = "00008120-001A2B3C4D5E601E"
+NASTY = "a b; touch pwned 'x.tflite"
+
+
+def app_results() -> str:
+    return (FIXTURES / "app-results.json").read_text()
+
+
+# --- command construction --------------------------------------------------------
+def test_devicectl_commands():
+    assert ios.devicectl_list(Path("/tmp/d.json")) == [
+        "xcrun", "devicectl", "list", "devices", "--json-output", "/tmp/d.json"]
+    assert ios.devicectl_install(UDID, Path("build/MBBench.app")) == [
+        "xcrun", "devicectl", "device", "install", "app", "--device", UDID, "build/MBBench.app"]
+    assert ios.devicectl_launch(UDID) == [
+        "xcrun", "devicectl", "device", "process", "launch", "--device", UDID, "--terminate-existing",
+        "org.mbdeploy.bench"]
+    container = ["--device", UDID, "--domain-type", "appDataContainer", "--domain-identifier", "org.mbdeploy.bench"]
+    assert ios.devicectl_copy_to(UDID, Path("m/x.mlpackage"), "Documents/x.mlpackage") == [
+        "xcrun", "devicectl", "device", "copy", "to", *container,
+        "--source", "m/x.mlpackage", "--destination", "Documents/x.mlpackage"]
+    assert ios.devicectl_copy_from(UDID, "Documents/mbdeploy-results.json", Path("out/r.json")) == [
+        "xcrun", "devicectl", "device", "copy", "from", *container,
+        "--source", "Documents/mbdeploy-results.json", "--destination", "out/r.json"]
+
+
+def test_pymobiledevice3_commands():
+    assert ios.pmd_list() == ["pymobiledevice3", "usbmux", "list", "--no-color"]
+    assert ios.pmd_install(UDID, Path("MBBench.ipa")) == [
+        "pymobiledevice3", "apps", "install", "--udid", UDID, "MBBench.ipa"]
+    assert ios.pmd_push(UDID, Path("m/x.mlpackage"), "Documents/x.mlpackage") == [
+        "pymobiledevice3", "apps", "push", "--udid", UDID, "org.mbdeploy.bench", "m/x.mlpackage",
+        "/Documents/x.mlpackage"]
+    assert ios.pmd_pull(UDID, "Documents/mbdeploy-done", Path("d")) == [
+        "pymobiledevice3", "apps", "pull", "--udid", UDID, "org.mbdeploy.bench", "/Documents/mbdeploy-done", "d"]
+    # Launching goes through the iOS 17+ tunnel (tunneld), named by UDID.
+    assert ios.pmd_launch(UDID) == [
+        "pymobiledevice3", "developer", "dvt", "launch", "--tunnel", UDID, "--kill-existing", "org.mbdeploy.bench"]
+
+
+def test_launch_arguments_stay_single_words():
+    # devicectl passes argv through; `dvt launch` splits one string with shlex,
+    # so the host quotes every word and a hostile name stays one argument.
+    assert ios.devicectl_launch(UDID, arguments=[NASTY])[-2:] == ["--", NASTY]
+    words = shlex.split(ios.pmd_launch(UDID, arguments=[NASTY, "--runs", "5"])[-1])
+    assert words == ["org.mbdeploy.bench", NASTY, "--runs", "5"]
+
+
+def test_device_picks_the_commands_of_its_tool():
+    info = DeviceInfo(kind="ios", id=UDID, model="iPhone 14 Pro")
+    mac = ios.IosDevice(info, ios.DEVICECTL)
+    assert mac.push_argv(Path("p.json"), "Documents/p.json") == ios.devicectl_copy_to(UDID, Path("p.json"),
+                                                                                       "Documents/p.json")
+    linux = ios.IosDevice(info, ios.PYMOBILEDEVICE3)
+    assert linux.pull_argv("Documents/r.json", Path("r.json"))[-6:] == [
+        "pull", "--udid", UDID, "org.mbdeploy.bench", "/Documents/r.json", "r.json"]
+    with pytest.raises(InvalidInput, match="unknown iOS tool 'adb'"):
+        ios.IosDevice(info, "adb")
+
+
+def test_an_iphone_has_no_shell():
+    device = ios.IosDevice(DeviceInfo(kind="ios", id=UDID), ios.DEVICECTL)
+    with pytest.raises(DeviceError, match="no shell"):
+        device.shell(["ls"])
+    assert device.workdir == "Documents"
+    assert device.sensors().temperatures_c == {}
+
+
+# --- device lists ----------------------------------------------------------------
+def test_parse_devicectl_devices():
+    infos = ios.parse_devicectl_devices(json.loads((FIXTURES / "devicectl-list-devices.json").read_text()))
+    assert [(i.id, i.model, i.os, i.state) for i in infos] == [
+        (UDID, "iPhone 14 Pro", "iOS 17.5.1", "online"),
+        ("00008030-000A1B2C3D4E5F60", "iPad (9th generation)", "iOS 16.7.8", "offline"),
+    ]  # the watch is skipped
+    assert infos[0].soc == "iPhone15,2" and infos[0].extra["name"] == "Lab iPhone"
+    with pytest.raises(DeviceError, match="no result.devices"):
+        ios.parse_devicectl_devices({"info": {}})
+
+
+def test_parse_usbmux_devices():
+    infos = ios.parse_usbmux_devices(json.loads((FIXTURES / "usbmux-list.json").read_text()))
+    assert [(i.kind, i.id, i.model, i.os) for i in infos] == [("ios", UDID, "iPhone15,2", "iOS 17.5.1")]
+    with pytest.raises(DeviceError, match="JSON list"):
+        ios.parse_usbmux_devices({"not": "a list"})
+
+
+# --- the app's output ------------------------------------------------------------
+def test_parse_app_results_fixture():
+    host = DeviceInfo(kind="ios", id=UDID, model="iPhone 14 Pro")
+    records = ios.parse_app_results(app_results(), host)
+    assert [(r["status"], r["runner"]["compute_units"]) for r in records] == [
+        ("ok", "cpuOnly"), ("ok", "cpuAndNeuralEngine"), ("failed", "all")]
+    for record in records:
+        assert record["device"]["id"] == UDID and record["device"]["kind"] == "ios"
+        assert record["runner"]["name"] == "coreml_app" and record["artifact"]["format"] == "coreml"
+    # The host recomputes the statistics from the raw samples.
+    first = records[0]
+    assert first["latency_ms"] == summarize(first["samples_ms"])
+    assert first["latency_ms"]["p90"] is not None  # the app does not write percentiles; the host does
+    assert records[2]["error"] == "model arrived incomplete: 917504 of 1835008 bytes"
+    assert records[2]["latency_ms"] is None
+
+
+def _mutated(change) -> str:
+    document = json.loads(app_results())
+    change(document)
+    return json.dumps(document)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{\"schema\": \"mbdeploy.coreml_app/1\", \"records\": [", "not JSON"),
+    (json.dumps({"schema": "something/else", "records": []}), "not the benchmark app's output"),
+    (json.dumps({"schema": "mbdeploy.coreml_app/1"}), "no records list"),
+    (json.dumps({"schema": "mbdeploy.coreml_app/1", "records": [], "error": "bad plan: unknown compute units"}),
+     "could not run: bad plan"),
+    (_mutated(lambda d: d["records"][0].pop("artifact")), "record 0: artifact format must be coreml"),
+    (_mutated(lambda d: d["records"][0]["artifact"].update(sha256="abc")), "record 0: record rejected by the schema at artifact/sha256"),
+    (_mutated(lambda d: d["records"][1].pop("started_at")), "record 1: record rejected by the schema"),
+    (_mutated(lambda d: d["records"][0]["runner"].update(name="benchmark_model")), "expected 'coreml_app'"),
+    (_mutated(lambda d: d["records"][0].update(samples_ms=[])), "status ok but no samples_ms"),
+    (_mutated(lambda d: d["records"][0].update(samples_ms=[1.0, -2.0])), "non-negative numbers"),
+    (_mutated(lambda d: d["records"][0].update(status="maybe")), "record 0: record rejected by the schema at status"),
+])
+def test_invalid_app_output_is_rejected_clearly(text, message):
+    with pytest.raises(ResultsError, match=message.replace("(", r"\(")):
+        ios.parse_app_results(text)
+
+
+def test_build_plan():
+    artifact = {"name": "mobilenet_v1_0.25_128", "format": "coreml", "precision": "fp16"}
+    plan = ios.build_plan("run-1", {"m.mlpackage": artifact}, runs=10, warmup=2, compute_units=["cpuOnly"])
+    assert plan == {"schema": "mbdeploy.coreml_app/1", "run_id": "run-1", "runs": 10, "warmup": 2,
+                    "compute_units": ["cpuOnly"], "artifacts": {"m.mlpackage": artifact}}
+    with pytest.raises(InvalidInput, match="allowed: cpuOnly, cpuAndGPU, cpuAndNeuralEngine, all"):
+        ios.build_plan("r", {}, compute_units=["npu"])
+    with pytest.raises(InvalidInput, match="only coreml artifacts"):
+        ios.build_plan("r", {"m.tflite": {"format": "tflite"}})
+    with pytest.raises(InvalidInput, match="runs must be >= 1"):
+        ios.build_plan("r", {}, runs=0)
+
+
+# --- discovery and the bench path through real subprocesses ------------------------
+def test_discover_is_empty_without_devicectl_or_pymobiledevice3(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no xcrun, no pymobiledevice3
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "pymobiledevice3" else real_find_spec(name, *a))
+    assert ios.available_tool() is None
+    assert ios.discover() == []
+
+
+FAKE_TOOL = r'''#!{python}
+"""Stand-in for pymobiledevice3: an app container in a folder, and an "app" that writes the fixture."""
+import json, os, shlex, shutil, sys
+from pathlib import Path
+
+args = sys.argv[1:]
+container = Path(os.environ["FAKE_IOS_CONTAINER"])
+with open(os.environ["FAKE_IOS_LOG"], "a") as log:
+    log.write(json.dumps(args) + "\n")
+if args[:2] == ["usbmux", "list"]:
+    print(Path(os.environ["FAKE_IOS_USBMUX"]).read_text())
+elif args[:2] == ["apps", "push"]:
+    local, remote = Path(args[-2]), container / args[-1].lstrip("/")
+    remote.parent.mkdir(parents=True, exist_ok=True)
+    (shutil.copytree if local.is_dir() else shutil.copy)(local, remote)
+elif args[:2] == ["apps", "pull"]:
+    remote, local = container / args[-2].lstrip("/"), Path(args[-1])
+    if not remote.exists():
+        sys.exit("AfcFileNotFoundError: " + args[-2])
+    shutil.copy(remote, local)
+elif args[:3] == ["developer", "dvt", "launch"]:
+    words = shlex.split(args[-1])  # what the real tool does with its one argument
+    documents = container / "Documents"
+    plan = json.loads((documents / "mbdeploy-plan.json").read_text())
+    models = sorted(p.name for p in documents.iterdir() if p.suffix in (".mlpackage", ".mlmodelc"))
+    (documents / "seen.json").write_text(json.dumps({{"words": words, "plan": plan, "models": models}}))
+    if os.environ.get("FAKE_IOS_APP") == "hang":
+        sys.exit(0)  # launched, but the app never writes its results
+    shutil.copy(os.environ["FAKE_IOS_RESULTS"], documents / "mbdeploy-results.json")
+    (documents / "mbdeploy-done").write_text("done\n")
+else:
+    sys.exit("unexpected command: " + " ".join(args))
+'''
+
+
+@pytest.fixture
+def fake_phone(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tool = bin_dir / "pymobiledevice3"
+    tool.write_text(FAKE_TOOL.format(python=sys.executable))
+    tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
+    container = tmp_path / "container"
+    (container / "Documents").mkdir(parents=True)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setenv("FAKE_IOS_CONTAINER", str(container))
+    monkeypatch.setenv("FAKE_IOS_LOG", str(tmp_path / "calls.jsonl"))
+    monkeypatch.setenv("FAKE_IOS_USBMUX", str(FIXTURES / "usbmux-list.json"))
+    monkeypatch.setenv("FAKE_IOS_RESULTS", str(FIXTURES / "app-results.json"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_discover_through_pymobiledevice3(fake_phone):
+    devices = ios.discover(tool=ios.PYMOBILEDEVICE3)
+    assert [(d.kind, d.id, d.tool) for d in devices] == [("ios", UDID, "pymobiledevice3")]
+
+
+def test_bench_path_copies_launches_waits_and_validates(fake_phone):
+    model = fake_phone / "models" / "mobilenet_v1_0.25_128.mlpackage"
+    (model / "Data").mkdir(parents=True)
+    (model / "Data" / "model.mlmodel").write_bytes(b"\x01" * 64)
+    (model / "Manifest.json").write_text("{}")
+    odd = fake_phone / "models" / NASTY
+    odd.write_bytes(b"\x02" * 8)
+    device = ios.discover(tool=ios.PYMOBILEDEVICE3)[0]
+    plan = ios.build_plan("run-1", {model.name: {"format": "coreml", "name": "mobilenet_v1_0.25_128"}}, runs=5)
+
+    records = device.bench({model.name: model, NASTY: odd}, plan, timeout=30, poll_s=0.05)
+
+    assert [r["status"] for r in records] == ["ok", "ok", "failed"]
+    assert all(r["device"]["id"] == UDID for r in records)
+    documents = fake_phone / "container" / "Documents"
+    seen = json.loads((documents / "seen.json").read_text())
+    assert seen["plan"] == plan
+    assert seen["words"] == ["org.mbdeploy.bench"]
+    assert (documents / model.name / "Data" / "model.mlmodel").read_bytes() == b"\x01" * 64
+    assert (documents / NASTY).read_bytes() == b"\x02" * 8  # the odd name arrived as one file
+    assert not (fake_phone / "pwned").exists() and not (documents / "pwned").exists()
+    calls = [json.loads(line) for line in (fake_phone / "calls.jsonl").read_text().splitlines()]
+    assert ["apps", "push", "--udid", UDID, "org.mbdeploy.bench", str(odd), f"/Documents/{NASTY}"] in calls
+
+
+def test_bench_path_reports_an_app_that_never_finishes(fake_phone, monkeypatch):
+    monkeypatch.setenv("FAKE_IOS_APP", "hang")
+    device = ios.IosDevice(DeviceInfo(kind="ios", id=UDID), ios.PYMOBILEDEVICE3)
+    with pytest.raises(DeviceError, match="did not finish in 0 s"):
+        device.bench({}, ios.build_plan("r", {}), timeout=0.2, poll_s=0.05)
+
+
+def test_bench_path_reports_a_failed_launch(fake_phone, monkeypatch):
+    monkeypatch.setenv("FAKE_IOS_RESULTS", str(fake_phone / "missing.json"))  # the stand-in exits non-zero
+    device = ios.IosDevice(DeviceInfo(kind="ios", id=UDID), ios.PYMOBILEDEVICE3)
+    with pytest.raises(DeviceError, match="launching the benchmark app on .* failed"):
+        device.bench({}, ios.build_plan("r", {}), timeout=5, poll_s=0.05)
+
+
+def test_bench_path_rejects_a_corrupt_results_file(fake_phone, monkeypatch):
+    broken = fake_phone / "broken.json"
+    broken.write_text(app_results()[:200])  # the app was killed mid-write
+    monkeypatch.setenv("FAKE_IOS_RESULTS", str(broken))
+    device = ios.IosDevice(DeviceInfo(kind="ios", id=UDID), ios.PYMOBILEDEVICE3)
+    with pytest.raises(ResultsError, match="mbdeploy-results.json is not JSON"):
+        device.bench({}, ios.build_plan("r", {}), timeout=5, poll_s=0.05)
+
+
+def test_missing_app_bundle_is_a_clear_error(tmp_path):
+    device = ios.IosDevice(DeviceInfo(kind="ios", id=UDID), ios.DEVICECTL)
+    with pytest.raises(InvalidInput, match="no app at .*build ios_harness"):
+        device.install_app(tmp_path / "MBBench.app")
