@@ -29,6 +29,8 @@ from mbdeploy.weights import source_of
 SYNTHETIC_CALIBRATION = 16  # enough for stable ranges of a 28-layer net, quick to run
 CALIBRATION_LIMIT = 100
 PROBES = 8
+# Options that change what a format's artifact contains (and so its build key).
+FORMAT_OPTIONS = {"coreml": ("coreml_target", "labels")}
 PROBE_SEED = 20170417  # the paper's arXiv date: fixed, and unlike the calibration seed
 
 
@@ -122,7 +124,7 @@ def build_key(fmt: str, precision: str, fingerprint: str, request: ConvertReques
         "format": fmt,
         "precision": precision,
         "calibration": calib if quantized else None,
-        "options": {k: v for k, v in sorted(request.options.items()) if k.startswith(fmt)},
+        "options": {k: request.options.get(k) for k in FORMAT_OPTIONS.get(fmt, ())},
         "tools": tools,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()

@@ -29,10 +29,12 @@ def _split(value: str | None) -> list[str] | None:
 @click.option("--grid", is_flag=True, help="Convert all 16 released (alpha, resolution) pairs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random weights.")
 @click.option("--coreml-target", default="iOS16", show_default=True, help="Core ML minimum deployment target.")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Labels file (one per line) attached to Core ML classifiers with trained weights.")
 @click.option("--no-verify", is_flag=True, help="Skip numerical verification (not recommended).")
 @json_option
 def convert(alpha, resolution, weights, precisions, formats, calib_dir, out_dir, grid, seed, coreml_target,
-            no_verify, as_json) -> None:
+            labels, no_verify, as_json) -> None:
     """Build MobileNet v1 from the paper's table, load weights, export and verify each artifact.
 
     Writes OUT/mobilenet_v1_<alpha>_<res>/ with the model files and manifest.json.
@@ -46,7 +48,7 @@ def convert(alpha, resolution, weights, precisions, formats, calib_dir, out_dir,
     pairs = [(a, r) for a in GRID_ALPHAS for r in GRID_RESOLUTIONS] if grid else [(alpha, resolution)]
     requests = [
         ConvertRequest(a, r, weights, out_dir, _split(formats), _split(precisions), calib_dir, not no_verify, seed,
-                       {"coreml_target": coreml_target})
+                       {"coreml_target": coreml_target, "labels": str(labels) if labels else None})
         for a, r in pairs
     ]
     for request in requests:  # every bad option is reported before any work starts

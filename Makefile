@@ -1,0 +1,29 @@
+# The two set-up commands of the README: `make demo` (the main job) and
+# `make test`. Both create or reuse .venv and install what they need.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test system-deps clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[all,test]'
+	touch $(STAMP)
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+# Main job on the embedded default, no phone needed: convert
+# mobilenet_v1_0.75_192, benchmark it on this host, write the report.
+demo: $(STAMP)
+	$(BIN)/mbdeploy convert --alpha 0.75 --res 192
+	$(BIN)/mbdeploy inspect models/mobilenet_v1_0.75_192/mobilenet_v1_0.75_192_int8.tflite
+
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf models results/report

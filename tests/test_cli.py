@@ -1,0 +1,76 @@
+"""The command line as a whole: fast help, every command documented, JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import run_cli
+from mbdeploy.cli import COMMANDS, cli
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_help_does_not_import_tensorflow():
+    code = (
+        "import sys\n"
+        "from mbdeploy.cli import cli\n"
+        "try:\n    cli(['--help'], prog_name='mbdeploy')\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'ai_edge_litert', 'coremltools', 'onnxruntime', 'matplotlib') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "HEAVY []" in out
+    for name in cli.list_commands(None):
+        assert name in out
+
+
+def test_every_command_has_help_and_is_in_the_readme():
+    readme = README.read_text()
+    for name in cli.list_commands(None):
+        result = run_cli(name, "--help")
+        assert result.returncode == 0 and "Usage:" in result.stdout, name
+        assert f"mbdeploy {name}" in readme, f"README does not show `mbdeploy {name}`"
+    assert set(cli.list_commands(None)) <= set(COMMANDS)
+
+
+def test_table_json_has_the_documented_fields():
+    result = run_cli("table", "--json")
+    rows = json.loads(result.stdout)
+    assert len(rows) == 16
+    required = {"name", "alpha", "resolution", "macs", "params", "published_macs_m", "published_params_m",
+                "published_top1", "published_top5"}
+    assert all(required <= set(row) for row in rows)
+    assert rows[0]["name"] == "mobilenet_v1_1.0_224" and rows[0]["published_top1"] == 70.7
+
+
+def test_table_shows_discrepancies():
+    result = run_cli("table", env={"COLUMNS": "200"})
+    assert result.returncode == 0
+    assert "the release says 34 M MACs" in result.stdout
+
+
+def test_inspect_official_models_agree_with_our_count(reference_dir):
+    from mbdeploy.accounting import model_cost
+    from mbdeploy.architecture import ModelSpec
+
+    for name, alpha, resolution in (("mobilenet_v1_0.25_128_quant.tflite", 0.25, 128),
+                                    ("mobilenet_v1_0.5_160_quant.tflite", 0.5, 160)):
+        result = run_cli("inspect", reference_dir / name, "--json")
+        report = json.loads(result.stdout)
+        ours = model_cost(ModelSpec(alpha, resolution))
+        assert abs(report["macs"] - ours.macs) <= 0.01 * ours.macs
+        assert abs(report["params"] - ours.params) <= 0.01 * ours.params
+        assert report["ops"]["CONV_2D"] == 15 and report["ops"]["DEPTHWISE_CONV_2D"] == 13
+        assert report["inputs"][0]["dtype"] == "uint8"
+        assert report["inputs"][0]["quantization"] == {"scale": 0.0078125, "zero_point": 128}
+        assert {row["type"] for row in report["breakdown"]} == {"Conv 1x1", "Conv DW 3x3", "Conv 3x3", "Fully Connected"}
+
+
+def test_inspect_rejects_unknown_files(tmp_path):
+    path = tmp_path / "model.pb"
+    path.write_text("x")
+    result = run_cli("inspect", path)
+    assert result.returncode == 2 and "Error: cannot inspect model.pb; allowed: .tflite, .onnx, .mlpackage" in result.stderr
