@@ -24,6 +24,8 @@ from mbdeploy.errors import DeviceError
 from mbdeploy.power import PowerMeter, PowerResult
 
 SAMPLER_NAME = "android_sampler.sh"
+# Same lookup as the sampler: $MBDEPLOY_SYSFS (the adb test device's stand-in) or /sys.
+_PROBE = 'b="${MBDEPLOY_SYSFS:-/sys}/class/power_supply/battery"; [ -r "$b/current_now" ] && [ -r "$b/voltage_now" ]'
 MIN_SAMPLES = 10
 MIN_RATE_HZ = 10.0
 
@@ -118,13 +120,15 @@ def compute(idle: SamplerTrace, load: SamplerTrace, latency_ms: float, charging:
         problems.append("load power not above idle")
     if charging:
         problems.append("measured while charging (--allow-charging)")
+    if not latency_ms or latency_ms <= 0:
+        problems.append("no latency to turn power into energy per inference")
     convention = "positive" if sign > 0 else "negative"
     return PowerResult(
         status="ok",
         source=f"battery current_now x voltage_now ({convention} current = discharge, from {how})",
         avg_power_mw=round(load_mw, 3),
         idle_power_mw=round(idle_mw, 3),
-        energy_mj=round((load_mw - idle_mw) * latency_ms / 1000.0, 6),
+        energy_mj=round((load_mw - idle_mw) * latency_ms / 1000.0, 6) if latency_ms and latency_ms > 0 else None,
         samples=len(load.battery),
         quality="good" if not problems else "low: " + "; ".join(problems),
     )
@@ -146,6 +150,15 @@ class AndroidPowerMeter(PowerMeter):
         self._idle: SamplerTrace | None = None
         self.last_load: SamplerTrace | None = None
         self._sampler: str | None = None
+        self._source: str | None | bool = False  # False: not looked up yet
+
+    @property
+    def source(self) -> str | None:
+        """What the meter reads, or None when the phone exposes no battery current (the harness then skips it)."""
+        if self._source is False:
+            probe = self.device.shell(["sh", "-c", _PROBE])
+            self._source = "battery current_now x voltage_now" if probe.ok else None
+        return self._source
 
     def _folder(self) -> str:
         return f"{self.device.workdir}/power"

@@ -216,3 +216,15 @@ def test_device_disappearing_mid_command_is_device_disconnected(server, tmp_path
     finally:
         doomed.close()
         server.client().disconnect(doomed.serial)
+
+
+@needs_adb
+def test_first_use_applies_settings_and_close_restores_them(server, phone):
+    before = len(phone.command_log())
+    used = AndroidDevice(phone.serial, adb_host=server.address)
+    used.workdir  # the first use for a run
+    assert used.settings_applied == ["fixed_performance_mode", "stay_awake"]
+    assert (phone.state / "fixed_performance_mode").read_text().strip() == "true"
+    used.close()
+    assert (phone.state / "fixed_performance_mode").read_text().strip() == "false"
+    assert {"put global stay_on_while_plugged_in 0", "power set-fixed-performance-mode-enabled false"} <= set(phone.command_log()[before:])

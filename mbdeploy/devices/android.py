@@ -222,6 +222,7 @@ class AndroidDevice(Device):
         keep: bool = False,
         workdir: str = WORKDIR,
         adb=None,
+        benchmark_settings: bool = True,
     ) -> None:
         if not workdir.startswith("/data/local/tmp/") or workdir.rstrip("/") == "/data/local/tmp":
             raise InvalidInput(f"android work folder must be a subfolder of /data/local/tmp, got {workdir!r}")
@@ -235,6 +236,7 @@ class AndroidDevice(Device):
         self._workdir_made = False
         self._restore: list[list[str]] = []
         self.settings_applied: list[str] = []
+        self._settings_wanted = benchmark_settings
 
     # ------------------------------------------------------------ plumbing
     @property
@@ -248,9 +250,9 @@ class AndroidDevice(Device):
         return self._client.device(self.serial)
 
     @property
-    def python(self) -> str | None:
-        """A Python on the device: only a test device (`mbdeploy.python` property) has one."""
-        return self.properties().get("mbdeploy.python") or None
+    def python(self) -> str:
+        """The Python a device-side script runs with: a test device names the host's (`mbdeploy.python`)."""
+        return self.properties().get("mbdeploy.python") or "python3"
 
     def _require_online(self) -> None:
         if self.state != "device":
@@ -302,6 +304,10 @@ class AndroidDevice(Device):
         if not self._workdir_made:
             self._check(["mkdir", "-p", self._workdir])
             self._workdir_made = True
+            if self._settings_wanted:
+                # First real use of the phone for a run: steady clocks and screen until close().
+                self._settings_wanted = False
+                self.apply_benchmark_settings()
         return self._workdir
 
     def push(self, local: Path, remote: str) -> None:
@@ -438,7 +444,7 @@ class AndroidDevice(Device):
                 "battery": self.battery(),
                 "thermal_status": self.thermal_status(),
                 "match": self.match_keys(),
-                "python": self.python,
+                "python": self.properties().get("mbdeploy.python"),
                 "settings_applied": list(self.settings_applied),
             },
         )

@@ -307,9 +307,10 @@ class BenchmarkModelRunner(Runner):
         **_ignored: object,
     ) -> None:
         super().__init__(options)
+        binary = binary or os.environ.get("MBDEPLOY_BENCHMARK_BINARY")
         self.binary = Path(binary) if binary else None
         if self.binary is not None and not self.binary.is_file():
-            raise InvalidInput(f"--benchmark-binary {self.binary} is not a file")
+            raise InvalidInput(f"--benchmark-binary {self.binary} is not a file (also read from MBDEPLOY_BENCHMARK_BINARY)")
         self.delegate = check_delegate(delegate, options.xnnpack)
         self.op_profiling = op_profiling
         self.peak_memory = peak_memory
@@ -352,5 +353,6 @@ class BenchmarkModelRunner(Runner):
             tail = " | ".join(line.strip() for line in text.splitlines() if line.strip())[-300:]
             raise RunnerError(f"benchmark_model exited with {result.exit_code}: {tail}")
         outcome = parse_output(text, self.options)
+        outcome.extra["device_settings"] = list(getattr(device, "settings_applied", []))
         outcome.extra["command"] = self.command(self._remote, remote_model)
         return outcome
