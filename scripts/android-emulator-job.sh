@@ -13,7 +13,9 @@
 #   MBDEPLOY, PYTHON       the mbdeploy and python to use (default: on PATH)
 #   OUT                    where models, device list and report go (default: ci-out)
 #   RESULTS                where bench stores runs, read by report (default: results)
-#   DEVICE                 the --device name (default: emulator)
+#   DEVICE                 the --device name (default: emulator, an alias of
+#                          the one device adb sees, written to a config file)
+#   RUNNER                 the bench runner (default: benchmark_model)
 #   BENCHMARK_MODEL_URL    only when mbdeploy cannot fetch benchmark_model
 #   BENCHMARK_MODEL_SHA256 itself: a pinned official binary and its sha256
 set -eu
@@ -23,11 +25,20 @@ PYTHON=${PYTHON:-python3}
 OUT=${OUT:-ci-out}
 RESULTS=${RESULTS:-results}
 DEVICE=${DEVICE:-emulator}
+RUNNER=${RUNNER:-benchmark_model}
 VARIANTS="0.25_128 0.5_128"
 
 mkdir -p "$OUT"
 echo "== adb sees"
 adb devices -l
+
+# Name the emulator: `--device emulator` is an alias of its serial.
+if [ -z "${MBDEPLOY_CONFIG:-}" ]; then
+    serial=$(adb get-serialno)
+    printf '[aliases]\nemulator = "%s"\n' "$serial" > "$OUT/mbdeploy.toml"
+    MBDEPLOY_CONFIG="$OUT/mbdeploy.toml"
+    export MBDEPLOY_CONFIG
+fi
 
 echo "== convert"
 for variant in $VARIANTS; do
@@ -44,7 +55,7 @@ echo "== devices"
 # module has the download code; otherwise this job fetches it, refusing any
 # file whose sha256 is not the pinned one.
 set --
-if ! "$PYTHON" -c "import mbdeploy.runners.benchmark_model" 2>/dev/null; then
+if [ "$RUNNER" = benchmark_model ] && ! "$PYTHON" -c "import mbdeploy.runners.benchmark_model" 2>/dev/null; then
     if [ -z "${BENCHMARK_MODEL_URL:-}" ] || [ -z "${BENCHMARK_MODEL_SHA256:-}" ]; then
         echo "error: mbdeploy has no benchmark_model download code; set BENCHMARK_MODEL_URL and BENCHMARK_MODEL_SHA256 to a pinned official x86_64 build" >&2
         exit 1
@@ -57,13 +68,13 @@ if ! "$PYTHON" -c "import mbdeploy.runners.benchmark_model" 2>/dev/null; then
 fi
 
 echo "== bench"
-"$MBDEPLOY" bench --device "$DEVICE" --models "$OUT/models" --runner benchmark_model --out "$RESULTS" "$@"
+"$MBDEPLOY" bench --device "$DEVICE" --models "$OUT/models" --runner "$RUNNER" --out "$RESULTS" "$@"
 
 echo "== report"
-"$MBDEPLOY" report --out "$OUT/report"
+"$MBDEPLOY" report "$RESULTS" --models "$OUT/models" --out "$OUT/report"
 
 echo "== check records"
-"$PYTHON" - "$RESULTS" <<'PY'
+"$PYTHON" - "$RESULTS" "$RUNNER" <<'PY'
 """Every stored record validates against the schema and says status ok."""
 import json
 import sys
@@ -86,8 +97,8 @@ for path in files:
             sys.exit(f"{path}:{number}: invalid record: {errors[0].message}")
         if record["status"] != "ok":
             sys.exit(f"{path}:{number}: status {record['status']}: {record.get('error')}")
-        if record["device"]["kind"] != "android" or record["runner"]["name"] != "benchmark_model":
-            sys.exit(f"{path}:{number}: expected an android benchmark_model record")
+        if record["device"]["kind"] != "android" or record["runner"]["name"] != sys.argv[2]:
+            sys.exit(f"{path}:{number}: expected an android {sys.argv[2]} record")
         records.append(record)
 names = sorted({r["artifact"]["name"] for r in records})
 if len(names) < 2:

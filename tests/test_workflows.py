@@ -7,6 +7,7 @@ report nothing. The emulator job script must be valid sh.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -121,3 +122,35 @@ def test_scripts_pass_shellcheck(script):
         pytest.skip("shellcheck is not installed (Debian package shellcheck)")
     done = subprocess.run(["shellcheck", "--shell=sh", str(script)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_emulator_job_script_runs_end_to_end_on_the_adb_test_device(tmp_path):
+    # No emulator here: the adb test device stands in for it behind a private
+    # real adb server, and the LiteRT runner replaces benchmark_model (an
+    # Android binary cannot run on this host). Everything else is the CI job
+    # as written: convert, devices, bench, report, record checks.
+    if shutil.which("adb") is None:
+        pytest.skip("the adb server is not installed (Debian package adb)")
+    from mbdeploy.testing.adb_device import AdbServer, AdbTestDevice
+
+    bin_dir = Path(sys.executable).parent
+    with AdbServer() as server, AdbTestDevice(tmp_path / "phone") as phone:
+        server.connect(phone)
+        env = {
+            **os.environ,
+            "ANDROID_ADB_SERVER_PORT": str(server.port),
+            "MBDEPLOY": str(bin_dir / "mbdeploy"),
+            "PYTHON": sys.executable,
+            "RUNNER": "litert",
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+        env.pop("MBDEPLOY_CONFIG", None)
+        done = subprocess.run(["sh", str(SCRIPTS[0])], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "== emulator job passed" in done.stdout
+    assert (tmp_path / "ci-out" / "report" / "index.html").is_file()
+    assert 'emulator = "' in (tmp_path / "ci-out" / "mbdeploy.toml").read_text()
+    checked = [line for line in done.stdout.splitlines() if line.startswith("ok  mobilenet_v1_")]
+    assert [line.split()[1] for line in checked] == ["mobilenet_v1_0.25_128", "mobilenet_v1_0.5_128"]
