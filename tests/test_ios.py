@@ -288,3 +288,39 @@ def test_missing_app_bundle_is_a_clear_error(tmp_path):
     device = ios.IosDevice(DeviceInfo(kind="ios", id=UDID), ios.DEVICECTL)
     with pytest.raises(InvalidInput, match="no app at .*build ios_harness"):
         device.install_app(tmp_path / "MBBench.app")
+
+
+# --- the Swift harness: what can be checked without a Swift compiler ------------------
+HARNESS = Path(__file__).resolve().parents[1] / "ios_harness"
+SWIFT_FILES = sorted(HARNESS.rglob("*.swift"))
+
+
+def _swift_syntax_errors(source: bytes) -> list[str]:
+    tree_sitter = pytest.importorskip("tree_sitter", reason="tree-sitter is not installed (test extra)")
+    swift = pytest.importorskip("tree_sitter_swift", reason="tree-sitter-swift is not installed (test extra)")
+    parser = tree_sitter.Parser(tree_sitter.Language(swift.language()))
+    errors, stack = [], [parser.parse(source).root_node]
+    while stack:
+        node = stack.pop()
+        if node.type == "ERROR" or node.is_missing:
+            errors.append(f"line {node.start_point[0] + 1}: {'missing ' + node.type if node.is_missing else 'syntax error'}")
+        stack.extend(node.children)
+    return errors
+
+
+@pytest.mark.parametrize("path", SWIFT_FILES, ids=lambda p: str(p.relative_to(HARNESS)))
+def test_swift_sources_parse(path):
+    # Syntax only: no Swift compiler or Core ML here; macos.yml compiles and runs them.
+    assert _swift_syntax_errors(path.read_bytes()) == []
+
+
+def test_swift_syntax_check_is_live():
+    assert _swift_syntax_errors(b"func f() {\n  let x = [1, 2\n}\n")
+
+
+def test_harness_and_host_agree_on_names():
+    # The app writes what the host waits for and reads; a rename on one side must fail here.
+    sources = "\n".join(path.read_text() for path in SWIFT_FILES)
+    for name in (ios.APP_SCHEMA, ios.RESULTS_FILE, ios.DONE_FILE, ios.PLAN_FILE, ios.RUNNER_NAME, *ios.COMPUTE_UNITS):
+        assert f'"{name}"' in sources, f"{name} is not in the Swift harness"
+    assert f"PRODUCT_BUNDLE_IDENTIFIER: {ios.BUNDLE_ID}" in (HARNESS / "project.yml").read_text()
