@@ -128,7 +128,8 @@ def compute(idle: SamplerTrace, load: SamplerTrace, latency_ms: float, charging:
         source=f"battery current_now x voltage_now ({convention} current = discharge, from {how})",
         avg_power_mw=round(load_mw, 3),
         idle_power_mw=round(idle_mw, 3),
-        energy_mj=round((load_mw - idle_mw) * latency_ms / 1000.0, 6) if latency_ms and latency_ms > 0 else None,
+        # Energy only for a load measurably above idle: a zero or negative figure would mean nothing.
+        energy_mj=round((load_mw - idle_mw) * latency_ms / 1000.0, 6) if latency_ms and latency_ms > 0 and load_mw > idle_mw else None,
         samples=len(load.battery),
         quality="good" if not problems else "low: " + "; ".join(problems),
     )

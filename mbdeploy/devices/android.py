@@ -232,6 +232,7 @@ class AndroidDevice(Device):
         self.keep = keep
         self._workdir = workdir.rstrip("/")
         self._client = adb
+        self._handle = None
         self._props: dict[str, str] | None = None
         self._workdir_made = False
         self._restore: list[list[str]] = []
@@ -245,9 +246,12 @@ class AndroidDevice(Device):
 
     @property
     def _adb(self):
-        if self._client is None:
-            self._client = client(self.adb_host)
-        return self._client.device(self.serial)
+        # One adbutils handle per device: it caches the feature list that shell v2 needs.
+        if self._handle is None:
+            if self._client is None:
+                self._client = client(self.adb_host)
+            self._handle = self._client.device(self.serial)
+        return self._handle
 
     @property
     def python(self) -> str:
@@ -316,8 +320,7 @@ class AndroidDevice(Device):
         self._require_online()
         local = Path(local)
         parent = remote.rsplit("/", 1)[0] or "/"
-        self._check(["mkdir", "-p", parent])
-        try:
+        try:  # adbd creates missing parent folders of a pushed file itself
             self._adb.sync.push(local, remote, mode=0o755 if os.access(local, os.X_OK) else 0o644)
         except (EOFError, OSError) as exc:
             raise self._gone(f"push of {local.name}", exc) from None
@@ -333,14 +336,16 @@ class AndroidDevice(Device):
     def check_arrived(self, local: Path, remote: str) -> None:
         """Raise unless the device copy has the local size and sha256 (size alone if it has no sha256sum)."""
         expected_size = Path(local).stat().st_size
-        size = self._adb.sync.stat(remote).size
+        # One round trip: size and hash together (toybox has had sha256sum since Android 6).
+        result = self.shell(["sh", "-c", 'wc -c < "$1"; sha256sum "$1" 2>/dev/null || true', "check", remote])
+        fields = result.stdout.split()
+        size = int(fields[0]) if fields and fields[0].isdigit() else self._adb.sync.stat(remote).size
         if size != expected_size:
             raise DeviceError(
                 f"push of {Path(local).name} to {remote} arrived incomplete: {size} of {expected_size} bytes",
                 serial=self.serial,
             )
-        digest = self.shell(["sha256sum", remote])
-        if digest.ok and digest.stdout.split()[:1] != [sha256_file(Path(local))]:
+        if len(fields) >= 2 and fields[1] != sha256_file(Path(local)):
             raise DeviceError(f"push of {Path(local).name} to {remote} arrived corrupted: sha256 differs", serial=self.serial)
 
     def pull(self, remote: str, local: Path) -> None:
