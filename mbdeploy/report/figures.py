@@ -53,6 +53,16 @@ def _pyplot():
     return plt
 
 
+def _plain_log_axes(axes, x: bool = True, y: bool = True) -> None:
+    """Log axes labelled 20, 50, 100 rather than 2x10^1 (and no crowded minor labels)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    for axis, wanted in ((axes.xaxis, x), (axes.yaxis, y)):
+        if wanted:
+            axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            axis.set_minor_formatter(NullFormatter())
+
+
 def _by_macs(rows: list[dict]) -> list[str]:
     """Model names ordered by MACs (smallest first)."""
     macs = {}
@@ -67,7 +77,7 @@ def latency_vs_macs(rows: list[dict]):
         return "No successful latency measurement with a known MAC count."
     plt = _pyplot()
     fits = fit_groups(points)
-    figure, axes = plt.subplots(figsize=(8, 5.5))
+    figure, axes = plt.subplots(figsize=(8, 5.5), layout="constrained")
     groups: dict[tuple, list[dict]] = {}
     for row in points:
         groups.setdefault((row["device_id"], row["format"], row["precision"], row["config_key"]), []).append(row)
@@ -89,6 +99,7 @@ def latency_vs_macs(rows: list[dict]):
             axes.plot(line_x, [fit.predict(x * 1e6) for x in line_x], color=dots.get_facecolor()[0], lw=1)
     axes.set_xscale("log")
     axes.set_yscale("log")
+    _plain_log_axes(axes)
     axes.set_xlabel("Million MACs (log)")
     axes.set_ylabel("Median latency, ms (log)")
     axes.grid(True, which="both", alpha=0.3)
@@ -102,7 +113,7 @@ def energy_vs_macs(rows: list[dict]):
         reasons = sorted({r.get("power_status") or "none" for r in rows})
         return f"No power was measured in these runs (power status: {', '.join(reasons)})."
     plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(8, 5.5))
+    figure, axes = plt.subplots(figsize=(8, 5.5), layout="constrained")
     series: dict[str, list[dict]] = {}
     for row in points:
         series.setdefault(_series_name(row), []).append(row)
@@ -114,6 +125,7 @@ def energy_vs_macs(rows: list[dict]):
                           xytext=(3, 3), textcoords="offset points")
     axes.set_xscale("log")
     axes.set_yscale("log")
+    _plain_log_axes(axes)
     axes.set_xlabel("Million MACs (log)")
     axes.set_ylabel("Energy per inference, mJ (log)")
     axes.grid(True, which="both", alpha=0.3)
@@ -130,7 +142,7 @@ def accuracy_vs_latency(rows: list[dict]):
     devices = sorted({r["device_id"] for r in points})
     columns = min(len(devices), 2)
     rows_of_axes = math.ceil(len(devices) / columns)
-    figure, axes_grid = plt.subplots(rows_of_axes, columns, figsize=(7 * columns, 5 * rows_of_axes), squeeze=False)
+    figure, axes_grid = plt.subplots(rows_of_axes, columns, figsize=(7 * columns, 5 * rows_of_axes), squeeze=False, layout="constrained")
     for axes, device in zip([a for line in axes_grid for a in line], devices):
         mine = [r for r in points if r["device_id"] == device]
         series: dict[str, list[dict]] = {}
@@ -152,6 +164,7 @@ def accuracy_vs_latency(rows: list[dict]):
             axes.annotate(short_label(row), (row["latency_ms_median"], row["top1_percent"]), fontsize=7,
                           xytext=(3, -9), textcoords="offset points")
         axes.set_xscale("log")
+        _plain_log_axes(axes, y=False)
         axes.set_title(device, fontsize=10)
         axes.set_xlabel("Median latency, ms (log)")
         axes.set_ylabel("ImageNet top-1, %")
@@ -159,7 +172,6 @@ def accuracy_vs_latency(rows: list[dict]):
         axes.legend(fontsize=7)
     for axes in [a for line in axes_grid for a in line][len(devices):]:
         axes.set_visible(False)
-    figure.tight_layout()
     return figure
 
 
@@ -176,7 +188,7 @@ def speedup_over_fp32(rows: list[dict]):
         return "No model was measured both in fp32 and in another precision on the same device and runner."
     plt = _pyplot()
     models = [m for m in _by_macs(rows) if any(m in b for b in bars.values())]
-    figure, axes = plt.subplots(figsize=(max(8, 0.6 * len(models) * max(1, len(bars)) / 2), 5))
+    figure, axes = plt.subplots(figsize=(max(8, 0.6 * len(models) * max(1, len(bars)) / 2), 5), layout="constrained")
     width = 0.8 / len(bars)
     for i, (series, values) in enumerate(sorted(bars.items())):
         xs = [j + i * width for j, m in enumerate(models) if m in values]
@@ -187,7 +199,6 @@ def speedup_over_fp32(rows: list[dict]):
     axes.set_ylabel("Speed-up over fp32 (x)")
     axes.grid(True, axis="y", alpha=0.3)
     axes.legend(fontsize=7)
-    figure.tight_layout()
     return figure
 
 
@@ -200,7 +211,7 @@ def model_size(rows: list[dict]):
         return "No artifact sizes known."
     plt = _pyplot()
     models = _by_macs([r for r in rows if r.get("size_bytes")])
-    figure, axes = plt.subplots(figsize=(max(8, 0.5 * len(models) * len(sizes) / 2), 5))
+    figure, axes = plt.subplots(figsize=(max(8, 0.5 * len(models) * len(sizes) / 2), 5), layout="constrained")
     width = 0.8 / len(sizes)
     for i, (series, values) in enumerate(sorted(sizes.items())):
         xs = [j + i * width for j, m in enumerate(models) if m in values]
@@ -210,7 +221,6 @@ def model_size(rows: list[dict]):
     axes.set_ylabel("Model file size, MB")
     axes.grid(True, axis="y", alpha=0.3)
     axes.legend(fontsize=7)
-    figure.tight_layout()
     return figure
 
 
@@ -220,7 +230,7 @@ def throughput(rows: list[dict]):
         return "No successful latency measurement with a known MAC count."
     plt = _pyplot()
     with_peak = [r for r in points if r.get("fraction_of_peak")]
-    figure, axes_list = plt.subplots(2 if with_peak else 1, 1, figsize=(9, 8 if with_peak else 4.5), squeeze=False)
+    figure, axes_list = plt.subplots(2 if with_peak else 1, 1, figsize=(9, 8 if with_peak else 4.5), squeeze=False, layout="constrained")
     models = _by_macs(points)
     for axes, key, label, chosen in (
         (axes_list[0][0], "gmacs_per_s", "Achieved GMAC/s", points),
@@ -240,7 +250,6 @@ def throughput(rows: list[dict]):
         axes.legend(fontsize=7)
     if not with_peak:
         axes_list[0][0].set_title("Peak unknown for these devices (known only for fp32 on this x86 host)", fontsize=9)
-    figure.tight_layout()
     return figure
 
 
@@ -268,7 +277,7 @@ def render_all(rows: list[dict], out_dir: Path) -> list[FigureOutput]:
         paths = {}
         for extension in ("png", "svg"):
             buffer = io.BytesIO()
-            result.savefig(buffer, format=extension, dpi=110, bbox_inches="tight")
+            result.savefig(buffer, format=extension, dpi=110)
             paths[extension] = Path(out_dir) / f"{name}.{extension}"
             write_bytes(paths[extension], buffer.getvalue())
         plt.close(result)
