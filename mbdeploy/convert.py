@@ -166,7 +166,7 @@ def convert_model(request: ConvertRequest, progress: Progress | None = None) -> 
         say(f"{name}: up to date")
         return ConvertResult(manifest_path(model_dir), manifest, [], reused)
 
-    job = _prepare_job(request, say)
+    job = _prepare_job(request, todo, say)
     if manifest is None:
         manifest = _new_manifest(job, tools)
     manifest["tools"] = tools
@@ -183,9 +183,10 @@ def convert_model(request: ConvertRequest, progress: Progress | None = None) -> 
         if not verification.get("skipped") and not verification["passed"]:
             failures.append(f"{fmt}/{precision}: {'; '.join(verification['failures'])}")
     if failures:
+        hint = "" if request.calib_dir else "; int8 was calibrated on synthetic images: try --calib DIR"
         raise VerificationError(
             f"{name} failed verification ({' | '.join(failures)}); the artifacts are kept and marked "
-            "failed in the manifest; use --no-verify to accept them"
+            f"failed in the manifest; use --no-verify to accept them{hint}"
         )
     return ConvertResult(manifest_path(model_dir), manifest, built, reused)
 
@@ -210,7 +211,10 @@ def _existing_manifest(model_dir: Path, fingerprint: str) -> dict | None:
     return manifest if manifest.get("weights", {}).get("sha256") == fingerprint else None
 
 
-def _prepare_job(request: ConvertRequest, say: Progress):
+QUANTIZED = ("int8", "w8a8")
+
+
+def _prepare_job(request: ConvertRequest, pairs: list[tuple[str, str]], say: Progress):
     import numpy as np
 
     from mbdeploy.export import ExportJob
@@ -233,12 +237,19 @@ def _prepare_job(request: ConvertRequest, say: Progress):
         calibration = load_image_folder(Path(request.calib_dir), spec.resolution, limit=CALIBRATION_LIMIT)
     else:
         calibration = synthetic_images(SYNTHETIC_CALIBRATION, spec.resolution, seed=request.seed)
+        if weights.trained and any(p in QUANTIZED for _, p in pairs):
+            warnings.warn(
+                "int8 of trained weights calibrated on synthetic images: activation ranges will not fit "
+                "photos and verification on synthetic probes cannot show it; pass --calib DIR with real images",
+                stacklevel=2,
+            )
     probes = synthetic_images(PROBES, spec.resolution, seed=PROBE_SEED)
     if request.calib_dir is not None:
         # Real images make top-1 agreement meaningful; keep a few beside the synthetic ones.
         probes = np.concatenate([calibration[:PROBES], probes])
     reference = np.asarray(model.predict(probes, batch_size=1, verbose=0), np.float32)
-    return ExportJob(spec, weights, model, calibration, probes, reference, dict(request.options))
+    options = dict(request.options, calibration_source=str(request.calib_dir) if request.calib_dir else "synthetic")
+    return ExportJob(spec, weights, model, calibration, probes, reference, options)
 
 
 def _new_manifest(job, tools: dict) -> dict:
@@ -251,6 +262,7 @@ def _new_manifest(job, tools: dict) -> dict:
         "params": cost.params,
         "weights": job.weights.manifest_entry(),
         "preprocessing": dict(PREPROCESSING, label_offset=1 if job.spec.classes == 1001 else 0),
+        "calibration": job.options.get("calibration_source", "synthetic"),
         "tools": tools,
         "artifacts": [],
     }

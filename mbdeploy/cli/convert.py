@@ -84,5 +84,7 @@ def _verification_text(verification: dict) -> str:
     if verification.get("skipped"):
         return "skipped"
     status = "ok" if verification["passed"] else "FAILED"
-    return (f"{status} cos={verification['cosine']:.4f} top1={verification['top1_agreement']:.2f} "
+    agreement = verification["top1_agreement"]
+    top1 = "n/a" if agreement is None else f"{agreement:.2f}"
+    return (f"{status} cos={verification['cosine']:.4f} top1={top1} "
             f"max|d|={verification['max_abs_diff']:.1e}")
