@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 
 from mbdeploy.atomic import write_json
 from mbdeploy.devices.base import Device, DeviceInfo, SensorReading, ShellResult, quote_argv
-from mbdeploy.errors import DeviceError, DeviceNotFound, InvalidInput, ResultsError
+from mbdeploy.errors import DeviceError, InvalidInput, ResultsError
 
 BUNDLE_ID = "org.mbdeploy.bench"  # ios_harness/project.yml
 APP_SCHEMA = "mbdeploy.coreml_app/1"
@@ -374,14 +374,3 @@ def discover(run: Run = subprocess.run, tool: str | None = None) -> list[IosDevi
             raise DeviceError("pymobiledevice3 usbmux list printed something that is not JSON") from None
     return [IosDevice(info, tool, run) for info in infos]
 
-
-def find(udid_or_name: str, run: Run = subprocess.run) -> IosDevice:
-    """One connected device by UDID or model, case-insensitive."""
-    devices = discover(run)
-    key = udid_or_name.lower()
-    matches = [d for d in devices if key in (d.id.lower(), (d.info().model or "").lower(),
-                                             str(d.info().extra.get("name") or "").lower())]
-    if len(matches) != 1:
-        seen = ", ".join(f"{d.id} ({d.info().model})" for d in devices) or "none"
-        raise DeviceNotFound(f"{len(matches)} iOS devices match {udid_or_name!r}; connected: {seen}", name=udid_or_name)
-    return matches[0]
