@@ -207,7 +207,7 @@ elif args[:3] == ["developer", "dvt", "launch"]:
     if os.environ.get("FAKE_IOS_APP") == "hang":
         sys.exit(0)  # launched, but the app never writes its results
     shutil.copy(os.environ["FAKE_IOS_RESULTS"], documents / "mbdeploy-results.json")
-    (documents / "mbdeploy-done").write_text("done\n")
+    (documents / "mbdeploy-done").write_text(plan["run_id"] + "\n")
 else:
     sys.exit("unexpected command: " + " ".join(args))
 '''
@@ -263,6 +263,10 @@ def test_bench_path_copies_launches_waits_and_validates(fake_phone):
 
 def test_bench_path_reports_an_app_that_never_finishes(fake_phone, monkeypatch):
     monkeypatch.setenv("FAKE_IOS_APP", "hang")
+    # An earlier run's marker and results are still in the container: not taken for this run's.
+    documents = fake_phone / "container" / "Documents"
+    (documents / "mbdeploy-done").write_text("an-earlier-run\n")
+    (documents / "mbdeploy-results.json").write_text(app_results())
     device = ios.IosDevice(DeviceInfo(kind="ios", id=UDID), ios.PYMOBILEDEVICE3)
     with pytest.raises(DeviceError, match="did not finish in 0 s"):
         device.bench({}, ios.build_plan("r", {}), timeout=0.2, poll_s=0.05)

@@ -48,15 +48,16 @@ final class BenchState: ObservableObject {
     nonisolated static func runAll(in documents: URL) -> String {
         // Never leave an old marker: the host must not read a previous run's results.
         try? FileManager.default.removeItem(at: documents.appendingPathComponent(Records.doneFile))
+        let planFile = documents.appendingPathComponent(Plan.fileName)
         do {
-            let plan = try Plan.load(from: documents.appendingPathComponent(Plan.fileName))
+            let plan = try Plan.load(from: planFile)
             let models = Benchmark.findModels(in: documents)
             let records = Benchmark(plan: plan, deviceKind: "ios").run(models: models)
-            try Records.write(records, to: documents)
+            try Records.write(records, runId: plan.runId, to: documents)
             let ok = records.filter { $0["status"] as? String == "ok" }.count
             return "done: \(ok) of \(records.count) runs ok over \(models.count) model(s)"
         } catch {
-            try? Records.write([], error: String(describing: error), to: documents)
+            try? Records.write([], runId: Plan.runIdHint(at: planFile), error: String(describing: error), to: documents)
             return "failed: \(error)"
         }
     }

@@ -8,8 +8,9 @@ app that only loads, times and writes JSON (STYLE.md section 6). The host:
    models into the app's Documents folder;
 2. launches the app, which benchmarks every `.mlpackage`/`.mlmodelc` it finds
    there and writes `mbdeploy-results.json`, then `mbdeploy-done`;
-3. copies the results back and validates every record against the schema
-   before anyone stores it: what comes off a device is untrusted.
+3. copies the results back once the marker names this run, and validates
+   every record against the schema before anyone stores it: what comes off
+   a device is untrusted.
 
 Two tools drive a phone: `xcrun devicectl` (Xcode 15+, macOS) and
 `pymobiledevice3` (Linux or macOS; iOS 17+ needs its tunnel for launching,
@@ -41,7 +42,7 @@ COMPUTE_UNITS = ("cpuOnly", "cpuAndGPU", "cpuAndNeuralEngine", "all")
 DOCUMENTS = "Documents"
 PLAN_FILE = "mbdeploy-plan.json"
 RESULTS_FILE = "mbdeploy-results.json"
-DONE_FILE = "mbdeploy-done"  # written by the app after the results, so a half-written file is never read
+DONE_FILE = "mbdeploy-done"  # the run id, written after the results: a half-written file is never read
 
 DEVICECTL = "devicectl"
 PYMOBILEDEVICE3 = "pymobiledevice3"
@@ -338,17 +339,22 @@ class IosDevice(Device):
             write_json(scratch_dir / PLAN_FILE, plan)
             self.push(scratch_dir / PLAN_FILE, f"{DOCUMENTS}/{PLAN_FILE}")
             self._call(self.launch_argv(), "launching the benchmark app", timeout=120)
+            # The marker holds the run id: one left by an earlier run is not this run's end.
             deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    self.pull(f"{DOCUMENTS}/{DONE_FILE}", scratch_dir / DONE_FILE)
-                    break
-                except DeviceError:
-                    if time.monotonic() > deadline:
-                        raise DeviceError(f"the benchmark app on {self.id} did not finish in {timeout:.0f} s") from None
-                    time.sleep(poll_s)
+            while not self._finished(plan["run_id"], scratch_dir / DONE_FILE):
+                if time.monotonic() > deadline:
+                    raise DeviceError(f"the benchmark app on {self.id} did not finish in {timeout:.0f} s")
+                time.sleep(poll_s)
             self.pull(f"{DOCUMENTS}/{RESULTS_FILE}", scratch_dir / RESULTS_FILE)
             return parse_app_results((scratch_dir / RESULTS_FILE).read_text(), self._info)
+
+
+    def _finished(self, run_id: str, local: Path) -> bool:
+        try:
+            self.pull(f"{DOCUMENTS}/{DONE_FILE}", local)
+        except DeviceError:
+            return False
+        return local.read_text().strip() == run_id
 
 
 def discover(run: Run = subprocess.run, tool: str | None = None) -> list[IosDevice]:

@@ -42,6 +42,15 @@ public struct Plan {
         return plan
     }
 
+    /// The run id of a plan file even when the rest of it is unusable, so a
+    /// failure report still reaches the host waiting for that run.
+    public static func runIdHint(at url: URL) -> String {
+        guard let data = try? Data(contentsOf: url),
+              let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
+              let runId = json["run_id"] as? String else { return "" }
+        return runId
+    }
+
     public static func defaultRunId() -> String {
         "coreml-app-" + String(Int(Date().timeIntervalSince1970))
     }

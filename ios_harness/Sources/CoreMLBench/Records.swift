@@ -60,10 +60,11 @@ public enum Records {
         return try JSONSerialization.data(withJSONObject: document, options: [.prettyPrinted, .sortedKeys])
     }
 
-    /// Writes the results into `folder`, then the done marker the host waits for.
-    public static func write(_ records: [[String: Any]], error: String? = nil, to folder: URL) throws {
+    /// Writes the results into `folder`, then the done marker the host waits
+    /// for; the marker holds the run id, so a previous run's is never taken.
+    public static func write(_ records: [[String: Any]], runId: String, error: String? = nil, to folder: URL) throws {
         try document(records, error: error).write(to: folder.appendingPathComponent(resultsFile), options: .atomic)
-        try Data("done\n".utf8).write(to: folder.appendingPathComponent(doneFile), options: .atomic)
+        try Data("\(runId)\n".utf8).write(to: folder.appendingPathComponent(doneFile), options: .atomic)
     }
 }
 
