@@ -19,7 +19,7 @@ struct MBBenchApp: App {
                 Text(bench.status).font(.body.monospaced()).multilineTextAlignment(.center)
             }
             .padding()
-            .task { bench.start() }
+            .onAppear { bench.start() }
         }
     }
 }

@@ -19,7 +19,8 @@ enum Inputs {
                 features[name] = MLFeatureValue(multiArray: array)
             case .image:
                 guard let constraint = feature.imageConstraint else { throw BenchError.unsupportedInput(name) }
-                features[name] = MLFeatureValue(pixelBuffer: try greyBuffer(constraint))
+                let buffer = try greyBuffer(constraint)
+                features[name] = MLFeatureValue(pixelBuffer: buffer)
             default:
                 throw BenchError.unsupportedInput("\(name) of type \(feature.type.rawValue)")
             }
