@@ -58,20 +58,12 @@ FP16_SUFFIX = "_cast_fp16"  # what Core ML's fp16 pass appends to op names
 
 
 def import_coremltools():
-    """coremltools, quietly (it probes TensorFlow and the macOS-only runtime on import)."""
-    if "coremltools" in sys.modules:
-        return sys.modules["coremltools"]
+    """coremltools, quietly (on import it probes TensorFlow and the macOS-only runtime)."""
     try:
-        import importlib.util
-
-        if importlib.util.find_spec("coremltools") is None:
-            raise ImportError
+        with quiet():
+            import coremltools
     except ImportError:
         raise MissingDependency("coremltools", "coreml") from None
-    from mbdeploy.tf_runtime import native_output_silenced
-
-    with quiet(), native_output_silenced():
-        import coremltools
     return coremltools
 
 
