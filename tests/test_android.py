@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -149,6 +154,18 @@ def test_push_integrity_check_fails_loudly(device, phone, tmp_path, fault, messa
 
 
 @needs_adb
+def test_full_device_disk_is_a_clear_error(device, phone, tmp_path):
+    local = tmp_path / "model.tflite"
+    local.write_bytes(b"TFL3" * 100)
+    phone.push_fault = "full"
+    try:
+        with pytest.raises(DeviceError, match=r"push of .*model.tflite.* failed .*if the device disk is full, free space \(df: "):
+            device.push(local, f"{device.workdir}/full.tflite")
+    finally:
+        phone.push_fault = None
+
+
+@needs_adb
 def test_a_hostile_file_name_runs_nothing_extra(device, phone, tmp_path):
     local = tmp_path / NASTY
     local.write_bytes(b"TFL3 model bytes")
@@ -228,3 +245,120 @@ def test_first_use_applies_settings_and_close_restores_them(server, phone):
     used.close()
     assert (phone.state / "fixed_performance_mode").read_text().strip() == "false"
     assert {"put global stay_on_while_plugged_in 0", "power set-fixed-performance-mode-enabled false"} <= set(phone.command_log()[before:])
+
+
+# ---------------------------------------------------------------- the CLI end to end
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+MODELS = [SHARED / "mobilenet_v1_0.25_128_quant.tflite", SHARED / "mobilenet_v1_0.5_160_quant.tflite"]
+needs_models = pytest.mark.skipif(not all(m.is_file() for m in MODELS), reason=f"shared reference models absent under {SHARED}")
+
+
+def _cli(*args: str, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mbdeploy", *args], capture_output=True, text=True, timeout=timeout,
+                          env=env, check=False)
+
+
+@pytest.fixture
+def cli_env(tmp_path, monkeypatch):
+    # `pixel` reaches the test phone through the registry's alias table (a project config file).
+    config = tmp_path / "mbdeploy.toml"
+    config.write_text("")
+    env = dict(os.environ, MBDEPLOY_CONFIG=str(config), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    env.pop("ANDROID_SERIAL", None)
+    return config, env
+
+
+@needs_adb
+def test_cli_devices_lists_the_test_phone(server, phone, cli_env):
+    _, env = cli_env
+    done = _cli("devices", "--json", "--adb-host", server.address, env=env)
+    assert done.returncode == 0, done.stderr
+    listed = {entry["id"]: entry for entry in json.loads(done.stdout)}
+    entry = listed[phone.serial]
+    assert (entry["kind"], entry["model"], entry["abi"], entry["state"]) == ("android", "Pixel 7", "arm64-v8a", "online")
+    assert entry["extra"]["battery"]["level"] == 80 and "pixel" in entry["extra"]["match"]
+
+
+@needs_adb
+@needs_models
+def test_cli_bench_on_the_test_phone_stores_valid_records(server, phone, cli_env, tmp_path):
+    from mbdeploy.results import read_records, validate_record
+
+    config, env = cli_env
+    config.write_text(f'[aliases]\npixel = "{phone.serial}"\n')
+    out = tmp_path / "results"
+    done = _cli("bench", "--device", "pixel", "--runner", "litert", "--adb-host", server.address,
+                "--models", str(MODELS[0]), "--out", str(out), "--runs", "20", "--max-secs", "5", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    records = read_records(Path(summary["run_dir"]) / "results.jsonl")
+    assert len(records) == 1 and records[0]["status"] == "ok", records
+    record = records[0]
+    validate_record(record)
+    assert record["device"]["kind"] == "android" and record["device"]["model"] == "Pixel 7"
+    assert record["latency_ms"]["count"] == 20 and record["latency_ms"]["median"] > 0
+    assert record["power"]["source"].startswith("battery current_now x voltage_now")
+    assert not (phone.root / "data/local/tmp/mbdeploy").exists()  # cleaned up after the run
+
+
+def _unplug_mid_sweep(server, env, config, tmp_path):
+    """Bench two models, pull the cable during the second; return (exit code, run folder, bench args, root, port)."""
+    root = tmp_path / "phone"
+    port = free_port()
+    phone = AdbTestDevice(root, port=port)
+    phone.start()
+    server.connect(phone)
+    config.write_text(f'[aliases]\npixel = "{phone.serial}"\n')
+    out = tmp_path / "results"
+    args = ["bench", "--device", "pixel", "--runner", "litert", "--adb-host", server.address, "--out", str(out),
+            "--models", str(MODELS[0]), "--models", str(MODELS[1]), "--min-secs", "3", "--max-secs", "3", "--json"]
+    proc = subprocess.Popen([sys.executable, "-m", "mbdeploy", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob("*/results.jsonl")) or not next(out.glob("*/results.jsonl")).read_text().strip():
+            assert proc.poll() is None and time.monotonic() < deadline, "the first model never finished"
+            time.sleep(0.1)
+        time.sleep(1.5)  # well inside the second model's idle baseline, push or 3 s timed loop
+        phone.stop()  # the cable is pulled
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        phone.close()
+    return proc.returncode, next(out.iterdir()), args, root, port
+
+
+@needs_adb
+@needs_models
+def test_cli_bench_phone_unplugged_mid_sweep_keeps_records_and_names_the_disconnect(server, cli_env, tmp_path):
+    from mbdeploy.results import read_records
+
+    config, env = cli_env
+    _, run_dir, _, _, _ = _unplug_mid_sweep(server, env, config, tmp_path)
+    first, second = read_records(run_dir / "results.jsonl")
+    assert first["status"] == "ok" and first["artifact"]["name"] == "mobilenet_v1_0.25_128_quant"
+    assert second["status"] == "failed" and second["artifact"]["name"] == "mobilenet_v1_0.5_160_quant"
+    assert "disconnected during" in second["error"] and "--resume" in second["error"], second["error"]
+
+
+@needs_adb
+@needs_models
+@pytest.mark.xfail(strict=True, reason="harness gap (mbdeploy/cli/bench.py, mbdeploy/results.py): bench exits 0 when a "
+                   "record failed, and --resume counts failed records as done, so the disconnected model is not retried")
+def test_cli_bench_unplugged_exits_non_zero_and_resume_finishes_after_reconnect(server, cli_env, tmp_path):
+    from mbdeploy.results import read_records
+
+    config, env = cli_env
+    code, run_dir, args, root, port = _unplug_mid_sweep(server, env, config, tmp_path)
+    assert code != 0
+    back = AdbTestDevice(root, port=port)  # plugged back in
+    back.start()
+    try:
+        server.connect(back)
+        done = _cli(*args, "--resume", run_dir.name, env=env)
+    finally:
+        back.close()
+    assert done.returncode == 0, done.stderr
+    records = read_records(run_dir / "results.jsonl")
+    assert [r["status"] for r in records if r["artifact"]["name"] == "mobilenet_v1_0.5_160_quant"][-1] == "ok"

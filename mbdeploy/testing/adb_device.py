@@ -308,7 +308,7 @@ class AdbTestDevice:
         self.state = Path(tempfile.mkdtemp(prefix="mbdeploy-adb-test-device-"))
         self._tools = dict(_STAND_INS, **(tools or {}))
         self._dumpsys = dict(dumpsys or {})
-        self.push_fault: str | None = None  # "flip" or "truncate": corrupt the next pushes on purpose
+        self.push_fault: str | None = None  # "flip", "truncate" or "full": spoil the next pushes on purpose
         self._listener: socket.socket | None = None
         self._connections: list[_Connection] = []
         self._processes: set[subprocess.Popen] = set()
@@ -650,6 +650,10 @@ class AdbTestDevice:
                 if chunk is None:
                     return False
                 handle.write(chunk)
+        if self.push_fault == "full":  # what adbd answers when /data is full
+            partial.unlink()
+            fail(f"write failed: No space left on device: {device_path}")
+            return True
         self._apply_push_fault(partial)
         os.chmod(partial, mode)
         os.replace(partial, target)
