@@ -81,7 +81,9 @@ def select_model(device: str, budget_ms: float, results: Iterable[Path], model_d
     rows = [r for r in latest_ok(all_rows) if r["device_id"] == device and r.get(column)]
     if not rows:
         seen = sorted({r["device_id"] for r in all_rows})
-        raise ResultsError(f"no successful record for device {device!r}; devices in these runs: {', '.join(seen) or 'none'}")
+        raise ResultsError(
+            f"no successful record for device {device!r}; devices in these runs: {', '.join(seen) or 'none'}"
+        )
     # One runner configuration per (format, precision): the one measured most on this device.
     config = {}
     for (fmt, precision), counts in _config_counts(rows).items():
@@ -100,7 +102,8 @@ def select_model(device: str, budget_ms: float, results: Iterable[Path], model_d
     for key, row in measured.items():
         existing = candidates.get(key)
         if existing is None or existing.top1_percent is None and row["top1_percent"] is not None:
-            candidates[key] = Candidate(*key, row["macs_m"], row["size_bytes"], row["top1_percent"], row["accuracy_source"])
+            candidates[key] = Candidate(*key, row["macs_m"], row["size_bytes"], row["top1_percent"],
+                                        row["accuracy_source"])
 
     wanted_formats = set(formats or FORMATS)
     for key, candidate in candidates.items():
@@ -108,7 +111,8 @@ def select_model(device: str, budget_ms: float, results: Iterable[Path], model_d
         if row is not None:
             candidate.latency_ms, candidate.latency_source = row[column], "measured"
         else:
-            fit = fits.get((device, candidate.format, candidate.precision, config.get((candidate.format, candidate.precision))))
+            same_kind = (candidate.format, candidate.precision)
+            fit = fits.get((device, *same_kind, config.get(same_kind)))
             if fit is not None and candidate.macs_m:
                 candidate.latency_ms = fit.predict(candidate.macs_m * 1e6)
                 candidate.latency_source = "predicted"

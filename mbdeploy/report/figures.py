@@ -142,7 +142,8 @@ def accuracy_vs_latency(rows: list[dict]):
     devices = sorted({r["device_id"] for r in points})
     columns = min(len(devices), 2)
     rows_of_axes = math.ceil(len(devices) / columns)
-    figure, axes_grid = plt.subplots(rows_of_axes, columns, figsize=(7 * columns, 5 * rows_of_axes), squeeze=False, layout="constrained")
+    figure, axes_grid = plt.subplots(rows_of_axes, columns, figsize=(7 * columns, 5 * rows_of_axes), squeeze=False,
+                                     layout="constrained")
     for axes, device in zip([a for line in axes_grid for a in line], devices):
         mine = [r for r in points if r["device_id"] == device]
         series: dict[str, list[dict]] = {}
@@ -230,7 +231,8 @@ def throughput(rows: list[dict]):
         return "No successful latency measurement with a known MAC count."
     plt = _pyplot()
     with_peak = [r for r in points if r.get("fraction_of_peak")]
-    figure, axes_list = plt.subplots(2 if with_peak else 1, 1, figsize=(9, 8 if with_peak else 4.5), squeeze=False, layout="constrained")
+    figure, axes_list = plt.subplots(2 if with_peak else 1, 1, figsize=(9, 8 if with_peak else 4.5), squeeze=False,
+                                     layout="constrained")
     models = _by_macs(points)
     for axes, key, label, chosen in (
         (axes_list[0][0], "gmacs_per_s", "Achieved GMAC/s", points),

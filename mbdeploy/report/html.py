@@ -34,7 +34,8 @@ def _cell(value: object, digits: int = 3) -> str:
     if isinstance(value, bool):
         return f"<td>{'yes' if value else 'no'}</td>"
     if isinstance(value, float):
-        return f'<td class="num">{value:.{digits}g}</td>' if abs(value) < 1e-3 else f'<td class="num">{value:,.{digits}f}</td>'
+        text = f"{value:.{digits}g}" if abs(value) < 1e-3 else f"{value:,.{digits}f}"
+        return f'<td class="num">{text}</td>'
     if isinstance(value, int):
         return f'<td class="num">{value:,}</td>'
     return f"<td>{html.escape(str(value))}</td>"
@@ -52,7 +53,8 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]], row_classes:
 def _figure(output: FigureOutput, out_dir: Path) -> str:
     title = html.escape(output.title)
     if output.png is None:
-        return f'<figure id="{output.name}"><h3>{title}</h3><p class="note">Not drawn: {html.escape(output.note or "")}</p></figure>'
+        note = html.escape(output.note or "")
+        return f'<figure id="{output.name}"><h3>{title}</h3><p class="note">Not drawn: {note}</p></figure>'
     data = base64.b64encode(output.png.read_bytes()).decode("ascii")
     svg = html.escape(output.svg.relative_to(out_dir).as_posix()) if output.svg else ""
     return (f'<figure id="{output.name}"><h3>{title}</h3>'
