@@ -7,10 +7,11 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo test system-deps clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml tools/package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[all,test]'
+	if command -v npm >/dev/null 2>&1; then npm ci --prefix tools --silent --no-audit --no-fund; fi
 	touch $(STAMP)
 
 system-deps:
