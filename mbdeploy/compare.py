@@ -108,12 +108,20 @@ def _latest(rows: list[dict]) -> dict[tuple, dict]:
     return latest
 
 
+def _run_path(run: Path) -> Path:
+    """A run folder or file as given, else a run id under ./results (as `bench` names them)."""
+    run = Path(run)
+    if not run.exists() and (Path("results") / run).is_dir():
+        return Path("results") / run
+    return run
+
+
 def compare_runs(baseline: Path, current: Path, threshold: float = 0.05) -> Comparison:
-    """Pair the records of two runs (folders, or results.jsonl files) and judge each pair."""
+    """Pair the records of two runs (folders, results.jsonl files or run ids) and judge each pair."""
     if not 0 < threshold < 1:
         raise InvalidInput(f"threshold must be a fraction in (0, 1), got {threshold}")
-    before = _latest(tidy_rows(load_runs([Path(baseline)])))
-    after = _latest(tidy_rows(load_runs([Path(current)])))
+    before = _latest(tidy_rows(load_runs([_run_path(baseline)])))
+    after = _latest(tidy_rows(load_runs([_run_path(current)])))
     if not set(before) & set(after):
         raise ResultsError(
             f"no record of {current} matches one of {baseline} by (device, model, format, precision, runner config)"

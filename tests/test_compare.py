@@ -88,3 +88,10 @@ def test_records_match_on_config_and_device(tmp_path):
         compare_runs(base, other_config)
     cli = run_cli("compare", base, tmp_path / "missing")
     assert cli.returncode != 0 and "Error: no result run" in cli.stderr
+
+
+def test_runs_can_be_named_by_id_under_results(tmp_path):
+    _run(tmp_path / "results", "base")
+    _run(tmp_path / "results", "current", slow_factor=1.5)
+    done = run_cli("compare", "base", "current", cwd=tmp_path)
+    assert done.returncode == 1 and "regressed beyond 5%" in done.stderr

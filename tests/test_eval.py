@@ -194,3 +194,17 @@ def test_label_mapping_and_its_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InvalidInput, match="no images"):
         load_dataset(tmp_path / "empty")
+
+
+@pytest.mark.skipif(__import__("sys").platform == "darwin", reason="Core ML predict() exists on macOS")
+def test_core_ml_is_skipped_with_its_reason_off_macos(tmp_path):
+    model = tmp_path / "colours.onnx"
+    _colour_model(model, 32, True)
+    package = tmp_path / "model.mlpackage"
+    package.mkdir()
+    manifest = _manifest_for(tmp_path / "models", "mobilenet_v1_0.25_128", 32,
+                             [(model, "onnx", "fp32"), (package, "coreml", "fp32")], source="random")
+    results = {r.format: r for r in evaluate([manifest], load_dataset(_colour_images(tmp_path / "data")))}
+    assert results["coreml"].status == "skipped: Core ML predict() runs only on macOS"
+    assert results["onnx"].top1_percent == 100.0
+    assert "coreml/fp32" not in load_manifest(manifest)["accuracy"]

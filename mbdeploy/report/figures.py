@@ -54,11 +54,12 @@ def _pyplot():
 
 
 def _plain_log_axes(axes, x: bool = True, y: bool = True) -> None:
-    """Log axes labelled 20, 50, 100 rather than 2x10^1 (and no crowded minor labels)."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    """Log axes labelled 1, 2, 5, 10, 20, 50 rather than 2x10^1 (and no crowded minor labels)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     for axis, wanted in ((axes.xaxis, x), (axes.yaxis, y)):
         if wanted:
+            axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
             axis.set_minor_formatter(NullFormatter())
 
