@@ -27,8 +27,16 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
     ("tflite", "fp16"): Tolerance(max_abs_diff=5e-3, why="fp16-rounded weights, fp32 compute"),
     ("tflite", "dynamic"): Tolerance(min_cosine=0.95, min_top1_agreement=0.75, why="int8 weights, float activations"),
     ("tflite", "int8"): Tolerance(min_cosine=0.90, min_top1_agreement=0.6, why="int8 weights and activations"),
+    # ONNX and Core ML, measured (benchmarks/bench_coreml_onnx.py; the 0.5_160 official
+    # weights on 3 photos + 8 synthetic probes): fp32 <= 1.3e-6 for both; Core ML fp16
+    # 1.5e-3 (random weights) to 6.4e-3 (trained: peaked probabilities), and the real
+    # runtime may also accumulate in fp16 inside a conv, hence 2e-2; cosine of int8
+    # ONNX 0.988, Core ML int8 0.984, w8a8 0.982 with trained weights (>= 0.998 with
+    # random ones), top-1 agreement 1.0 everywhere: the bounds leave room for other
+    # calibration sets. ONNX int8 uses uint8 weights: int8 ones saturate in onnxruntime's
+    # x86 AVX2 (no VNNI) kernels (cosine 0.74 on the same model and probes).
     ("onnx", "fp32"): Tolerance(max_abs_diff=1e-4, why="same float graph"),
-    ("onnx", "int8"): Tolerance(min_cosine=0.90, min_top1_agreement=0.6, why="static QDQ int8"),
+    ("onnx", "int8"): Tolerance(min_cosine=0.90, min_top1_agreement=0.6, why="static QDQ, uint8 weights and activations"),
     ("coreml", "fp32"): Tolerance(max_abs_diff=1e-4, why="same float program"),
     ("coreml", "fp16"): Tolerance(max_abs_diff=2e-2, why="fp16 weights and fp16 compute"),
     ("coreml", "int8"): Tolerance(min_cosine=0.95, min_top1_agreement=0.75, why="int8 weights, fp16 compute"),

@@ -131,7 +131,7 @@ def quantize(model, calibration: np.ndarray, out_path: Path) -> None:
         quantize_static(
             str(float_path), str(out_path), _Calibration(calibration),
             quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8,
             calibrate_method=CalibrationMethod.MinMax,
         )
 
