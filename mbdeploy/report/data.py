@@ -20,7 +20,7 @@ from typing import Iterable
 
 from mbdeploy.errors import ManifestError, ResultsError
 from mbdeploy.manifest import artifact_key, find_manifests, load_manifest
-from mbdeploy.results import RECORDS_FILE, RUN_FILE
+from mbdeploy.results import RECORDS_FILE, RUN_FILE, RunFolder, read_records, validate_record
 
 OFFICIAL_SOURCES = frozenset({"slim-checkpoint", "tflite", "keras"})
 FLOAT_PRECISIONS = frozenset({"fp32", "fp16"})
@@ -72,8 +72,6 @@ def _is_run(path: Path) -> bool:
 
 def load_run(path: Path) -> Run:
     """One run folder: run.json (metadata) and every whole record of results.jsonl, each checked by the schema."""
-    from mbdeploy.results import RunFolder, read_records, validate_record
-
     folder = RunFolder(Path(path))
     meta = folder.meta() if folder.run_file.is_file() else {}
     problems: list[str] = []
@@ -95,6 +93,7 @@ def load_run(path: Path) -> Run:
 
 
 def load_runs(paths: Iterable[Path]) -> list[Run]:
+    paths = list(paths)
     runs = [load_run(path) for path in find_runs(paths)]
     if not runs:
         raise ResultsError(
@@ -110,7 +109,7 @@ def load_runs(paths: Iterable[Path]) -> list[Run]:
 class ManifestEntry:
     file: Path
     manifest: dict
-    artifact: dict | None
+    artifact: dict
 
 
 class ManifestIndex:
