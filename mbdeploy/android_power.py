@@ -142,34 +142,34 @@ def sampler_source() -> Path:
 class AndroidPowerMeter(PowerMeter):
     """Runs the sampler on the phone around the timed loop (the host never samples over adb itself)."""
 
-    def __init__(self, device, allow_charging: bool = False, interval_s: float = 0.05) -> None:
+    def __init__(self, device, allow_charging: bool = False, interval_s: float = 0.05, shared: dict | None = None) -> None:
         self.device = device
         self.allow_charging = allow_charging
         self.interval_s = interval_s
+        # What stays true for the device across models (the gauge probe, the pushed sampler); per-model state below.
+        self._shared = shared if shared is not None else {}
         self._refusal: str | None = None
         self._charging = False
         self._idle: SamplerTrace | None = None
         self.last_load: SamplerTrace | None = None
-        self._sampler: str | None = None
-        self._source: str | None | bool = False  # False: not looked up yet
 
     @property
     def source(self) -> str | None:
         """What the meter reads, or None when the phone exposes no battery current (the harness then skips it)."""
-        if self._source is False:
+        if "source" not in self._shared:
             probe = self.device.shell(["sh", "-c", _PROBE])
-            self._source = "battery current_now x voltage_now" if probe.ok else None
-        return self._source
+            self._shared["source"] = "battery current_now x voltage_now" if probe.ok else None
+        return self._shared["source"]
 
     def _folder(self) -> str:
         return f"{self.device.workdir}/power"
 
     def _ensure_sampler(self) -> str:
-        if self._sampler is None:
+        if "sampler" not in self._shared:
             remote = f"{self._folder()}/{SAMPLER_NAME}"
             self.device.push(sampler_source(), remote)
-            self._sampler = remote
-        return self._sampler
+            self._shared["sampler"] = remote
+        return self._shared["sampler"]
 
     def _check_charging(self) -> None:
         battery = self.device.battery()

@@ -238,6 +238,7 @@ class AndroidDevice(Device):
         self._restore: list[list[str]] = []
         self.settings_applied: list[str] = []
         self._settings_wanted = benchmark_settings
+        self._power_shared: dict = {}  # kept by every power meter of this device (gauge probe, pushed sampler)
 
     # ------------------------------------------------------------ plumbing
     @property
@@ -373,6 +374,7 @@ class AndroidDevice(Device):
             return
         self._check(["rm", "-rf", self._workdir])
         self._workdir_made = False
+        self._power_shared.clear()
 
     def close(self) -> None:
         if self.state == "device":
@@ -481,4 +483,4 @@ class AndroidDevice(Device):
     def power_meter(self, allow_charging: bool = False):
         from mbdeploy.android_power import AndroidPowerMeter
 
-        return AndroidPowerMeter(self, allow_charging=allow_charging)
+        return AndroidPowerMeter(self, allow_charging=allow_charging, shared=self._power_shared)
