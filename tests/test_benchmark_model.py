@@ -275,3 +275,13 @@ def test_benchmark_app_runner_over_adb(server, tmp_path):
     finally:
         device.close()
         phone.close()
+
+
+def test_config_key_is_the_same_before_and_after_prepare_records_the_binary_hash(tmp_path):
+    binary = tmp_path / "benchmark_model"
+    binary.write_bytes(b"\x7fELF")
+    runner = BenchmarkModelRunner(TimingOptions(), binary=binary)
+    before = runner.config_key()
+    runner.binary_sha256 = hashlib.sha256(b"\x7fELF").hexdigest()  # what prepare() records
+    assert runner.config_key() == before and runner.config()["binary_sha256"] == runner.binary_sha256
+    assert BenchmarkModelRunner(TimingOptions(threads=4), binary=binary).config_key() != before

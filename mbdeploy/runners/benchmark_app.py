@@ -72,6 +72,14 @@ class BenchmarkAppRunner(Runner):
         self._cache, self._base_url, self._sha256 = cache, base_url, sha256
         self.apk_sha256: str | None = None
 
+    def config_key(self) -> str:
+        # The tool's sha256 is known only after prepare(); --resume compares keys taken before it.
+        saved, self.apk_sha256 = self.apk_sha256, None
+        try:
+            return super().config_key()
+        finally:
+            self.apk_sha256 = saved
+
     def config(self) -> dict:
         return {**super().config(), "delegate": self.delegate, "op_profiling": self.op_profiling,
                 "peak_memory": self.peak_memory, "apk_sha256": self.apk_sha256}

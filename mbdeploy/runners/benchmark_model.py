@@ -319,6 +319,14 @@ class BenchmarkModelRunner(Runner):
         self.binary_sha256: str | None = None
         self._remote: str | None = None
 
+    def config_key(self) -> str:
+        # The tool's sha256 is known only after prepare(); --resume compares keys taken before it.
+        saved, self.binary_sha256 = self.binary_sha256, None
+        try:
+            return super().config_key()
+        finally:
+            self.binary_sha256 = saved
+
     def config(self) -> dict:
         return {
             **super().config(),
