@@ -59,7 +59,8 @@ def test_collect_artifacts_reads_manifests_and_plain_files(tmp_path):
         bench.collect_artifacts([models])
 
 
-def test_a_sweep_records_every_model_and_survives_a_broken_one(tmp_path):
+def test_a_sweep_records_every_model_and_survives_a_broken_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("MBDEPLOY_LOCK_DIR", str(tmp_path / "locks"))  # other sessions may bench `local` meanwhile
     models = tmp_path / "models"
     tiny_tflite(models / "good_a.tflite", channels=8)
     tiny_tflite(models / "good_b.tflite", channels=16)

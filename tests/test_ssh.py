@@ -73,7 +73,8 @@ def test_push_verifies_and_pull_round_trips(board, tmp_path):
     assert not (tmp_path / "never").exists()
 
 
-def test_litert_runner_over_ssh_with_a_hostile_file_name(board, tmp_path):
+def test_litert_runner_over_ssh_with_a_hostile_file_name(board, tmp_path, monkeypatch):
+    monkeypatch.setenv("MBDEPLOY_LOCK_DIR", str(tmp_path / "locks"))
     model = tiny_tflite(tmp_path / "models" / INJECTION_NAME, channels=8)
     artifacts = bench.collect_artifacts([tmp_path / "models"])
     options = bench.BenchOptions(timing=TimingOptions(min_secs=0.2, max_secs=0.6), wait_for_lock=False)
@@ -119,3 +120,28 @@ def test_unreachable_and_ambiguous_hosts(server, tmp_path):
     with pytest.raises(DeviceNotFound, match="matches 2 devices"):
         resolve(model, config=both)
     assert [d.id for d in resolve(url, config=both)] == [url]
+
+
+def test_session_output_is_exact_and_survives_a_timeout(board):
+    assert board.shell(["printf", "%s\\n\\nend", "no newline"]).stdout == "no newline\n\nend"
+    assert len(board.shell(["head", "-c", "300000", "/dev/zero"]).stdout) == 300000
+    mixed = board.shell(["sh", "-c", "echo out; echo err >&2; exit 4"])
+    assert (mixed.stdout, mixed.stderr, mixed.exit_code) == ("out\n", "err\n", 4)
+    with pytest.raises(DeviceError, match="did not finish within"):
+        board.shell(["sleep", "5"], timeout=0.5)
+    assert board.shell(["echo", "again"]).stdout == "again\n"  # a fresh session replaced the killed one
+
+
+def test_a_second_thread_does_not_wait_for_a_busy_session(board):
+    import threading
+    import time
+
+    board.shell(["true"])
+    slow = threading.Thread(target=board.shell, args=(["sleep", "3"],))
+    slow.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    assert board.shell(["echo", "beside"]).stdout == "beside\n"
+    quick = time.monotonic() - started
+    slow.join()
+    assert quick < 2.5  # it went over its own connection instead of queueing behind the sleep

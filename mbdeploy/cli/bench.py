@@ -61,7 +61,7 @@ def _render(result: dict) -> None:
               help="Stop after this long even if the CI target is not met.")
 @click.option("--runs", type=click.IntRange(min=1), default=None, help="A fixed number of timed runs (no adaptive stop).")
 @click.option("--target-ci", type=click.FloatRange(min=0, min_open=True), default=0.02, show_default=True,
-              help="Stop when the 95%% CI half-width of the median is at most this fraction of it.")
+              help="Stop when the 95% CI half-width of the median is at most this fraction of it.")
 @click.option("--cooldown", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Seconds to rest between models.")
 @click.option("--cooldown-temp", type=float, default=None, metavar="C",

@@ -15,9 +15,13 @@ target path, and streaming keeps a single quoting rule for every transfer.
 from __future__ import annotations
 
 import os
+import secrets
+import select
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -56,6 +60,75 @@ def parse_target(target: str) -> dict:
             "python": query.get("python"), "workdir": query.get("workdir")}
 
 
+class RemoteSession:
+    """One long-lived remote `sh` that runs commands sent over its stdin, framed by a token.
+
+    Every ssh command pays for the remote login shell's start-up (its rc
+    files), which on some boards costs more than the command. The session
+    pays it once: each command runs in a subshell with stdin from /dev/null
+    and its stdout/stderr in files; the session then prints
+    `TOKEN exit_code stdout_bytes stderr_bytes` and both files, so the host
+    reads exactly what the command wrote.
+    """
+
+    def __init__(self, argv: list[str]) -> None:
+        self._process = subprocess.Popen(argv + ["sh"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.DEVNULL)
+        self._buffer = b""
+        try:
+            self._send('T=$(mktemp -d) || exit 1; trap \'rm -rf "$T"\' EXIT')
+            self.run(["true"], timeout=SSH_CONNECT_TIMEOUT_S + 20)  # fail now if the session is unusable
+        except BaseException:
+            self.kill()
+            raise
+
+    def _send(self, line: str) -> None:
+        self._process.stdin.write(line.encode() + b"\n")
+        self._process.stdin.flush()
+
+    def _read_until(self, predicate, deadline: float | None) -> None:  # noqa: ANN001
+        descriptor = self._process.stdout.fileno()
+        while not predicate():
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError
+            ready, _, _ = select.select([descriptor], [], [], remaining)
+            if not ready:
+                raise TimeoutError
+            chunk = os.read(descriptor, 1 << 16)
+            if not chunk:
+                raise EOFError
+            self._buffer += chunk
+
+    def run(self, argv: list[str], timeout: float | None) -> ShellResult:
+        token = f"__mbdeploy_{secrets.token_hex(8)}__"
+        self._send(f'( {quote_argv(argv)} ) </dev/null >"$T/o" 2>"$T/e"; r=$?; '
+                   f'printf "%s %s %s %s\\n" {token} "$r" $(wc -c <"$T/o") $(wc -c <"$T/e"); cat "$T/o" "$T/e"')
+        deadline = None if timeout is None else time.monotonic() + timeout
+        marker = token.encode() + b" "
+        self._read_until(lambda: marker in self._buffer and b"\n" in self._buffer.split(marker, 1)[1], deadline)
+        header, rest = self._buffer.split(marker, 1)[1].split(b"\n", 1)
+        exit_code, out_size, err_size = (int(word) for word in header.split())
+        self._buffer = rest
+        self._read_until(lambda: len(self._buffer) >= out_size + err_size, deadline)
+        out, err = self._buffer[:out_size], self._buffer[out_size:out_size + err_size]
+        self._buffer = self._buffer[out_size + err_size:]
+        return ShellResult(exit_code=exit_code, stdout=out.decode(errors="replace"), stderr=err.decode(errors="replace"))
+
+    def kill(self) -> None:
+        """Drop the connection at once (a command overran its timeout)."""
+        self._process.kill()
+        self._process.wait()
+
+    def close(self) -> None:
+        try:
+            self._process.stdin.close()
+            self._process.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            self._process.kill()
+            self._process.wait()
+
+
 class SshDevice(Device):
     kind = "ssh"
 
@@ -68,6 +141,8 @@ class SshDevice(Device):
         self._ssh_config = Path(ssh_config) if ssh_config else None
         self._ssh_options = list(ssh_options or [])
         self._control_dir: str | None = None
+        self._session: RemoteSession | None = None
+        self._session_lock = threading.Lock()
 
     @property
     def id(self) -> str:
@@ -120,6 +195,10 @@ class SshDevice(Device):
         self._control_dir = control_dir
 
     def close(self) -> None:
+        with self._session_lock:
+            if self._session is not None:
+                self._session.close()
+                self._session = None
         if not self._control_dir:
             return
         subprocess.run(self._base() + ["-O", "exit", self._host], stdin=subprocess.DEVNULL,
@@ -145,36 +224,70 @@ class SshDevice(Device):
             raise DeviceDisconnected(f"lost {self.id}: {stderr.strip() or 'ssh exit 255'}", device=self.id)
         return ShellResult(exit_code=done.returncode, stdout=done.stdout.decode(errors="replace"), stderr=stderr)
 
+    def _in_session(self, argv: list[str], timeout: float | None) -> ShellResult | None:
+        """Run through the long-lived session; None when it is busy (another thread) so the caller goes direct."""
+        if not self._session_lock.acquire(blocking=False):
+            return None
+        try:
+            if self._session is None:
+                self._connect()
+                try:
+                    self._session = RemoteSession(self._base() + [self._host, "--"])
+                except (EOFError, TimeoutError, OSError, ValueError):
+                    return None  # e.g. no mktemp there: every command goes direct instead
+            try:
+                return self._session.run(argv, timeout)
+            except TimeoutError:
+                self._session.kill()
+                self._session = None
+                raise DeviceError(f"{argv[0]} did not finish within {timeout:.0f} s on {self.id}") from None
+            except (EOFError, OSError, ValueError) as exc:
+                self._session.close()
+                self._session = None
+                raise DeviceDisconnected(f"lost {self.id} during {argv[0]}: {exc or 'connection closed'}",
+                                         device=self.id) from None
+        finally:
+            self._session_lock.release()
+
     # --- Device ----------------------------------------------------------------
     def shell(self, argv: list[str], timeout: float | None = None) -> ShellResult:
-        return self._run([str(word) for word in argv], timeout)
+        words = [str(word) for word in argv]
+        result = self._in_session(words, timeout)
+        return result if result is not None else self._run(words, timeout)
 
     @property
     def workdir(self) -> str:
         if self._workdir is None:
-            done = self._run(["sh", "-c", 'd="$HOME/.cache/mbdeploy/device" && mkdir -p "$d" && cd "$d" && pwd -P'], 30)
+            done = self.shell(["sh", "-c", 'd="$HOME/.cache/mbdeploy/device" && mkdir -p "$d" && cd "$d" && pwd -P'], 30)
             if not done.ok or not done.stdout.strip():
                 raise DeviceError(f"cannot create a work folder on {self.id}: {done.stderr.strip()}")
             self._workdir = done.stdout.strip()
         return self._workdir
 
     def push(self, local: Path, remote: str) -> None:
+        # One round trip: write, then report size and sha256 of what landed.
+        script = 'mkdir -p "$(dirname "$1")" && cat > "$1" && wc -c < "$1" && sha256sum < "$1"'
         with open(local, "rb") as source:
-            done = self._run(["sh", "-c", 'mkdir -p "$(dirname "$1")" && cat > "$1"', "sh", remote], 600, stdin=source)
+            done = self._run(["sh", "-c", script, "sh", remote], 600, stdin=source)
         if not done.ok:
             raise DeviceError(f"push of {local} to {self.id}:{remote} failed: {done.stderr.strip()}")
-        self.check_arrived(Path(local), remote)
+        self._compare(Path(local), remote, done.stdout)
 
     def check_arrived(self, local: Path, remote: str) -> None:
         """Raise unless the remote file has the local file's size and sha256."""
-        done = self._run(["sh", "-c", 'wc -c < "$1" && sha256sum < "$1"', "sh", remote], 120)
-        lines = done.stdout.split()
-        if not done.ok or len(lines) < 2:
-            raise DeviceError(f"cannot check {remote} on {self.id}: {done.stderr.strip() or 'no sha256sum there'}")
-        size, digest = int(lines[0]), lines[1]
-        if size != Path(local).stat().st_size:
+        done = self.shell(["sh", "-c", 'wc -c < "$1" && sha256sum < "$1"', "sh", remote], 120)
+        if not done.ok:
+            raise DeviceError(f"cannot check {remote} on {self.id}: {done.stderr.strip()}")
+        self._compare(Path(local), remote, done.stdout)
+
+    def _compare(self, local: Path, remote: str, report: str) -> None:
+        words = report.split()
+        if len(words) < 2 or not words[0].isdigit():
+            raise DeviceError(f"cannot check {remote} on {self.id}: no size/sha256sum output ({report.strip()!r})")
+        size, digest = int(words[0]), words[1]
+        if size != local.stat().st_size:
             raise DeviceError(f"push of {local} to {self.id}:{remote} arrived incomplete ({size} bytes)")
-        if digest != sha256_file(Path(local)):
+        if digest != sha256_file(local):
             raise DeviceError(f"push of {local} to {self.id}:{remote} arrived corrupted (sha256 differs)")
 
     def pull(self, remote: str, local: Path) -> None:
@@ -189,14 +302,14 @@ class SshDevice(Device):
             raise DeviceError(f"pull of {self.id}:{remote} failed: {done.stderr.decode(errors='replace').strip()}")
 
     def _remote_snapshot(self, globs: tuple[str, ...]) -> sensors.Snapshot:
-        done = self._run(["sh", "-c", sensors.snapshot_script(globs)], 30)
+        done = self.shell(["sh", "-c", sensors.snapshot_script(globs)], 30)
         return sensors.parse_snapshot_output(done.stdout)
 
     def properties(self) -> dict[str, str]:
         return self._info_fields()[0]
 
     def _info_fields(self) -> tuple[dict[str, str], sensors.Snapshot]:
-        done = self._run(["sh", "-c", INFO_SCRIPT + sensors.snapshot_script(sensors.SENSOR_GLOBS)], 30)
+        done = self.shell(["sh", "-c", INFO_SCRIPT + sensors.snapshot_script(sensors.SENSOR_GLOBS)], 30)
         head, _, sysfs = done.stdout.partition("--sysfs--\n")
         props = {}
         for line in head.splitlines():
