@@ -105,7 +105,11 @@ def power_mw(trace: SamplerTrace, sign: int) -> float:
 def compute(idle: SamplerTrace, load: SamplerTrace, latency_ms: float, charging: bool = False) -> PowerResult:
     """The record's power figures from an idle and a load trace."""
     if len(idle.battery) < 2 or len(load.battery) < 2:
-        return PowerResult.unavailable("the sampler recorded fewer than 2 battery samples (no current_now/voltage_now?)")
+        few = "idle" if len(idle.battery) < 2 else "the timed run"
+        return PowerResult.unavailable(
+            f"fewer than 2 battery samples during {few}: too short for the sampling interval, "
+            "or the phone has no readable current_now/voltage_now"
+        )
     sign, how = discharge_sign(idle, load)
     idle_mw = power_mw(idle, sign)
     load_mw = power_mw(load, sign)
@@ -213,6 +217,10 @@ class AndroidPowerMeter(PowerMeter):
         # Detached from the adb stream: the command returns at once, the sampler runs until the marker goes.
         launch = 'nohup sh "$0" "$@" > /dev/null 2>&1 < /dev/null &'
         self.device.shell(["sh", "-c", launch, sampler, self._out, "marker", self._marker, str(self.interval_s)])
+        # The sampler reads thermal zones and dumpsys first; the timed loop starts once it samples the battery.
+        deadline = time.monotonic() + 10
+        while not self.device.shell(["grep", "-q", "^b ", self._out]).ok and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def stop(self, inferences: int, latency_ms: float) -> PowerResult:
         if self._refusal:
