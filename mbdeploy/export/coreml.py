@@ -117,6 +117,9 @@ def read_labels(path: str | Path, classes: int) -> list[str]:
     if len(labels) != classes:
         hint = " (line 0 must be 'background' for 1001-class models)" if classes == 1001 else ""
         raise InvalidInput(f"labels file {path} has {len(labels)} labels; the model has {classes} classes{hint}")
+    if classes == 1001 and labels[0].strip().lower() != "background":
+        warnings.warn(f"labels file {path}: line 0 is {labels[0]!r}, not 'background'; "
+                      "labels may be shifted by one", stacklevel=2)
     return labels
 
 
@@ -195,6 +198,8 @@ def build_model(job: ExportJob, precision: str):
     classifier = None
     if labels and job.weights.trained:
         classifier = ct.ClassifierConfig(read_labels(labels, job.spec.classes))
+    elif labels:
+        warnings.warn("labels not attached to the Core ML model: its weights are random", stacklevel=2)
     ranges = activation_ranges(job) if precision == "w8a8" else None
     program = build_program(job, target, ranges)
     compute = ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16
