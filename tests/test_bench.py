@@ -6,7 +6,6 @@ import importlib.util
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -166,13 +165,28 @@ def test_cli_no_wait_fails_while_another_bench_holds_the_device(tmp_path):
     assert "Error: device local is busy" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_devices_command(tmp_path):
-    result = mbdeploy(["devices", "--json"], cwd=tmp_path, env=harness_env(tmp_path))
+# A documentation address (RFC 5737): no adb server answers there, and none is started for it.
+NO_ADB = "192.0.2.1:5037"
+
+
+def test_devices_command_lists_local_even_without_adb(tmp_path):
+    result = mbdeploy(["devices", "--json", "--adb-host", NO_ADB], cwd=tmp_path, env=harness_env(tmp_path))
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
     assert rows[0]["kind"] == "local" and rows[0]["state"] == "online" and rows[0]["cores"]
-    table = mbdeploy(["devices"], cwd=tmp_path, env=harness_env(tmp_path))
+    if importlib.util.find_spec("mbdeploy.devices.android"):
+        assert "Warning: android devices skipped" in result.stderr
+    table = mbdeploy(["devices", "--adb-host", NO_ADB], cwd=tmp_path, env=harness_env(tmp_path))
     assert table.returncode == 0 and "local" in table.stdout
+
+
+def test_cli_bench_all_devices(tmp_path):
+    tiny_tflite(tmp_path / "models" / "m.tflite", channels=8)
+    result = mbdeploy(["bench", "--device", "all", "--adb-host", NO_ADB, "--models", "models", *QUICK, "--json"],
+                      cwd=tmp_path, env=harness_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert [row["device"] for row in summary["summary"]] == ["local"] and summary["failed"] == 0
 
 
 def test_killed_mid_sweep_then_resume_finishes_without_duplicates(tmp_path):
