@@ -34,7 +34,7 @@ COLUMNS = (
     "latency_ms_std", "latency_ms_min", "latency_ms_max", "latency_ms_ci95_low", "latency_ms_ci95_high",
     "latency_count", "stop_reason", "init_ms", "first_inference_ms", "peak_memory_mb",
     "macs_m", "params_m", "size_bytes", "gmacs_per_s", "peak_gmacs_per_s", "fraction_of_peak",
-    "power_status", "avg_power_mw", "energy_mj", "throttled",
+    "power_status", "avg_power_mw", "energy_mj", "throttled", "throttle_reasons",
     "weights_source", "top1_percent", "top5_percent", "accuracy_source", "sha256",
 )
 
@@ -245,6 +245,7 @@ def record_row(record: dict, entry: ManifestEntry | None, peak=None, run_meta: d
         "avg_power_mw": power.get("avg_power_mw"),
         "energy_mj": power.get("energy_mj"),
         "throttled": record["throttled"],
+        "throttle_reasons": "; ".join(map(str, (record.get("thermal") or {}).get("throttle_reasons") or [])) or None,
         "weights_source": weights_source,
         "top1_percent": top1,
         "top5_percent": top5,

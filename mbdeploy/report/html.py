@@ -92,7 +92,8 @@ def records_table(rows: list[dict]) -> str:
     lines = [[r["run_id"], r["device_id"], r["model"], r["format"], r["precision"], r["runner"], r["threads"],
               r["delegate"], r["latency_ms_median"], r["latency_ms_ci95_low"], r["latency_ms_ci95_high"],
               r["latency_ms_p90"], r["latency_count"], r["macs_m"], r["size_bytes"], r["gmacs_per_s"],
-              r["energy_mj"], r["top1_percent"], r["accuracy_source"], bool(r["throttled"]),
+              r["energy_mj"], r["top1_percent"], r["accuracy_source"],
+              (r["throttle_reasons"] or "yes") if r["throttled"] else "no",
               r["status"] if r["status"] == "ok" else f"failed: {r['error'] or ''}"] for r in ordered]
     classes = ["failed" if r["status"] != "ok" else ("throttled" if r["throttled"] else "") for r in ordered]
     return table(headers, lines, classes)
