@@ -116,6 +116,24 @@ def test_discover_and_info(server, phone):
 
 
 @needs_adb
+def test_a_phone_that_never_accepts_the_key_is_listed_unauthorized_with_the_fix(server, tmp_path):
+    with AdbTestDevice(tmp_path / "locked", unauthorized=True) as locked:
+        server.client().connect(locked.serial, timeout=10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            states = {d.id: d for d in android.discover(server.address)}
+            if locked.serial in states and states[locked.serial].state == "unauthorized":
+                break
+            time.sleep(0.1)
+        phone = states[locked.serial]
+        info = phone.info()
+        assert info.state == "unauthorized" and "Allow USB debugging" in info.extra["fix"]
+        with pytest.raises(DeviceError, match="is unauthorized: unlock the phone"):
+            phone.push(tmp_path, "/data/local/tmp/mbdeploy/x")
+        server.client().disconnect(locked.serial)
+
+
+@needs_adb
 def test_resolve_by_alias_env_and_only_online(server, phone, monkeypatch):
     monkeypatch.delenv("ANDROID_SERIAL", raising=False)
     assert android.resolve("pixel", server.address).id == phone.serial

@@ -52,6 +52,9 @@ MAX_PAYLOAD = 256 * 1024
 SYNC_DATA_MAX = 64 * 1024
 FEATURES = "shell_v2,cmd"
 
+# AUTH packet types (adb's protocol.txt)
+_AUTH_TOKEN, _AUTH_SIGNATURE, _AUTH_RSAPUBLICKEY = 1, 2, 3
+
 # shell protocol v2 packet ids (adb's shell_protocol.h)
 _V2_STDIN, _V2_STDOUT, _V2_STDERR, _V2_EXIT, _V2_CLOSE_STDIN = 0, 1, 2, 3, 4
 
@@ -253,7 +256,15 @@ class _Connection:
     def _dispatch(self, command: int, arg0: int, arg1: int, data: bytes) -> None:
         if command == A_CNXN:
             self.max_payload = max(4096, min(arg1, MAX_PAYLOAD))
+            if self.device.unauthorized:
+                self.send(A_AUTH, _AUTH_TOKEN, 0, os.urandom(20))
+                return
             self.send(A_CNXN, A_VERSION, MAX_PAYLOAD, self.device.banner().encode() + b"\0")
+        elif command == A_AUTH:
+            # A phone whose user never accepts the key: every signature is refused with a new token, and
+            # the offered public key just waits for a prompt nobody answers, so the server says `unauthorized`.
+            if arg0 == _AUTH_SIGNATURE:
+                self.send(A_AUTH, _AUTH_TOKEN, 0, os.urandom(20))
         elif command == A_OPEN:
             service = data.rstrip(b"\0").decode("utf-8", "replace")
             handler = self.device.service_handler(service)
@@ -294,8 +305,10 @@ class AdbTestDevice:
         python: str | None = None,
         tools: dict[str, str] | None = None,
         dumpsys: dict[str, str] | None = None,
+        unauthorized: bool = False,
     ) -> None:
         self.root = Path(root).resolve()
+        self.unauthorized = unauthorized  # answer CNXN with AUTH and never accept the host's key
         if re.search(r"[\s'\"\\$`]", str(self.root)):
             raise ValueError(f"the test device root must be a path without spaces or quotes: {self.root}")
         self.port = port
@@ -737,7 +750,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=None, help="sandbox folder standing for the device's file system")
     args = parser.parse_args(argv)
     root = args.root or Path(tempfile.mkdtemp(prefix="mbdeploy-adb-root-"))
-    device = AdbTestDevice(root, port=args.port, model=args.model)
+    try:
+        device = AdbTestDevice(root, port=args.port, model=args.model)
+    except ValueError as exc:
+        parser.error(str(exc))
     port = device.start()
     print(f"adb test device listening on 127.0.0.1:{port} (root {device.root}); connect with: adb connect 127.0.0.1:{port}", flush=True)
     stop = threading.Event()
