@@ -263,3 +263,46 @@ def test_page_renders_every_figure_in_headless_chromium(full_report, tmp_path):
                              report.index.read_text(), count=1))
     check = _render_check(chromium, broken, tmp_path / "profile-broken")
     assert check["images"][0]["width"] == 0 and check["errors"]
+
+
+def test_report_and_select_over_a_real_local_bench_run(small_models, reference_dir, tmp_path):
+    """The real pipeline: converted precisions, eval on the reference photos, a bench on `local`, then report."""
+    from mbdeploy import bench
+    from mbdeploy.devices.registry import describe, resolve
+    from mbdeploy.evaluate import evaluate, load_dataset
+    from mbdeploy.runners.base import TimingOptions
+    from mbdeploy.select import select_model
+
+    models = shutil.copytree(small_models, tmp_path / "models")
+    photos = tmp_path / "photos"
+    for photo, label in {"cat.bmp": "tabby", "bird.bmp": "chickadee"}.items():
+        (photos / label).mkdir(parents=True)
+        shutil.copy(reference_dir / photo, photos / label / photo)
+    evaluate([models], load_dataset(photos, class_names=reference_dir / "imagenet_labels.txt"))
+
+    options = bench.BenchOptions(timing=TimingOptions(threads=1, runs=5, warmup_runs=1), idle_power_s=0)
+    devices = resolve("local")
+    infos = [describe(d).to_dict() for d in devices]
+    folder = bench.start_run(tmp_path / "results", options, [models], infos)
+    try:
+        records = bench.run_sweep(devices, infos, bench.collect_artifacts([models]), folder, options)
+    finally:
+        for device in devices:
+            device.close()
+    assert {r["artifact"]["precision"] for r in records if r["status"] == "ok"} == {"fp32", "fp16", "dynamic", "int8"}
+
+    report = write_report([tmp_path / "results"], tmp_path / "out")  # manifests found through the records
+    with open(report.csv) as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["accuracy_source"] for row in rows} == {"measured"}
+    notes = {f.name: f.note for f in report.figures}
+    assert notes["speedup_over_fp32"] is None and notes["accuracy_vs_latency"] is None
+    by_precision = {row["precision"]: row for row in rows}
+    for record in records:
+        row = by_precision[record["artifact"]["precision"]]
+        assert float(row["latency_ms_median"]) == pytest.approx(record["latency_ms"]["median"])
+
+    device = records[0]["device"]["id"]
+    selection = select_model(device, 1e6, [tmp_path / "results"], [models])
+    best = max(float(row["top1_percent"]) for row in rows)
+    assert selection.chosen.top1_percent == best and selection.chosen.latency_source == "measured"
