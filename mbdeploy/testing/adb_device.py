@@ -185,6 +185,7 @@ class _Stream:
             self.closed = True
             self.conn.send(A_CLSE, self.local_id, self.remote_id)
         self.conn.forget(self.local_id)
+        self.inbox.put(None)  # release a reader still waiting on this stream
 
     def read_exact(self, n: int) -> bytes | None:
         """n bytes of the incoming byte stream, or None once the peer closed."""
