@@ -149,7 +149,7 @@ def activation_ranges(job: ExportJob) -> dict[str, float]:
 
 def build_program(job: ExportJob, target, ranges: dict[str, float] | None = None):
     """The MIL program from the layer plan; with `ranges`, int8 Q/DQ before every convolution."""
-    ct = import_coremltools()
+    import_coremltools()  # quietly, before its submodules
     from coremltools.converters.mil import Builder as mb
 
     spec, weights = job.spec, job.weights
@@ -186,7 +186,6 @@ def build_program(job: ExportJob, target, ranges: dict[str, float] | None = None
         x = mb.reshape(x=x, shape=[1, spec.classes], name="SpatialSqueeze")
         return mb.softmax(x=x, axis=-1, name=OUTPUT_NAME)
 
-    del ct
     return program
 
 

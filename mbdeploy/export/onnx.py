@@ -192,8 +192,6 @@ def inspect(path: Path) -> dict:
     from mbdeploy.inspection import classify_conv, summarize
 
     onnx = import_onnx()
-    from onnx import numpy_helper
-
     try:
         model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
     except Exception as exc:  # onnx raises DecodeError and others for a non-model
@@ -234,7 +232,6 @@ def inspect(path: Path) -> dict:
             "macs": int(np.prod(out_shape)) * per_output,
             "params": int(np.prod(w_shape)) + (int(np.prod(bias.dims)) if bias is not None else 0),
         })
-    del numpy_helper
     report = summarize("onnx", Path(path), [_value_info(i) for i in graph.input if i.name not in initializers],
                        [_value_info(o) for o in graph.output], Counter(node.op_type for node in graph.node), layers)
     report["onnx"] = {"opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0),
