@@ -151,13 +151,15 @@ def default_runner_name(device: Device) -> str:
     return DEFAULT_RUNNER.get(device.kind, "litert")
 
 
-def make_runner(name: str, options: TimingOptions) -> Runner:
+def make_runner(name: str, options: TimingOptions, **runner_options: object) -> Runner:
+    """The runner called `name`; `runner_options` are its own knobs (e.g. benchmark_model's binary)."""
     if name not in RUNNERS:
         raise InvalidInput(f"unknown runner {name!r}; allowed: {', '.join(RUNNERS)}")
     if name not in available_runners():
         raise InvalidInput(f"runner {name!r} is not installed here; available: {', '.join(available_runners())}")
     module, cls = RUNNERS[name]
-    return getattr(importlib.import_module(module), cls)(options)
+    given = {key: value for key, value in runner_options.items() if value not in (None, False)}
+    return getattr(importlib.import_module(module), cls)(options, **given)
 
 
 # --- thermal -----------------------------------------------------------------
@@ -172,6 +174,8 @@ class BenchOptions:
     throttle_freq_drop: float = 0.10  # fraction
     throttle_temp_rise_c: float = 5.0
     wait_for_lock: bool = True
+    allow_charging: bool = False  # phones: measure power even on USB power (the meter marks it)
+    runner_options: dict = field(default_factory=dict)  # passed to the runner, e.g. {"binary": "..."}
 
 
 def throttle_reasons(before: SensorReading, after: SensorReading, freq_drop: float, temp_rise_c: float) -> list[str]:
@@ -218,9 +222,11 @@ def device_block(device: Device, info: dict | None) -> dict:
     return info
 
 
-def _power_meter(device: Device):
+def _power_meter(device: Device, allow_charging: bool = False):
     make = getattr(device, "power_meter", None)  # kinds without power sensing simply lack it
-    return make() if callable(make) else None
+    if not callable(make):
+        return None
+    return make(allow_charging=True) if allow_charging else make()
 
 
 def measure_one(device: Device, device_info: dict, runner: Runner, artifact: Artifact, run_id: str,
@@ -245,7 +251,7 @@ def measure_one(device: Device, device_info: dict, runner: Runner, artifact: Art
     try:
         remote = posixpath.join(device.workdir, "models", artifact.sha256[:16], artifact.path.name)
         before = device.sensors()
-        if meter is not None and meter.source is not None and options.idle_power_s > 0:
+        if meter is not None and getattr(meter, "source", None) is not None and options.idle_power_s > 0:
             t = clock()
             meter.measure_idle(options.idle_power_s)
             phases["idle_power"] = (clock() - t) * 1e3
@@ -315,7 +321,7 @@ def start_run(out: Path, options: BenchOptions, models: Iterable[Path], device_i
 def _device_worker(device: Device, info: dict, artifacts: list[Artifact], folder: RunFolder,
                    options: BenchOptions, done: set, write_lock: threading.Lock, emit: Event,
                    records: list[dict]) -> None:
-    runner = make_runner(options.runner or default_runner_name(device), options.timing)
+    runner = make_runner(options.runner or default_runner_name(device), options.timing, **options.runner_options)
     todo = [a for a in artifacts if (device.id, a.sha256, runner.config_key()) not in done]
     for artifact in artifacts:
         if artifact not in todo:
@@ -326,7 +332,7 @@ def _device_worker(device: Device, info: dict, artifacts: list[Artifact], folder
     with lock:
         try:
             runner.prepare(device)
-            meter = _power_meter(device)  # once per device: finding the sensors costs a round trip
+            meter = _power_meter(device, options.allow_charging)  # once per device: finding the sensors costs a round trip
         except MbdeployError as exc:
             prepare_error, meter = exc.message, None
         else:

@@ -146,6 +146,7 @@ def test_cli_bench_local_with_a_hostile_file_name(tmp_path):
     (["--device", "local", "--precisions", "int4"], "Error: no artifacts to bench"),
     (["--device", "local", "--min-secs", "5", "--max-secs", "1"], "Error: --min-secs (5.0) must not exceed"),
     (["--device", "local", "--resume", "nope"], "Error: no run 'nope'"),
+    (["--device", "local", "--cpu-mask", "f0"], "Error: the litert runner takes no cpu_mask option"),
 ])
 def test_cli_errors_are_one_line(tmp_path, args, message):
     tiny_tflite(tmp_path / "models" / "m.tflite", channels=8)
@@ -153,6 +154,7 @@ def test_cli_errors_are_one_line(tmp_path, args, message):
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "results").exists()  # nothing half-started
 
 
 def test_cli_no_wait_fails_while_another_bench_holds_the_device(tmp_path):

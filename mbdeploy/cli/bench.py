@@ -67,10 +67,19 @@ def _render(result: dict) -> None:
 @click.option("--cooldown-temp", type=float, default=None, metavar="C",
               help="Instead, rest until the hottest sensor is below C degrees (when the device has one).")
 @click.option("--no-wait", is_flag=True, help="Fail at once if another bench holds the device.")
+@click.option("--benchmark-binary", type=click.Path(path_type=Path), default=None,
+              help="benchmark_model runner: this binary instead of the released one.")
+@click.option("--benchmark-apk", type=click.Path(path_type=Path), default=None,
+              help="benchmark_app runner: this APK instead of the released one.")
+@click.option("--delegate", default=None, help="benchmark_model/benchmark_app runners: the delegate to use.")
+@click.option("--op-profiling", is_flag=True, help="benchmark_model/benchmark_app runners: per-op profile.")
+@click.option("--cpu-mask", default=None, metavar="HEX", help="benchmark_model runner: pin to these cores (taskset).")
+@click.option("--allow-charging", is_flag=True, help="Phones: measure power even while USB-powered.")
 @click.option("--adb-host", metavar="HOST[:PORT]", default=None, help="adb server for Android devices.")
 @json_option
 def bench(device_name, models, precisions, formats, out, resume, runner_name, threads, no_xnnpack, warmup,  # noqa: ANN001
-          min_secs, max_secs, runs, target_ci, cooldown, cooldown_temp, no_wait, adb_host, as_json) -> None:
+          min_secs, max_secs, runs, target_ci, cooldown, cooldown_temp, no_wait, benchmark_binary, benchmark_apk,
+          delegate, op_profiling, cpu_mask, allow_charging, adb_host, as_json) -> None:
     """Benchmark every artifact of the manifests under --models on a device.
 
     Results go to OUT/<run-id>/results.jsonl (one validated record per device,
@@ -87,9 +96,14 @@ def bench(device_name, models, precisions, formats, out, resume, runner_name, th
         timing=TimingOptions(threads=threads, xnnpack=not no_xnnpack, warmup_runs=warmup, min_secs=min_secs,
                              max_secs=max_secs, runs=runs, target_ci=target_ci),
         runner=runner_name, cooldown_s=cooldown, cooldown_temp_c=cooldown_temp, wait_for_lock=not no_wait,
+        allow_charging=allow_charging,
+        runner_options={key: value for key, value in {
+            "binary": benchmark_binary, "apk": benchmark_apk, "delegate": delegate, "op_profiling": op_profiling,
+            "cpu_mask": cpu_mask}.items() if value not in (None, False)},
     )
     if runner_name is not None:
-        library.make_runner(runner_name, options.timing)  # an unknown runner fails before any device work
+        # An unknown runner or a knob it does not take fails before any device work.
+        library.make_runner(runner_name, options.timing, **options.runner_options)
     model_paths = list(models) or [Path("models")]
     artifacts = library.collect_artifacts(model_paths, _split(precisions) or None, _split(formats))
     if not artifacts:
@@ -105,6 +119,9 @@ def bench(device_name, models, precisions, formats, out, resume, runner_name, th
         if offline:
             raise DeviceError("; ".join(f"{i['id']} is {i['state']}: {i.get('extra', {}).get('error', '')}"
                                         for i in offline))
+        for device in devices:  # a runner that cannot be built fails before a run folder exists
+            library.make_runner(runner_name or library.default_runner_name(device), options.timing,
+                                **options.runner_options)
         folder = library.start_run(out, options, model_paths, infos, resume=resume, command=sys.argv)
         skipped = 0
         total = len(devices) * len(artifacts)

@@ -108,7 +108,8 @@ class LocalDevice(Device):
     def sensors(self) -> SensorReading:
         return sensors.read_sensors(self._root)
 
-    def power_meter(self) -> sensors.RaplPowerMeter:
+    def power_meter(self, allow_charging: bool = False) -> sensors.RaplPowerMeter:
+        # allow_charging matters for battery-powered phones only; boards and hosts have mains power.
         return sensors.RaplPowerMeter(root=self._root, where="local")
 
     def push(self, local: Path, remote: str) -> None:

@@ -338,5 +338,6 @@ class SshDevice(Device):
     def sensors(self) -> SensorReading:
         return sensors.reading_from_snapshot(self._remote_snapshot(sensors.SENSOR_GLOBS))
 
-    def power_meter(self) -> sensors.RaplPowerMeter:
+    def power_meter(self, allow_charging: bool = False) -> sensors.RaplPowerMeter:
+        # allow_charging matters for battery-powered phones only; boards and hosts have mains power.
         return sensors.RaplPowerMeter(snapshot=lambda: self._remote_snapshot(sensors.POWER_GLOBS), where=self.id)

@@ -15,7 +15,7 @@ import posixpath
 from pathlib import Path
 
 from mbdeploy.devices.base import Device
-from mbdeploy.errors import RunnerError
+from mbdeploy.errors import InvalidInput, RunnerError
 from mbdeploy.runners.base import RunOutcome, Runner
 
 DEVICE_SCRIPT = Path(__file__).resolve().parents[1] / "device_side" / "litert_runner.py"
@@ -70,7 +70,10 @@ def outcome_from_output(data: dict) -> RunOutcome:
 class LiteRTRunner(Runner):
     name = "litert"
 
-    def __init__(self, options) -> None:  # noqa: ANN001 - TimingOptions
+    def __init__(self, options, **runner_options: object) -> None:  # noqa: ANN001 - TimingOptions
+        if runner_options:
+            raise InvalidInput(f"the litert runner takes no {', '.join(sorted(runner_options))} option; "
+                               "those belong to benchmark_model / benchmark_app (--runner)")
         super().__init__(options)
         self._scripts: dict[str, str] = {}  # device id -> script path on that device
 
