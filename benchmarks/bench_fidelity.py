@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mbdeploy.devices.local import LocalDevice  # noqa: E402
 from mbdeploy.runners.base import TimingOptions  # noqa: E402
 from mbdeploy.results import DeviceLock  # noqa: E402
+from mbdeploy.stats import median_ci  # noqa: E402
 from mbdeploy.runners.litert import LiteRTRunner  # noqa: E402
 
 
@@ -107,7 +108,9 @@ def main() -> None:
               f"{medians['harness'][1]:>6} {medians['bare'][0]:>9.3f} {medians['bare'][1]:>6} {ratio:>7.3f}")
     ratios.sort()
     middle = statistics.median(ratios)
-    print(f"median paired ratio harness/bare: {middle:.4f} ({(middle - 1) * 100:+.2f}%); "
+    interval = median_ci(ratios)
+    ci_text = f"95% CI {interval[0]:.3f} - {interval[1]:.3f}" if interval else "too few blocks for a CI"
+    print(f"median paired ratio harness/bare: {middle:.4f} ({(middle - 1) * 100:+.2f}%), {ci_text}; "
           f"range {ratios[0]:.3f} - {ratios[-1]:.3f}; target |ratio - 1| <= 3%: "
           f"{'met' if abs(middle - 1) <= 0.03 else 'NOT met'}")
 

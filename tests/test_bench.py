@@ -252,3 +252,19 @@ def test_convert_then_bench_end_to_end(tmp_path):
     [record] = read_records(run / "results.jsonl")
     assert record["artifact"]["sha256"] == manifest["artifacts"][0]["sha256"]
     assert record["artifact"]["manifest"].endswith("manifest.json")
+
+
+def test_a_device_python_without_litert_gives_a_failed_record_with_the_fix(tmp_path, monkeypatch):
+    import venv
+
+    monkeypatch.setenv("MBDEPLOY_LOCK_DIR", str(tmp_path / "locks"))
+    venv.create(tmp_path / "bare-python", with_pip=False)  # a real interpreter with no numpy, no LiteRT
+    device = LocalDevice(workdir=tmp_path / "wd", python=str(tmp_path / "bare-python" / "bin" / "python"))
+    artifacts = bench.collect_artifacts([tiny_tflite(tmp_path / "m.tflite", channels=8)])
+    options = bench.BenchOptions(timing=TimingOptions(runs=5))
+    info = device.info().to_dict()
+    folder = bench.start_run(tmp_path / "results", options, [tmp_path / "m.tflite"], [info])
+    [record] = bench.run_sweep([device], [info], artifacts, folder, options)
+    assert record["status"] == "failed" and "No module named" in record["error"]
+    assert "pip install ai-edge-litert" in record["error"]
+    assert folder.records() == [record]

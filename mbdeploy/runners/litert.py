@@ -22,6 +22,7 @@ DEVICE_SCRIPT = Path(__file__).resolve().parents[1] / "device_side" / "litert_ru
 DEVICE_SCHEMA = "mbdeploy.litert_runner/1"
 # Beyond the timed loop the script imports LiteRT and loads the model; give it this much on top of max_secs.
 STARTUP_ALLOWANCE_S = 120.0
+FIXED_RUNS_TIMEOUT_S = 3600.0
 
 
 def _finite_number(value: object) -> bool:
@@ -46,7 +47,10 @@ def parse_output(stdout: str, stderr: str = "") -> dict:
 
 def outcome_from_output(data: dict) -> RunOutcome:
     if "error" in data:
-        raise RunnerError(f"litert runner failed on the device: {data['error']}")
+        hint = ""
+        if "No module named" in str(data["error"]):
+            hint = "; install it for the device's Python: pip install ai-edge-litert numpy (or set ?python=PATH)"
+        raise RunnerError(f"litert runner failed on the device: {data['error']}{hint}")
     samples = data.get("samples_ms")
     if not isinstance(samples, list) or not samples or not all(_finite_number(s) and s >= 0 for s in samples):
         raise RunnerError("litert runner returned no valid samples_ms (a non-empty list of non-negative numbers)")
@@ -100,5 +104,7 @@ class LiteRTRunner(Runner):
     def run(self, device: Device, remote_model: str) -> RunOutcome:
         if device.id not in self._scripts:
             self.prepare(device)
-        result = device.shell(self.command(device, remote_model), timeout=self.options.max_secs + STARTUP_ALLOWANCE_S)
+        # A fixed run count has no time budget; still bound it so a hung device cannot stall a sweep forever.
+        budget = FIXED_RUNS_TIMEOUT_S if self.options.runs is not None else self.options.max_secs
+        result = device.shell(self.command(device, remote_model), timeout=budget + STARTUP_ALLOWANCE_S)
         return outcome_from_output(parse_output(result.stdout, result.stderr))
