@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -77,6 +78,10 @@ def validate_request(request: ConvertRequest) -> list[tuple[str, str]]:
             raise InvalidInput(f"calibration folder {folder} does not exist or is not a folder")
         if not image_files(folder):
             raise InvalidInput(f"calibration folder {folder} is empty")
+    if any(fmt == "coreml" for fmt, _ in pairs):
+        target = str(request.options.get("coreml_target") or "iOS16")
+        if not re.fullmatch(r"(iOS|macOS|tvOS|watchOS|visionOS)\d+", target):
+            raise InvalidInput(f"Core ML target {target!r} is not of the form iOS16, iOS17, macOS14, ...")
     check_writable(Path(request.out_dir))
     return pairs
 
@@ -124,10 +129,17 @@ def build_key(fmt: str, precision: str, fingerprint: str, request: ConvertReques
         "format": fmt,
         "precision": precision,
         "calibration": calib if quantized else None,
-        "options": {k: request.options.get(k) for k in FORMAT_OPTIONS.get(fmt, ())},
+        "options": {k: _option_identity(k, request.options.get(k)) for k in FORMAT_OPTIONS.get(fmt, ())},
         "tools": tools,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def _option_identity(key: str, value: object) -> object:
+    """An option as it enters the build key: files by their content."""
+    if key == "labels" and value:
+        return sha256_file(Path(str(value)))
+    return value
 
 
 def artifact_filename(name: str, fmt: str, precision: str) -> str:

@@ -51,7 +51,6 @@ TOOL_DISTRIBUTIONS = {
     "coremltools": ("coremltools",),
     "onnx": ("onnx",),
     "onnxruntime": ("onnxruntime",),
-    "tf2onnx": ("tf2onnx",),
 }
 
 
