@@ -16,24 +16,41 @@ def _split(values: tuple[str, ...]) -> list[str]:
 
 
 def _render(result: dict) -> None:
+    from rich import box
     from rich.table import Table
 
-    table = Table("device", "model", "precision", "median ms", "95% CI ms", "MACs", "GMAC/s", "status",
-                  title="Benchmark summary")
-    for row in result["summary"]:
+    rows = result["summary"]
+    several = len({row["device"] for row in rows}) > 1
+    table = Table(box=box.SIMPLE_HEAD, title="Benchmark summary", pad_edge=False)
+    if several:
+        table.add_column("device", overflow="fold")
+    table.add_column("model", no_wrap=True)
+    table.add_column("prec", no_wrap=True)
+    table.add_column("ms", justify="right", no_wrap=True)
+    table.add_column("CI95 +/-", justify="right", no_wrap=True)
+    table.add_column("MMAC", justify="right", no_wrap=True)
+    table.add_column("GMAC/s", justify="right", no_wrap=True)
+    table.add_column("status", overflow="fold", min_width=6)
+    for row in rows:
         ci = row["ci95_ms"]
-        ci_text = f"{ci[0]:.3f} - {ci[1]:.3f}" if ci and ci[0] is not None else "n/a"
+        # The 95% interval of the median as its half-width relative to the median (full bounds are in --json).
+        ci_text = (f"{(ci[1] - ci[0]) / 2 / row['median_ms'] * 100:.1f}%"
+                   if ci and ci[0] is not None and row["median_ms"] else "n/a")
         status = row["status"] + (" (throttled)" if row.get("throttled") else "")
         if row["status"] != "ok":
             status += f": {row.get('error')}"
-        table.add_row(
-            row["device"], row["model"], row["precision"],
+        cells = [
+            row["model"], row["precision"],
             f"{row['median_ms']:.3f}" if row["median_ms"] is not None else "-", ci_text,
-            f"{row['macs'] / 1e6:.1f}M" if row["macs"] else "-",
-            f"{row['gmacs_per_s']:.2f}" if row["gmacs_per_s"] else "-", status,
-        )
+            f"{row['macs'] / 1e6:.0f}" if row["macs"] else "-",
+            f"{row['gmacs_per_s']:.1f}" if row["gmacs_per_s"] else "-", status,
+        ]
+        table.add_row(*([row["device"]] if several else []), *cells)
     out = console()
-    out.print(table)
+    if rows:
+        if not several:
+            out.print(f"Device: {rows[0]['device']}")
+        out.print(table)
     if result["skipped"]:
         out.print(f"{result['skipped']} already recorded, skipped (resume)")
     out.print(f"Run folder: {result['run_dir']}")
