@@ -25,6 +25,13 @@ def test_median_ci_ranks_match_published_tables(n, ranks):
     assert stats.median_ci_ranks(n) == ranks
 
 
+@pytest.mark.parametrize("n", [1_000, 10_000, 100_001, 1_000_000])
+def test_large_sample_ranks_follow_the_normal_approximation(n):
+    low, high = stats.median_ci_ranks(n)
+    assert high == n + 1 - low
+    assert abs(low - (n / 2 - 1.959964 * math.sqrt(n) / 2)) <= 2
+
+
 def test_no_interval_below_six_samples():
     assert stats.median_ci_ranks(5) is None
     assert stats.median_ci([1.0, 2.0, 3.0, 4.0, 5.0]) is None
@@ -99,7 +106,7 @@ def test_stop_rules():
 def test_device_side_copy_agrees_with_the_library():
     script = _device_script()
     rng = np.random.default_rng(5)
-    for n in (5, 6, 7, 50, 333, 1000):
+    for n in (5, 6, 7, 50, 333, 1000, 20_000):
         samples = rng.lognormal(1.0, 0.5, n).tolist()
         assert script.median_ci(samples) == stats.median_ci(samples)
         assert script.ci_half_width_fraction(samples) == pytest.approx(stats.ci_half_width_fraction(samples)) \

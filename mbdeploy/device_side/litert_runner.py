@@ -28,9 +28,10 @@ SCHEMA = "mbdeploy.litert_runner/1"
 def _ci_rank(n, tail):
     log_half_n = n * math.log(0.5)
     log_n_factorial = math.lgamma(n + 1)
+    start = max(0, int(n / 2 - 6 * math.sqrt(n)))  # the mass below is < 1e-32
     cumulative = 0.0
-    rank = 0
-    for k in range(n // 2 + 1):
+    rank = start
+    for k in range(start, n // 2 + 1):
         cumulative += math.exp(log_n_factorial - math.lgamma(k + 1) - math.lgamma(n - k + 1) + log_half_n)
         if cumulative > tail:
             break
