@@ -33,7 +33,7 @@ COLUMNS = (
     "latency_ms_median", "latency_ms_mean", "latency_ms_p90", "latency_ms_p95", "latency_ms_p99",
     "latency_ms_std", "latency_ms_min", "latency_ms_max", "latency_ms_ci95_low", "latency_ms_ci95_high",
     "latency_count", "stop_reason", "init_ms", "first_inference_ms", "peak_memory_mb",
-    "macs_m", "params_m", "size_bytes", "gmacs_per_s", "peak_gmacs_per_s", "fraction_of_peak",
+    "macs_m", "params_m", "size_bytes", "gmacs_per_s", "peak_gmacs_per_s", "fraction_of_peak", "peak_basis",
     "power_status", "avg_power_mw", "energy_mj", "throttled", "throttle_reasons",
     "weights_source", "top1_percent", "top5_percent", "accuracy_source", "sha256",
 )
@@ -206,8 +206,12 @@ def record_row(record: dict, entry: ManifestEntry | None, peak=None, run_meta: d
     # on this very host (device kind "local", run.json naming this hostname).
     bench_host = (run_meta or {}).get("host", {}).get("hostname")
     on_this_host = device["kind"] == "local" and bench_host in (None, platform.node())
+    peak_basis = None
     if peak is not None and on_this_host and artifact["precision"] == "fp32":
         peak_gmacs = peak.gmacs_per_s(runner.get("threads"))
+        used = round(peak_gmacs / (peak.macs_per_cycle * peak.clock_ghz))
+        peak_basis = (f"{peak.vector}: {peak.macs_per_cycle} MAC/cycle x {peak.clock_ghz:.2f} GHz "
+                      f"({peak.clock_source}) x {used} core(s)")
     return {
         "run_id": record["run_id"],
         "status": record["status"],
@@ -241,6 +245,7 @@ def record_row(record: dict, entry: ManifestEntry | None, peak=None, run_meta: d
         "gmacs_per_s": gmacs,
         "peak_gmacs_per_s": peak_gmacs,
         "fraction_of_peak": gmacs / peak_gmacs if gmacs and peak_gmacs else None,
+        "peak_basis": peak_basis,
         "power_status": power.get("status"),
         "avg_power_mw": power.get("avg_power_mw"),
         "energy_mj": power.get("energy_mj"),

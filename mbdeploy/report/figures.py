@@ -64,6 +64,11 @@ def _plain_log_axes(axes, x: bool = True, y: bool = True) -> None:
             axis.set_minor_formatter(NullFormatter())
 
 
+def _few_bars(axes, groups: int) -> None:
+    """Keep room for at least four groups, so one model's bars are not a wall of colour."""
+    axes.set_xlim(-0.5, max(groups, 4) - 0.2)
+
+
 def _by_macs(rows: list[dict]) -> list[str]:
     """Model names ordered by MACs (smallest first)."""
     macs = {}
@@ -197,6 +202,7 @@ def speedup_over_fp32(rows: list[dict]):
         axes.bar(xs, [values[m] for m in models if m in values], width=width, label=series)
     axes.axhline(1.0, color="black", lw=0.8)
     axes.set_xticks([j + 0.4 - width / 2 for j in range(len(models))])
+    _few_bars(axes, len(models))
     axes.set_xticklabels([short_label({"model": m}) for m in models], rotation=45, ha="right", fontsize=8)
     axes.set_ylabel("Speed-up over fp32 (x)")
     axes.grid(True, axis="y", alpha=0.3)
@@ -219,6 +225,7 @@ def model_size(rows: list[dict]):
         xs = [j + i * width for j, m in enumerate(models) if m in values]
         axes.bar(xs, [values[m] / 1e6 for m in models if m in values], width=width, label=series)
     axes.set_xticks([j + 0.4 - width / 2 for j in range(len(models))])
+    _few_bars(axes, len(models))
     axes.set_xticklabels([short_label({"model": m}) for m in models], rotation=45, ha="right", fontsize=8)
     axes.set_ylabel("Model file size, MB")
     axes.grid(True, axis="y", alpha=0.3)
@@ -247,11 +254,15 @@ def throughput(rows: list[dict]):
             xs = [j + i * width for j, m in enumerate(models) if m in values]
             axes.bar(xs, [values[m] for m in models if m in values], width=width, label=name)
         axes.set_xticks([j + 0.4 - width / 2 for j in range(len(models))])
+        _few_bars(axes, len(models))
         axes.set_xticklabels([short_label({"model": m}) for m in models], rotation=45, ha="right", fontsize=8)
         axes.set_ylabel(label)
         axes.grid(True, axis="y", alpha=0.3)
         axes.legend(fontsize=7)
-    if not with_peak:
+    if with_peak:
+        bases = sorted({r["peak_basis"] for r in with_peak if r.get("peak_basis")})
+        axes_list[1][0].set_title("Peak: " + "; ".join(bases), fontsize=9)
+    else:
         axes_list[0][0].set_title("Peak unknown for these devices (known only for fp32 on this x86 host)", fontsize=9)
     return figure
 
