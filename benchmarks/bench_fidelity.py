@@ -5,7 +5,7 @@ shared and noisy, so the two are interleaved in short alternating blocks
 (A B B A ...) and compared block by block: each pair's ratio sees the same
 background load. Prints every pair, the median ratio and its spread.
 
-    .venv/bin/python benchmarks/bench_fidelity.py [--model FILE.tflite] [--blocks 10] [--secs 2] [--threads 1]
+    .venv/bin/python benchmarks/bench_fidelity.py [--model FILE.tflite] [--blocks 20] [--secs 1] [--threads 1]
 
 Without --model it converts mobilenet_v1_0.75_192 fp32 (random weights; the
 latency does not depend on them) into a cache folder once.
@@ -14,6 +14,7 @@ latency does not depend on them) into a cache folder once.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -72,13 +73,21 @@ def main() -> None:
     parser.add_argument("--model", type=Path)
     parser.add_argument("--alpha", type=float, default=0.75)
     parser.add_argument("--resolution", type=int, default=192)
-    parser.add_argument("--blocks", type=int, default=10)
-    parser.add_argument("--secs", type=float, default=2.0, help="timed seconds per block")
+    parser.add_argument("--blocks", type=int, default=20)
+    parser.add_argument("--secs", type=float, default=1.0, help="timed seconds per block")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 
     model = args.model or default_model(args.alpha, args.resolution)
-    device = LocalDevice(workdir=Path(tempfile.mkdtemp(prefix="mbd-fidelity-")))
+    workdir = Path(tempfile.mkdtemp(prefix="mbd-fidelity-"))
+    try:
+        compare(model, workdir, args)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def compare(model: Path, workdir: Path, args: argparse.Namespace) -> None:
+    device = LocalDevice(workdir=workdir)
     # Fixed-length blocks on both sides: the same number of seconds of the same model.
     runner = LiteRTRunner(TimingOptions(threads=args.threads, min_secs=args.secs, max_secs=args.secs,
                                         target_ci=1e-9, warmup_runs=5))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -69,6 +70,7 @@ def loopback_sshd():
     finally:
         server.terminate()
         server.wait()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def measure(device, model_dirs: list[Path], runs: int, out: Path) -> None:
@@ -116,6 +118,13 @@ def main() -> None:
     args = parser.parse_args()
     model_dirs = models(Path(tempfile.gettempdir()) / "mbdeploy-bench-models")
     out = Path(tempfile.mkdtemp(prefix="mbd-overhead-"))
+    try:
+        run_all(args, model_dirs, out)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def run_all(args: argparse.Namespace, model_dirs: list[Path], out: Path) -> None:
     local = LocalDevice(workdir=out / "local-wd")
     measure(local, model_dirs, args.runs, out)
     if args.ssh:
