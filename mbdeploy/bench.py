@@ -248,6 +248,7 @@ def measure_one(device: Device, device_info: dict, runner: Runner, artifact: Art
         "peak_memory_mb": None, "power": PowerResult.unavailable("the run did not finish").to_dict(),
         "thermal": {"cooldown": cooldown}, "throttled": False, "started_at": started_at,
     }
+    metering = False
     try:
         remote = posixpath.join(device.workdir, "models", artifact.sha256[:16], artifact.path.name)
         before = device.sensors()
@@ -261,13 +262,15 @@ def measure_one(device: Device, device_info: dict, runner: Runner, artifact: Art
         t = clock()
         if meter is not None:
             meter.start()
+            metering = True
         try:
             outcome = runner.run(device, remote)
         finally:
             phases["run"] = (clock() - t) * 1e3
         latency = latency_block(outcome)
-        median = (latency or {}).get("median") or 0.0
+        median = (latency or {}).get("median")
         count = (latency or {}).get("count") or 0
+        metering = False
         power = meter.stop(count, median) if meter is not None else PowerResult.unavailable(
             f"{device.kind} devices have no power sensor reader")
         after = device.sensors()
@@ -283,6 +286,11 @@ def measure_one(device: Device, device_info: dict, runner: Runner, artifact: Art
     except Exception as exc:  # noqa: BLE001 - one failing model must not stop the sweep
         message = exc.message if isinstance(exc, MbdeployError) else f"{type(exc).__name__}: {exc}"
         record.update({"status": "failed", "error": message})
+        if metering:
+            try:
+                meter.stop(0, None)  # end the sampling window; a failed run has no energy figure
+            except Exception:  # noqa: BLE001
+                pass
     phases["total"] = (clock() - begin) * 1e3
     record["phases_ms"] = phases
     record["finished_at"] = utc_now()

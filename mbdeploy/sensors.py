@@ -239,7 +239,7 @@ class RaplPowerMeter(PowerMeter):
             return None
         return sum(self._samples) / len(self._samples) / 1000.0, len(self._samples)
 
-    def stop(self, inferences: int, latency_ms: float) -> PowerResult:
+    def stop(self, inferences: int, latency_ms: float | None) -> PowerResult:
         if self.source is None:
             return PowerResult.unavailable(self.reason)
         result = self._finish()
@@ -247,7 +247,10 @@ class RaplPowerMeter(PowerMeter):
             return PowerResult.unavailable(f"{self.source} window too short to read on {self._where}")
         avg_mw, samples = result
         quality = "process window (includes model load); "
-        if self._idle_mw is None:
+        if not latency_ms or latency_ms <= 0:
+            energy = None
+            quality += "no latency to divide by; no energy figure"
+        elif self._idle_mw is None:
             energy = avg_mw * latency_ms / 1000.0  # mW x ms = uJ; /1000 -> mJ
             quality += "gross power, no idle baseline"
         elif avg_mw > self._idle_mw:

@@ -208,3 +208,14 @@ def test_bad_config_is_a_clear_error(tmp_path, monkeypatch, text, message):
 def test_bad_ssh_targets_are_rejected(target):
     with pytest.raises(InvalidInput):
         SshDevice(target)
+
+
+def test_no_latency_means_no_energy_figure(tmp_path):
+    root = tmp_path / "root"
+    _write(root, "sys/class/hwmon/hwmon0/name", "ina219")
+    _write(root, "sys/class/hwmon/hwmon0/power1_input", "2000000")
+    meter = sensors.RaplPowerMeter(root=root, sample_interval_s=0.02)
+    meter.start()
+    time.sleep(0.1)
+    result = meter.stop(inferences=0, latency_ms=None)
+    assert result.status == "ok" and result.avg_power_mw == pytest.approx(2000.0) and result.energy_mj is None
