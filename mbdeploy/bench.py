@@ -317,7 +317,7 @@ def start_run(out: Path, options: BenchOptions, models: Iterable[Path], device_i
               resume: str | None = None, command: list[str] | None = None) -> RunFolder:
     if resume:
         folder = RunFolder.open(out, resume)
-        folder.terminate_partial_line()
+        folder.drop_partial_line()
         resumed = folder.meta().get("resumed_at", [])
         folder.update_meta(resumed_at=[*resumed, utc_now()])
         return folder

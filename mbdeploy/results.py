@@ -158,21 +158,21 @@ class RunFolder:
                 continue
         return keys
 
-    def terminate_partial_line(self) -> None:
-        """Before appending to a run a crash interrupted, end its cut-short line so the next record starts clean."""
+    def drop_partial_line(self) -> int:
+        """Before appending to a run a crash interrupted, cut its half-written last line; return bytes cut.
+
+        Only bytes after the last newline go: never a whole record. The next
+        append then starts on a clean line, so every line of the file parses.
+        """
         try:
-            with open(self.records_file, "rb") as handle:
-                handle.seek(-1, os.SEEK_END)
-                last = handle.read(1)
-        except (FileNotFoundError, OSError):
-            return
-        if last != b"\n":
-            fd = os.open(self.records_file, os.O_WRONLY | os.O_APPEND)
-            try:
-                os.write(fd, b"\n")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            data = self.records_file.read_bytes()
+        except FileNotFoundError:
+            return 0
+        keep = data.rfind(b"\n") + 1
+        if keep == len(data):
+            return 0
+        os.truncate(self.records_file, keep)
+        return len(data) - keep
 
     def append(self, record: dict) -> None:
         """Validate, then append the record as one line."""
