@@ -150,11 +150,14 @@ class RunFolder:
         return read_records(self.records_file, on_skip)
 
     def recorded_keys(self) -> set[tuple[str, str, str]]:
+        """Keys of the `ok` records: what --resume skips. A failed record (a phone unplugged, a
+        crash on the device) is tried again, and its new record is appended after the old one."""
         keys = set()
         for record in self.records():
             try:
-                keys.add(record_key(record))
-            except (KeyError, TypeError):
+                if record.get("status") == "ok":
+                    keys.add(record_key(record))
+            except (KeyError, TypeError, AttributeError):
                 continue
         return keys
 

@@ -254,6 +254,29 @@ def test_convert_then_bench_end_to_end(tmp_path):
     assert record["artifact"]["manifest"].endswith("manifest.json")
 
 
+def test_cli_exits_non_zero_when_a_model_failed_and_resume_finishes(tmp_path):
+    models = tmp_path / "models"
+    tiny_tflite(models / "good.tflite", channels=8)
+    broken = models / "later.tflite"
+    broken.write_bytes(b"not a model")
+    env = harness_env(tmp_path)
+    first = mbdeploy(["bench", "--device", "local", "--models", "models", *QUICK, "--json"], cwd=tmp_path, env=env)
+    assert first.returncode == 1
+    summary = json.loads(first.stdout)  # the summary is still printed in full
+    assert summary["records"] == 2 and summary["failed"] == 1
+    assert f"1 of 2 benchmarks failed (first: later on local" in first.stderr
+    assert f"--resume {summary['run_id']}" in first.stderr
+
+    tiny_tflite(broken, channels=12)  # fixed in place (same path, new bytes: a new artifact)
+    again = mbdeploy(["bench", "--device", "local", "--models", "models", *QUICK, "--resume", summary["run_id"],
+                      "--json"], cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["skipped"] == 1
+    records = read_records(tmp_path / summary["run_dir"] / "results.jsonl")
+    assert [(r["artifact"]["name"], r["status"]) for r in records] == [("good", "ok"), ("later", "failed"),
+                                                                        ("later", "ok")]
+
+
 def test_a_device_python_without_litert_gives_a_failed_record_with_the_fix(tmp_path, monkeypatch):
     import venv
 
@@ -268,3 +291,14 @@ def test_a_device_python_without_litert_gives_a_failed_record_with_the_fix(tmp_p
     assert record["status"] == "failed" and "No module named" in record["error"]
     assert "pip install ai-edge-litert" in record["error"]
     assert folder.records() == [record]
+
+    # Fixed (the device's Python now has LiteRT): resuming retries the same (device, sha, config) key.
+    fixed = LocalDevice(workdir=tmp_path / "wd")
+    [retried] = bench.run_sweep([fixed], [info], artifacts, folder, options)
+    assert retried["status"] == "ok" and bench_key(retried) == bench_key(record)
+    assert [r["status"] for r in folder.records()] == ["failed", "ok"]
+    assert bench.run_sweep([fixed], [info], artifacts, folder, options) == []  # now done: nothing re-run
+
+
+def bench_key(record: dict) -> tuple:
+    return record["device"]["id"], record["artifact"]["sha256"], record["config_key"]

@@ -104,7 +104,7 @@ def bench(device_name, models, precisions, formats, out, resume, runner_name, th
     """
     from mbdeploy import bench as library
     from mbdeploy.devices.registry import describe, resolve
-    from mbdeploy.errors import DeviceError, InvalidInput
+    from mbdeploy.errors import DeviceError, InvalidInput, RunnerError
     from mbdeploy.runners.base import TimingOptions
 
     if min_secs > max_secs:
@@ -159,6 +159,13 @@ def bench(device_name, models, precisions, formats, out, resume, runner_name, th
     finally:
         for device in devices:
             device.close()
+    failed = [r for r in records if r["status"] != "ok"]
     result = {"run_id": folder.run_id, "run_dir": str(folder.path), "records": len(records), "skipped": skipped,
-              "failed": sum(r["status"] != "ok" for r in records), "summary": library.summary_rows(records)}
+              "failed": len(failed), "summary": library.summary_rows(records)}
     emit(result, as_json, _render)
+    if failed:
+        # The sweep went on and kept every record; the exit code still tells a script that some failed.
+        first = failed[0]
+        raise RunnerError(f"{len(failed)} of {len(records)} benchmarks failed (first: {first['artifact']['name']} "
+                          f"on {first['device']['id']}: {first['error']}); retry them with --resume {folder.run_id}",
+                          failed=len(failed))
