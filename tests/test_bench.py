@@ -264,7 +264,7 @@ def test_cli_exits_non_zero_when_a_model_failed_and_resume_finishes(tmp_path):
     assert first.returncode == 1
     summary = json.loads(first.stdout)  # the summary is still printed in full
     assert summary["records"] == 2 and summary["failed"] == 1
-    assert f"1 of 2 benchmarks failed (first: later on local" in first.stderr
+    assert "1 of 2 benchmarks failed (first: later on local" in first.stderr
     assert f"--resume {summary['run_id']}" in first.stderr
 
     tiny_tflite(broken, channels=12)  # fixed in place (same path, new bytes: a new artifact)
