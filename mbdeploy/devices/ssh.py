@@ -142,6 +142,7 @@ class SshDevice(Device):
         self._ssh_options = list(ssh_options or [])
         self._control_dir: str | None = None
         self._session: RemoteSession | None = None
+        self._session_unusable = False  # set once the remote cannot host a session; then always go direct
         self._session_lock = threading.Lock()
 
     @property
@@ -226,7 +227,7 @@ class SshDevice(Device):
 
     def _in_session(self, argv: list[str], timeout: float | None) -> ShellResult | None:
         """Run through the long-lived session; None when it is busy (another thread) so the caller goes direct."""
-        if not self._session_lock.acquire(blocking=False):
+        if self._session_unusable or not self._session_lock.acquire(blocking=False):
             return None
         try:
             if self._session is None:
@@ -234,7 +235,8 @@ class SshDevice(Device):
                 try:
                     self._session = RemoteSession(self._base() + [self._host, "--"])
                 except (EOFError, TimeoutError, OSError, ValueError):
-                    return None  # e.g. no mktemp there: every command goes direct instead
+                    self._session_unusable = True  # e.g. no mktemp there: every command goes direct instead
+                    return None
             try:
                 return self._session.run(argv, timeout)
             except TimeoutError:
