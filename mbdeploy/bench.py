@@ -28,6 +28,7 @@ from mbdeploy.manifest import artifact_file, find_manifests, load_manifest, tool
 from mbdeploy.power import PowerResult
 from mbdeploy.results import RECORD_SCHEMA, DeviceLock, RunFolder, utc_now, validate_record
 from mbdeploy.runners.base import RunOutcome, Runner, TimingOptions
+from mbdeploy.sensors import loop_power
 
 FORMATS = ("tflite", "coreml", "onnx")
 MODEL_SUFFIXES = {".tflite": "tflite"}  # plain files benchable without a manifest
@@ -273,6 +274,10 @@ def measure_one(device: Device, device_info: dict, runner: Runner, artifact: Art
         metering = False
         power = meter.stop(count, median) if meter is not None else PowerResult.unavailable(
             f"{device.kind} devices have no power sensor reader")
+        # Energy the device itself read around its timed loop beats the host's wider window.
+        loop_energy = (outcome.extra or {}).get("loop_energy")
+        if isinstance(loop_energy, dict):
+            power = loop_power(loop_energy, getattr(meter, "idle_power_mw", None), median) or power
         after = device.sensors()
         reasons = throttle_reasons(before, after, options.throttle_freq_drop, options.throttle_temp_rise_c)
         record.update({

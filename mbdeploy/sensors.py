@@ -191,6 +191,10 @@ class RaplPowerMeter(PowerMeter):
         self._stop_event = threading.Event()
 
     @property
+    def idle_power_mw(self) -> float | None:
+        return self._idle_mw
+
+    @property
     def reason(self) -> str:
         return (f"no readable RAPL energy counter (/sys/class/powercap/intel-rapl*/energy_uj) "
                 f"or hwmon power*_input sensor on {self._where}")
@@ -246,18 +250,32 @@ class RaplPowerMeter(PowerMeter):
         if result is None:
             return PowerResult.unavailable(f"{self.source} window too short to read on {self._where}")
         avg_mw, samples = result
-        quality = "process window (includes model load); "
-        if not latency_ms or latency_ms <= 0:
-            energy = None
-            quality += "no latency to divide by; no energy figure"
-        elif self._idle_mw is None:
-            energy = avg_mw * latency_ms / 1000.0  # mW x ms = uJ; /1000 -> mJ
-            quality += "gross power, no idle baseline"
-        elif avg_mw > self._idle_mw:
-            energy = (avg_mw - self._idle_mw) * latency_ms / 1000.0
-            quality += "load minus idle"
-        else:
-            energy = None
-            quality += "load power not above idle baseline; no energy figure"
+        energy, how = energy_per_inference(avg_mw, self._idle_mw, latency_ms)
+        quality = f"process window (includes model load); {how}"
         return PowerResult(status="ok", source=self.source, avg_power_mw=avg_mw, idle_power_mw=self._idle_mw,
                            energy_mj=energy, samples=samples, quality=quality)
+
+
+def energy_per_inference(avg_mw: float, idle_mw: float | None, latency_ms: float | None) -> tuple[float | None, str]:
+    """(energy in mJ or None, how it was obtained): (load - idle) power x latency, never a guess."""
+    if not latency_ms or latency_ms <= 0:
+        return None, "no latency to divide by; no energy figure"
+    if idle_mw is None:
+        return avg_mw * latency_ms / 1000.0, "gross power, no idle baseline"  # mW x ms = uJ; /1000 -> mJ
+    if avg_mw > idle_mw:
+        return (avg_mw - idle_mw) * latency_ms / 1000.0, "load minus idle"
+    return None, "load power not above idle baseline; no energy figure"
+
+
+def loop_power(loop_energy: dict, idle_mw: float | None, latency_ms: float | None) -> PowerResult | None:
+    """A PowerResult from RAPL energy the device read around exactly its timed loop; None if malformed."""
+    energy_uj, seconds = loop_energy.get("energy_uj"), loop_energy.get("seconds")
+    if not isinstance(energy_uj, (int, float)) or energy_uj < 0 or not isinstance(seconds, (int, float)) or seconds <= 0:
+        return None
+    avg_mw = energy_uj / seconds / 1000.0
+    energy, how = energy_per_inference(avg_mw, idle_mw, latency_ms)
+    zones = ",".join(str(zone) for zone in loop_energy.get("zones", []))
+    return PowerResult(status="ok", source=f"rapl ({zones}) read on the device around the timed loop",
+                       avg_power_mw=avg_mw, idle_power_mw=idle_mw, energy_mj=energy, samples=2,
+                       quality=f"timed loop only; {how}")
+

@@ -302,3 +302,44 @@ def test_a_device_python_without_litert_gives_a_failed_record_with_the_fix(tmp_p
 
 def bench_key(record: dict) -> tuple:
     return record["device"]["id"], record["artifact"]["sha256"], record["config_key"]
+
+
+def test_energy_is_read_on_the_device_around_the_timed_loop(tmp_path, monkeypatch):
+    """A fake RAPL counter advanced at 2 W by a thread: the record's power comes from the loop window."""
+    import threading
+
+    monkeypatch.setenv("MBDEPLOY_LOCK_DIR", str(tmp_path / "locks"))
+    zone = tmp_path / "root" / "sys/class/powercap/intel-rapl:0"
+    zone.mkdir(parents=True)
+    (zone / "name").write_text("package-0\n")
+    (zone / "max_energy_range_uj").write_text("262143328850\n")
+    counter = zone / "energy_uj"
+    counter.write_text("0\n")
+    stop = threading.Event()
+
+    def two_watts() -> None:
+        started = time.monotonic()
+        while not stop.wait(0.005):
+            # Renamed into place like a sysfs read sees it: never a half-written number.
+            (zone / "next").write_text(f"{int(2.0e6 * (time.monotonic() - started))}\n")  # 2 W = 2e6 uJ/s
+            (zone / "next").replace(counter)
+
+    device = LocalDevice(workdir=tmp_path / "wd", root=tmp_path / "root")
+    artifacts = bench.collect_artifacts([tiny_tflite(tmp_path / "m.tflite", channels=8)])
+    options = bench.BenchOptions(timing=TimingOptions(min_secs=0.6, max_secs=0.6, target_ci=1e-9), idle_power_s=0,
+                                 runner_options={"sysfs_root": str(tmp_path / "root")})
+    info = device.info().to_dict()
+    folder = bench.start_run(tmp_path / "results", options, [tmp_path / "m.tflite"], [info])
+    writer = threading.Thread(target=two_watts)
+    writer.start()
+    try:
+        [record] = bench.run_sweep([device], [info], artifacts, folder, options)
+    finally:
+        stop.set()
+        writer.join()
+    power = record["power"]
+    assert record["status"] == "ok" and power["status"] == "ok", record
+    assert "around the timed loop" in power["source"] and "package-0" in power["source"]
+    assert power["avg_power_mw"] == pytest.approx(2000.0, rel=0.15)
+    assert power["energy_mj"] == pytest.approx(power["avg_power_mw"] * record["latency_ms"]["median"] / 1000.0)
+    assert power["quality"].startswith("timed loop only")

@@ -108,10 +108,15 @@ def test_rapl_power_meter_on_a_fake_powercap_tree(tmp_path):
         # Advance the counter like the kernel would: energy = power x time.
         start = time.monotonic()
         base = int(energy.read_text())
+
+        def set_counter(value: int) -> None:  # renamed into place: a reader never sees a half-written number
+            (energy.parent / "next").write_text(str(value))
+            (energy.parent / "next").replace(energy)
+
         while (elapsed := time.monotonic() - start) < seconds:
-            energy.write_text(str(base + int(watts * 1e6 * elapsed)))
+            set_counter(base + int(watts * 1e6 * elapsed))
             time.sleep(0.01)
-        energy.write_text(str(base + int(watts * 1e6 * seconds)))
+        set_counter(base + int(watts * 1e6 * seconds))
 
     meter.measure_idle(0.0)  # zero seconds: no baseline taken
     meter.start()

@@ -75,6 +75,51 @@ def stop_reason(samples, elapsed_s, min_secs, max_secs, runs, target_ci):
     return None
 
 
+# --- Energy over exactly the timed loop (Linux RAPL) ----------------------------
+# Same zone rules as mbdeploy.sensors.parse_rapl: top-level zones only, and no
+# `psys` when package zones exist (it contains them).
+def read_rapl(root):
+    import glob
+    import os
+
+    zones = {}
+    for path in glob.glob(os.path.join(root, "sys/class/powercap/intel-rapl:*/energy_uj")):
+        zone = os.path.basename(os.path.dirname(path))
+        if zone.count(":") != 1:
+            continue
+        try:
+            with open(path) as handle:
+                energy = int(handle.read().strip())
+        except (OSError, ValueError):
+            continue  # root-only on recent kernels: then there is simply no figure
+        folder = os.path.dirname(path)
+        try:
+            with open(os.path.join(folder, "name")) as handle:
+                name = handle.read().strip()
+        except OSError:
+            name = zone
+        try:
+            with open(os.path.join(folder, "max_energy_range_uj")) as handle:
+                wrap = int(handle.read().strip())
+        except (OSError, ValueError):
+            wrap = None
+        zones[zone] = (name, energy, wrap)
+    if any(name.startswith("package") for name, _, _ in zones.values()):
+        zones = {zone: entry for zone, entry in zones.items() if not entry[0].startswith("psys")}
+    return zones
+
+
+def rapl_delta_uj(before, after):
+    total = 0
+    for zone, (_, start, wrap) in before.items():
+        if zone in after:
+            delta = after[zone][1] - start
+            if delta < 0 and wrap:
+                delta += wrap
+            total += max(delta, 0)
+    return total
+
+
 # --- Measuring ---------------------------------------------------------------
 def random_input(detail, rng):
     import numpy as np
@@ -125,6 +170,7 @@ def measure(args):
 
     samples = []
     next_check = 1
+    energy_before = read_rapl(args.sysfs_root)
     loop_start = clock()
     reason = None
     while reason is None:
@@ -141,6 +187,11 @@ def measure(args):
             reason = stop_reason(samples, elapsed, args.min_secs, args.max_secs, args.runs, args.target_ci)
             next_check = len(samples) + max(1, len(samples) // 20)
     loop_s = (clock() - loop_start) / 1e9
+    energy_after = read_rapl(args.sysfs_root) if energy_before else {}
+    loop_energy = None
+    if energy_before and energy_after:
+        loop_energy = {"source": "rapl", "zones": sorted(name for name, _, _ in energy_before.values()),
+                       "energy_uj": rapl_delta_uj(energy_before, energy_after), "seconds": loop_s}
 
     return {
         "schema": SCHEMA,
@@ -151,6 +202,7 @@ def measure(args):
         "peak_memory_mb": peak_rss_mb(),
         "stop_reason": reason,
         "loop_s": loop_s,
+        "loop_energy": loop_energy,
         "threads": args.threads,
         "xnnpack": args.xnnpack,
         "inputs": [{"shape": [int(d) for d in x["shape"]], "dtype": np.dtype(x["dtype"]).name} for x in inputs],
@@ -170,6 +222,7 @@ def parse_args(argv):
     parser.add_argument("--runs", type=int, default=None)
     parser.add_argument("--target-ci", type=float, default=0.02)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sysfs-root", default="/", help="where sysfs is mounted (tests use a fake tree)")
     return parser.parse_args(argv)
 
 

@@ -61,6 +61,8 @@ def outcome_from_output(data: dict) -> RunOutcome:
     if reason not in ("target_ci", "max_secs", "runs"):
         raise RunnerError(f"litert runner returned an unknown stop_reason {reason!r}")
     extra = {key: data[key] for key in ("import_ms", "loop_s", "inputs", "python", "numpy") if key in data}
+    if isinstance(data.get("loop_energy"), dict):
+        extra["loop_energy"] = data["loop_energy"]  # checked where it becomes a power figure (sensors.loop_power)
     return RunOutcome(
         samples_ms=[float(s) for s in samples],
         init_ms=data.get("init_ms"),
@@ -74,11 +76,12 @@ def outcome_from_output(data: dict) -> RunOutcome:
 class LiteRTRunner(Runner):
     name = "litert"
 
-    def __init__(self, options, **runner_options: object) -> None:  # noqa: ANN001 - TimingOptions
+    def __init__(self, options, sysfs_root: str | None = None, **runner_options: object) -> None:  # noqa: ANN001
         if runner_options:
             raise InvalidInput(f"the litert runner takes no {', '.join(sorted(runner_options))} option; "
                                "those belong to benchmark_model / benchmark_app (--runner)")
         super().__init__(options)
+        self.sysfs_root = sysfs_root  # where the device script reads RAPL; tests point it at a fake tree
         self._scripts: dict[str, str] = {}  # device id -> script path on that device
 
     def config(self) -> dict:
@@ -99,6 +102,8 @@ class LiteRTRunner(Runner):
             argv += ["--runs", str(options.runs)]
         if not options.xnnpack:
             argv.append("--no-xnnpack")
+        if self.sysfs_root:
+            argv += ["--sysfs-root", self.sysfs_root]
         return argv
 
     def run(self, device: Device, remote_model: str) -> RunOutcome:
