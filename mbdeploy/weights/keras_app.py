@@ -79,8 +79,8 @@ def _open(path: Path, alpha: float):
         model.load_weights(path)
         return model
     except Exception as exc:  # Keras/h5py raise many types for a bad or mismatched file
-        text = str(exc).strip().splitlines()
+        text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         raise WeightsError(
             f"{path.name} could not be loaded as keras.applications.MobileNet weights for alpha "
-            f"{alpha:g}: {text[0] if text else type(exc).__name__}"
+            f"{alpha:g} (weights of another width multiplier?): {text[:300] or type(exc).__name__}"
         ) from None
