@@ -223,6 +223,12 @@ def device_block(device: Device, info: dict | None) -> dict:
     return info
 
 
+def _with_device_settings(extra: dict, device: Device) -> dict:
+    """What the device side changed to steady the clocks (e.g. Android's fixed performance mode)."""
+    applied = getattr(device, "settings_applied", None)
+    return {**extra, "device_settings": list(applied)} if applied else extra
+
+
 def _power_meter(device: Device, allow_charging: bool = False):
     make = getattr(device, "power_meter", None)  # kinds without power sensing simply lack it
     if not callable(make):
@@ -284,7 +290,8 @@ def measure_one(device: Device, device_info: dict, runner: Runner, artifact: Art
             "status": "ok", "latency_ms": latency, "stop_reason": outcome.stop_reason,
             "samples_ms": outcome.samples_ms or [], "init_ms": outcome.init_ms,
             "first_inference_ms": outcome.first_inference_ms, "peak_memory_mb": outcome.peak_memory_mb,
-            "power": power.to_dict(), "throttled": bool(reasons), "runner_extra": outcome.extra,
+            "power": power.to_dict(), "throttled": bool(reasons),
+            "runner_extra": _with_device_settings(outcome.extra, device),
             "thermal": {"cooldown": cooldown, "before": before.to_dict(), "after": after.to_dict(),
                         "throttle_reasons": reasons},
         })

@@ -302,8 +302,7 @@ def test_cli_devices_lists_the_test_phone(server, phone, cli_env):
 def test_cli_bench_on_the_test_phone_stores_valid_records(server, phone, cli_env, tmp_path):
     from mbdeploy.results import read_records, validate_record
 
-    config, env = cli_env
-    config.write_text(f'[aliases]\npixel = "{phone.serial}"\n')
+    _, env = cli_env  # no alias: "pixel" matches the phone's model, as a user would type it
     out = tmp_path / "results"
     done = _cli("bench", "--device", "pixel", "--runner", "litert", "--adb-host", server.address,
                 "--models", str(MODELS[0]), "--out", str(out), "--runs", "20", "--max-secs", "5", "--json", env=env)
@@ -317,6 +316,18 @@ def test_cli_bench_on_the_test_phone_stores_valid_records(server, phone, cli_env
     assert record["latency_ms"]["count"] == 20 and record["latency_ms"]["median"] > 0
     assert record["power"]["source"].startswith("battery current_now x voltage_now")
     assert not (phone.root / "data/local/tmp/mbdeploy").exists()  # cleaned up after the run
+    assert "fixed_performance_mode" in record["runner_extra"]["device_settings"]
+
+
+@needs_adb
+@needs_models
+def test_cli_bench_without_device_takes_the_only_phone_and_keeps_its_folder(server, phone, cli_env, tmp_path):
+    _, env = cli_env
+    done = _cli("bench", "--runner", "litert", "--adb-host", server.address, "--keep",
+                "--models", str(MODELS[0]), "--out", str(tmp_path / "results"), "--runs", "5", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["summary"][0]["device"] == phone.serial
+    assert (phone.root / "data/local/tmp/mbdeploy").exists()  # --keep left it
 
 
 def _unplug_mid_sweep(server, env, config, tmp_path):
@@ -362,8 +373,6 @@ def test_cli_bench_phone_unplugged_mid_sweep_keeps_records_and_names_the_disconn
 
 @needs_adb
 @needs_models
-@pytest.mark.xfail(strict=True, reason="harness gap (mbdeploy/cli/bench.py, mbdeploy/results.py): bench exits 0 when a "
-                   "record failed, and --resume counts failed records as done, so the disconnected model is not retried")
 def test_cli_bench_unplugged_exits_non_zero_and_resume_finishes_after_reconnect(server, cli_env, tmp_path):
     from mbdeploy.results import read_records
 

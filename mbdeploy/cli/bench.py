@@ -57,8 +57,9 @@ def _render(result: dict) -> None:
 
 
 @click.command(name="bench")
-@click.option("--device", "device_name", required=True, metavar="NAME",
-              help="Device id, model, alias, ssh://user@host[:port], or 'all'.")
+@click.option("--device", "device_name", default=None, metavar="NAME",
+              help="Device id, model, alias, ssh://user@host[:port], or 'all'. "
+                   "Default: $ANDROID_SERIAL, else the only online phone.")
 @click.option("--models", "models", multiple=True, type=click.Path(path_type=Path), metavar="DIR|FILE",
               help="Manifest folders or model files (repeatable; default: models/).")
 @click.option("--precisions", multiple=True, metavar="P[,P...]", help="Only these precisions (e.g. fp32,int8).")
@@ -92,11 +93,12 @@ def _render(result: dict) -> None:
 @click.option("--op-profiling", is_flag=True, help="benchmark_model/benchmark_app runners: per-op profile.")
 @click.option("--cpu-mask", default=None, metavar="HEX", help="benchmark_model runner: pin to these cores (taskset).")
 @click.option("--allow-charging", is_flag=True, help="Phones: measure power even while USB-powered.")
+@click.option("--keep", is_flag=True, help="Phones: leave the device work folder in place after the run.")
 @click.option("--adb-host", metavar="HOST[:PORT]", default=None, help="adb server for Android devices.")
 @json_option
 def bench(device_name, models, precisions, formats, out, resume, runner_name, threads, no_xnnpack, warmup,  # noqa: ANN001
           min_secs, max_secs, runs, target_ci, cooldown, cooldown_temp, no_wait, benchmark_binary, benchmark_apk,
-          delegate, op_profiling, cpu_mask, allow_charging, adb_host, as_json) -> None:
+          delegate, op_profiling, cpu_mask, allow_charging, keep, adb_host, as_json) -> None:
     """Benchmark every artifact of the manifests under --models on a device.
 
     Results go to OUT/<run-id>/results.jsonl (one validated record per device,
@@ -130,6 +132,9 @@ def bench(device_name, models, precisions, formats, out, resume, runner_name, th
 
     with warnings_to_stderr():
         devices = resolve(device_name, adb_host)
+    for device in devices:
+        if hasattr(device, "keep"):  # kinds that clean a work folder on close
+            device.keep = keep
     try:
         infos = [describe(device).to_dict() for device in devices]
         offline = [info for info in infos if info["state"] != "online"]

@@ -59,9 +59,17 @@ def describe(device: Device) -> DeviceInfo:
         return DeviceInfo(kind=device.kind, id=device.id, state="offline", extra={"error": exc.message})
 
 
-def resolve(name: str, adb_host: str | None = None, config: DeviceConfig | None = None) -> list[Device]:
-    """The device(s) `--device NAME` means; `all` gives every online one."""
+def resolve(name: str | None, adb_host: str | None = None, config: DeviceConfig | None = None) -> list[Device]:
+    """The device(s) `--device NAME` means; `all` gives every online one.
+
+    Without a name, as adbutils resolves: `$ANDROID_SERIAL`, else the only
+    online phone (this host is always there, so it is never "the only one").
+    """
     config = config or load_config()
+    if not name:
+        from mbdeploy.devices import android
+
+        return [android.resolve(None, adb_host)]
     wanted = name.strip()
     seen: set[str] = set()
     # An alias may name another alias; follow the chain, but never in a loop.
@@ -96,6 +104,8 @@ def _match(name: str, key: str, infos: list[tuple[Device, DeviceInfo]], config: 
 
     by_id = [device for device, info in infos if info.id.lower() == key]
     matches = by_id or [device for device, info in infos if (info.model or "").lower() == key]
+    # Kinds with looser names (a phone answers to serial, model, device, product name, "pixel").
+    matches = matches or [device for device, _ in infos if getattr(device, "matches", None) and device.matches(name)]
     if len(matches) == 1:
         return matches
     candidates = ", ".join(

@@ -352,6 +352,12 @@ class AdbTestDevice:
         self._trace_stop.set()
         if self._listener is not None:
             try:
+                # shutdown() wakes the thread blocked in accept() and frees the port at once;
+                # close() alone leaves the socket listening until that thread lets go.
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
                 self._listener.close()
             except OSError:
                 pass
