@@ -22,6 +22,8 @@ system-deps:
 demo: $(STAMP)
 	$(BIN)/mbdeploy convert --alpha 0.75 --res 192
 	$(BIN)/mbdeploy inspect models/mobilenet_v1_0.75_192/mobilenet_v1_0.75_192_int8.tflite
+	$(BIN)/mbdeploy bench --device local --models models/mobilenet_v1_0.75_192 --max-secs 5
+	$(BIN)/mbdeploy report
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q

@@ -47,11 +47,5 @@ def _render(result) -> None:  # noqa: ANN001 - Comparison
                       f"{p.current_ms:.3f}" if p.current_ms is not None else "", _ci(p.current_ci),
                       f"{100 * p.change:+.1f}%" if p.change is not None else "",
                       f"[red]{p.verdict}[/red]" if p.regressed else p.verdict)
-    _console().print(table)
+    console().print(table)
 
-
-def _console():
-    out = console()
-    if not out.is_terminal:  # a pipe or a CI log: do not cut the table's columns to 80 characters
-        out.width = 200
-    return out

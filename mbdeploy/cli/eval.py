@@ -48,11 +48,5 @@ def _render(results: list, labelled: bool) -> None:
     for r in results:
         table.add_row(r.model, r.format, r.precision, str(r.images), number(r.top1_percent), number(r.top5_percent),
                       number(r.top1_drop_vs_fp32_points), number(r.agreement_with_fp32_percent), r.status)
-    _console().print(table)
+    console().print(table)
 
-
-def _console():
-    out = console()
-    if not out.is_terminal:  # a pipe or a CI log: do not cut the table's columns to 80 characters
-        out.width = 200
-    return out

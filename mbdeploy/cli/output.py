@@ -22,10 +22,19 @@ def emit(data: object, as_json: bool, render: Callable[[object], None]) -> None:
         render(data)
 
 
+PIPE_WIDTH = 200
+
+
 def console(stderr: bool = False):
+    """A rich console; in a pipe or CI log (no terminal, no $COLUMNS) tables get 200 columns, not 80."""
+    import os
+
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    out = Console(stderr=stderr, highlight=False)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out.width = PIPE_WIDTH
+    return out
 
 
 def warn(message: str) -> None:

@@ -49,15 +49,9 @@ def _render(selection) -> None:  # noqa: ANN001 - Selection
                       f"{c.macs_m:.1f}" if c.macs_m else "", f"{c.size_bytes / 1e6:.2f}" if c.size_bytes else "",
                       f"{c.top1_percent:.1f}" if c.top1_percent is not None else "", c.accuracy_source or "",
                       f"{c.latency_ms:.2f}" if c.latency_ms is not None else "", source, c.status)
-    _console().print(table)
+    console().print(table)
     if selection.chosen:
         c = selection.chosen
-        _console().print(f"Chosen: {c.model} {c.format} {c.precision}, top-1 {c.top1_percent:.1f}% "
+        console().print(f"Chosen: {c.model} {c.format} {c.precision}, top-1 {c.top1_percent:.1f}% "
                         f"({c.accuracy_source}), {c.latency_ms:.2f} ms {c.latency_source}")
 
-
-def _console():
-    out = console()
-    if not out.is_terminal:  # a pipe or a CI log: do not cut the table's columns to 80 characters
-        out.width = 200
-    return out
