@@ -90,20 +90,7 @@ class LocalDevice(Device):
     def info(self) -> DeviceInfo:
         props = self.properties()
         files = sensors.read_snapshot(sensors.SENSOR_GLOBS, self._root)
-        temperatures = sensors.parse_thermal(files)
-        return DeviceInfo(
-            kind=self.kind,
-            id=self.id,
-            model=props.get("board") or props.get("hostname"),
-            soc=props.get("cpu"),
-            abi=props.get("machine"),
-            os=f"{props.get('os', '')} (kernel {props.get('kernel', '?')})",
-            cores=int(props["cores"]) if props.get("cores") else None,
-            governor=sensors.parse_governor(files),
-            temperature_c=max(temperatures.values()) if temperatures else None,
-            state="online",
-            extra={"hostname": props.get("hostname"), "python": props.get("python")},
-        )
+        return linux_device_info(self.kind, self.id, props, files, python=props.get("python"))
 
     def sensors(self) -> SensorReading:
         return sensors.read_sensors(self._root)
@@ -147,3 +134,22 @@ class LocalDevice(Device):
         except subprocess.TimeoutExpired:
             raise DeviceError(f"{words[0]} did not finish within {timeout:.0f} s on local") from None
         return ShellResult(exit_code=done.returncode, stdout=done.stdout, stderr=done.stderr)
+
+
+def linux_device_info(kind: str, device_id: str, props: dict, files: dict, python: str | None) -> DeviceInfo:
+    """DeviceInfo for a Linux machine from its properties and a sysfs snapshot (local and ssh alike)."""
+    temperatures = sensors.parse_thermal(files)
+    cores = str(props.get("cores") or "")
+    return DeviceInfo(
+        kind=kind,
+        id=device_id,
+        model=props.get("board") or props.get("hostname"),
+        soc=props.get("cpu"),
+        abi=props.get("machine"),
+        os=f"{props.get('os') or '?'} (kernel {props.get('kernel', '?')})",
+        cores=int(cores) if cores.isdigit() else None,
+        governor=sensors.parse_governor(files),
+        temperature_c=max(temperatures.values()) if temperatures else None,
+        state="online",
+        extra={"hostname": props.get("hostname"), "python": python},
+    )

@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from mbdeploy import sensors
 from mbdeploy.atomic import sha256_file
+from mbdeploy.devices.local import linux_device_info
 from mbdeploy.devices.base import Device, DeviceInfo, SensorReading, ShellResult, quote_argv
 from mbdeploy.errors import DeviceDisconnected, DeviceError, InvalidInput
 
@@ -322,20 +323,7 @@ class SshDevice(Device):
 
     def info(self) -> DeviceInfo:
         props, files = self._info_fields()
-        temperatures = sensors.parse_thermal(files)
-        return DeviceInfo(
-            kind=self.kind,
-            id=self.id,
-            model=props.get("board") or props.get("hostname"),
-            soc=props.get("cpu"),
-            abi=props.get("machine"),
-            os=f"{props.get('os', '?')} (kernel {props.get('kernel', '?')})",
-            cores=int(props["cores"]) if props.get("cores", "").isdigit() else None,
-            governor=sensors.parse_governor(files),
-            temperature_c=max(temperatures.values()) if temperatures else None,
-            state="online",
-            extra={"hostname": props.get("hostname"), "python": self.python},
-        )
+        return linux_device_info(self.kind, self.id, props, files, python=self.python)
 
     def sensors(self) -> SensorReading:
         return sensors.reading_from_snapshot(self._remote_snapshot(sensors.SENSOR_GLOBS))
