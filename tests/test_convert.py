@@ -207,3 +207,10 @@ def test_interrupted_convert_leaves_no_partial_file_under_a_final_name(tmp_path)
     assert result.returncode == 0, result.stderr
     assert not list(model_dir.glob(".*.tmp"))
     assert len(load_manifest(model_dir)["artifacts"]) == 4
+
+
+def test_outputs_get_the_usual_file_mode(small_models):
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (small_models / NAME).iterdir():
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
