@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import posixpath
+import re
 import shutil
 import subprocess
 import sys
@@ -123,6 +125,12 @@ def pmd_push(udid: str, local: Path, remote: str, bundle_id: str = BUNDLE_ID,
 def pmd_pull(udid: str, remote: str, local: Path, bundle_id: str = BUNDLE_ID,
              base: Sequence[str] = (PYMOBILEDEVICE3,)) -> list[str]:
     return [*base, "apps", "pull", "--udid", udid, bundle_id, "/" + remote.lstrip("/"), str(local)]
+
+
+def pmd_remove(udid: str, remote: str, bundle_id: str = BUNDLE_ID,
+               base: Sequence[str] = (PYMOBILEDEVICE3,)) -> list[str]:
+    # `apps rm` (pymobiledevice3 11.x) removes folders recursively, so an .mlpackage goes whole.
+    return [*base, "apps", "rm", "--udid", udid, bundle_id, "/" + remote.lstrip("/")]
 
 
 # --- device lists ----------------------------------------------------------------
@@ -239,6 +247,19 @@ def parse_app_results(text: str, device: DeviceInfo | None = None, source: str =
     return parsed
 
 
+def _match_key(text: str) -> str:
+    return re.sub(r"[\s_\-]+", "_", text.strip().lower())
+
+
+def _pushed_artifact(name: str, local: Path) -> dict:
+    """The plan's artifact block for a model the host copied: the app checks `bytes` on arrival."""
+    from mbdeploy.bench import size_and_digest
+
+    size, digest = size_and_digest(local)
+    return {"name": Path(name).stem, "format": "coreml", "precision": "unknown", "sha256": digest, "bytes": size,
+            "macs": None, "params": None}
+
+
 # --- the device ------------------------------------------------------------------
 class IosDevice(Device):
     """An iPhone or iPad reached with devicectl or pymobiledevice3; the app does the timing."""
@@ -251,6 +272,7 @@ class IosDevice(Device):
         self._info = info
         self.tool = tool
         self._run = run
+        self._pushed: dict[str, Path] = {}  # remote path -> the local file or folder copied there
 
     @property
     def id(self) -> str:
@@ -284,6 +306,22 @@ class IosDevice(Device):
             return devicectl_copy_from(self.id, remote, local)
         return pmd_pull(self.id, remote, local, base=_pymobiledevice3())
 
+    def remove_argv(self, remote: str) -> list[str] | None:
+        # devicectl has no documented way to delete a file in an app container: None.
+        return pmd_remove(self.id, remote, base=_pymobiledevice3()) if self.tool == PYMOBILEDEVICE3 else None
+
+    def match_keys(self) -> list[str]:
+        """Names `--device` accepts: UDID, model, product type, the phone's name, and its family ('iphone')."""
+        info = self._info
+        keys = [info.id, info.model or "", info.soc or "", str(info.extra.get("name") or "")]
+        # "iPhone 15 Pro" and "iPhone16,1" both belong to the family "iphone".
+        keys += [match.group(0) for key in (info.model or "", info.soc or "")
+                 if (match := re.match(r"i(Phone|Pad|Pod)", key, flags=re.IGNORECASE))]
+        return list(dict.fromkeys(_match_key(key) for key in keys if key))
+
+    def matches(self, name: str) -> bool:
+        return _match_key(name) in self.match_keys()
+
     def _call(self, argv: list[str], what: str, timeout: float = 300) -> subprocess.CompletedProcess:
         try:
             done = self._run(argv, capture_output=True, text=True, timeout=timeout)
@@ -301,6 +339,16 @@ class IosDevice(Device):
         # Whole arrival is checked on the device: the plan carries each model's
         # byte count and the app fails that model's record on a mismatch.
         self._call(self.push_argv(Path(local), remote), f"copying {Path(local).name} to the app")
+        self._pushed[remote] = Path(local)
+
+    def remove(self, remote: str) -> bool:
+        """Delete a file or folder from the app's container; False when the tool cannot."""
+        argv = self.remove_argv(remote)
+        if argv is None:
+            return False
+        self._call(argv, f"removing {remote} from the app")
+        self._pushed.pop(remote, None)
+        return True
 
     def pull(self, remote: str, local: Path) -> None:
         Path(local).parent.mkdir(parents=True, exist_ok=True)
@@ -347,6 +395,29 @@ class IosDevice(Device):
                 time.sleep(poll_s)
             self.pull(f"{DOCUMENTS}/{RESULTS_FILE}", scratch_dir / RESULTS_FILE)
             return parse_app_results((scratch_dir / RESULTS_FILE).read_text(), self._info)
+
+    def bench_pushed(self, remote: str, run_id: str, runs: int, warmup: int, compute_units: Sequence[str],
+                     timeout: float = 1800, poll_s: float = 5.0) -> list[dict]:
+        """Time one model that `push` copied to `remote`; return its validated records, one per compute unit.
+
+        The app times every model in its Documents folder, so the model is
+        removed afterwards (pymobiledevice3) and only its own records are
+        kept: those carrying the digest of the file this host pushed.
+        """
+        local = self._pushed.get(remote)
+        if local is None:
+            raise DeviceError(f"{remote} was not copied to {self.id} in this session; push it before benching it")
+        name = posixpath.basename(remote)
+        artifact = _pushed_artifact(name, local)
+        plan = build_plan(run_id, {name: artifact}, runs=runs, warmup=warmup, compute_units=compute_units)
+        try:
+            records = self.bench({}, plan, timeout=timeout, poll_s=poll_s)
+        finally:
+            try:
+                self.remove(remote)  # the next launch must not time this model again
+            except DeviceError:
+                pass  # best effort: a leftover costs time, not correctness (its records are filtered out)
+        return [record for record in records if record["artifact"].get("sha256") == artifact["sha256"]]
 
 
     def _finished(self, run_id: str, local: Path) -> bool:
