@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import itertools
 import os
 import platform
 import posixpath
@@ -38,8 +39,10 @@ RUNNERS = {
     "litert": ("mbdeploy.runners.litert", "LiteRTRunner"),
     "benchmark_model": ("mbdeploy.runners.benchmark_model", "BenchmarkModelRunner"),
     "benchmark_app": ("mbdeploy.runners.benchmark_app", "BenchmarkAppRunner"),
+    "coreml_app": ("mbdeploy.runners.coreml_app", "CoreMLAppRunner"),
 }
-DEFAULT_RUNNER = {"android": "benchmark_model"}  # every other kind: litert
+DEFAULT_RUNNER = {"android": "benchmark_model", "ios": "coreml_app"}  # every other kind: litert
+DEFAULT_FORMATS = {"ios": ("coreml",)}  # every other kind: tflite
 
 
 # --- artifacts ---------------------------------------------------------------
@@ -81,17 +84,26 @@ def _int_or_none(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
+def size_and_digest(path: Path) -> tuple[int, str]:
+    """Bytes and sha256 of a model: a file, or a folder (.mlpackage) hashed as `convert` hashed it."""
+    if path.is_file():
+        return path.stat().st_size, sha256_file(path)
+    from mbdeploy.convert import _size_and_digest  # the one definition of a folder's digest
+
+    return _size_and_digest(path)
+
+
 def _from_manifest(manifest_file: Path, manifest: dict, entry: dict) -> Artifact:
     path = artifact_file(manifest_file, entry)
-    if not path.is_file():
+    if not path.exists():
         raise ManifestError(f"{manifest_file} lists {entry.get('path')!r}, which does not exist")
-    digest = sha256_file(path)
+    size, digest = size_and_digest(path)
     if entry.get("sha256") and entry["sha256"] != digest:
         raise ManifestError(f"{path} changed since {manifest_file} was written (sha256 differs); convert it again")
     spec = manifest.get("spec", {})
     return Artifact(
         name=manifest["name"], format=entry["format"], precision=str(entry["precision"]), path=path,
-        sha256=digest, bytes=path.stat().st_size,
+        sha256=digest, bytes=size,
         macs=_int_or_none(entry.get("macs", manifest.get("macs"))),
         params=_int_or_none(entry.get("params", manifest.get("params"))),
         alpha=spec.get("alpha"), resolution=spec.get("resolution"), manifest=str(manifest_file),
@@ -150,6 +162,25 @@ def available_runners() -> list[str]:
 
 def default_runner_name(device: Device) -> str:
     return DEFAULT_RUNNER.get(device.kind, "litert")
+
+
+def default_formats(devices: Sequence[Device]) -> tuple[str, ...]:
+    """What to bench when --formats is not given: coreml when every device is an iPhone, else tflite."""
+    kinds = {DEFAULT_FORMATS.get(device.kind, ("tflite",)) for device in devices}
+    return kinds.pop() if len(kinds) == 1 else ("tflite",)
+
+
+def runner_option_sets(runner_options: dict) -> list[dict]:
+    """One option set per runner config: a list-valued option (e.g. compute units) gives one config per value."""
+    keys = [key for key, value in runner_options.items() if isinstance(value, (list, tuple))]
+    fixed = {key: value for key, value in runner_options.items() if key not in keys}
+    return [{**fixed, **dict(zip(keys, values))}
+            for values in itertools.product(*(runner_options[key] for key in keys))]
+
+
+def make_runners(name: str, options: TimingOptions, runner_options: dict) -> list[Runner]:
+    """Every runner config a sweep times each artifact with (one record per artifact and config)."""
+    return [make_runner(name, options, **given) for given in runner_option_sets(runner_options)]
 
 
 def make_runner(name: str, options: TimingOptions, **runner_options: object) -> Runner:
@@ -341,7 +372,14 @@ def start_run(out: Path, options: BenchOptions, models: Iterable[Path], device_i
 def _device_worker(device: Device, info: dict, artifacts: list[Artifact], folder: RunFolder,
                    options: BenchOptions, done: set, write_lock: threading.Lock, emit: Event,
                    records: list[dict]) -> None:
-    runner = make_runner(options.runner or default_runner_name(device), options.timing, **options.runner_options)
+    runners = make_runners(options.runner or default_runner_name(device), options.timing, options.runner_options)
+    for runner in runners:
+        _device_worker_for(device, info, runner, artifacts, folder, options, done, write_lock, emit, records)
+
+
+def _device_worker_for(device: Device, info: dict, runner: Runner, artifacts: list[Artifact], folder: RunFolder,
+                       options: BenchOptions, done: set, write_lock: threading.Lock, emit: Event,
+                       records: list[dict]) -> None:
     todo = [a for a in artifacts if (device.id, a.sha256, runner.config_key()) not in done]
     for artifact in artifacts:
         if artifact not in todo:
@@ -440,6 +478,7 @@ def summary_rows(records: Iterable[dict]) -> list[dict]:
         macs = artifact.get("macs")
         rows.append({
             "device": record["device"]["id"], "model": artifact["name"], "precision": artifact["precision"],
+            "config": record["runner"].get("compute_units") or record["runner"].get("delegate"),
             "status": record["status"], "median_ms": median,
             "ci95_ms": [latency.get("ci95_low"), latency.get("ci95_high")] if latency else None,
             "count": latency.get("count"), "stop_reason": record.get("stop_reason"), "macs": macs,
