@@ -21,11 +21,14 @@ def _render(result: dict) -> None:
 
     rows = result["summary"]
     several = len({row["device"] for row in rows}) > 1
+    configs = len({row.get("config") for row in rows}) > 1  # e.g. Core ML compute units side by side
     table = Table(box=box.SIMPLE_HEAD, title="Benchmark summary", pad_edge=False)
     if several:
         table.add_column("device", overflow="fold")
     table.add_column("model", no_wrap=True)
     table.add_column("prec", no_wrap=True)
+    if configs:
+        table.add_column("config", no_wrap=True)
     table.add_column("ms", justify="right", no_wrap=True)
     table.add_column("CI95 +/-", justify="right", no_wrap=True)
     table.add_column("MMAC", justify="right", no_wrap=True)
@@ -40,7 +43,7 @@ def _render(result: dict) -> None:
         if row["status"] != "ok":
             status += f": {row.get('error')}"
         cells = [
-            row["model"], row["precision"],
+            row["model"], row["precision"], *([row.get("config") or "-"] if configs else []),
             f"{row['median_ms']:.3f}" if row["median_ms"] is not None else "-", ci_text,
             f"{row['macs'] / 1e6:.0f}" if row["macs"] else "-",
             f"{row['gmacs_per_s']:.1f}" if row["gmacs_per_s"] else "-", status,
@@ -63,13 +66,14 @@ def _render(result: dict) -> None:
 @click.option("--models", "models", multiple=True, type=click.Path(path_type=Path), metavar="DIR|FILE",
               help="Manifest folders or model files (repeatable; default: models/).")
 @click.option("--precisions", multiple=True, metavar="P[,P...]", help="Only these precisions (e.g. fp32,int8).")
-@click.option("--formats", multiple=True, default=("tflite",), show_default=True, metavar="F[,F...]",
-              help="Only these formats.")
+@click.option("--formats", multiple=True, metavar="F[,F...]",
+              help="Only these formats.  [default: tflite, or coreml when every device is an iPhone]")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
               help="Folder that holds run folders.")
 @click.option("--resume", metavar="RUN", default=None, help="Continue run RUN (id or folder), skipping what it holds.")
 @click.option("--runner", "runner_name", default=None, metavar="NAME",
-              help="litert | benchmark_model | benchmark_app (default: benchmark_model on Android, litert elsewhere).")
+              help="litert | benchmark_model | benchmark_app | coreml_app "
+                   "(default: benchmark_model on Android, coreml_app on iOS, litert elsewhere).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Inference threads.")
 @click.option("--no-xnnpack", is_flag=True, help="Run without the XNNPACK delegate.")
 @click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed runs first.")
@@ -92,13 +96,16 @@ def _render(result: dict) -> None:
 @click.option("--delegate", default=None, help="benchmark_model/benchmark_app runners: the delegate to use.")
 @click.option("--op-profiling", is_flag=True, help="benchmark_model/benchmark_app runners: per-op profile.")
 @click.option("--cpu-mask", default=None, metavar="HEX", help="benchmark_model runner: pin to these cores (taskset).")
+@click.option("--compute-units", multiple=True, metavar="U[,U...]",
+              help="coreml_app runner: cpuOnly, cpuAndGPU, cpuAndNeuralEngine, all (default: all); "
+                   "one record per setting.")
 @click.option("--allow-charging", is_flag=True, help="Phones: measure power even while USB-powered.")
 @click.option("--keep", is_flag=True, help="Phones: leave the device work folder in place after the run.")
 @click.option("--adb-host", metavar="HOST[:PORT]", default=None, help="adb server for Android devices.")
 @json_option
 def bench(device_name, models, precisions, formats, out, resume, runner_name, threads, no_xnnpack, warmup,  # noqa: ANN001
           min_secs, max_secs, runs, target_ci, cooldown, cooldown_temp, no_wait, benchmark_binary, benchmark_apk,
-          delegate, op_profiling, cpu_mask, allow_charging, keep, adb_host, as_json) -> None:
+          delegate, op_profiling, cpu_mask, compute_units, allow_charging, keep, adb_host, as_json) -> None:
     """Benchmark every artifact of the manifests under --models on a device.
 
     Results go to OUT/<run-id>/results.jsonl (one validated record per device,
@@ -118,18 +125,26 @@ def bench(device_name, models, precisions, formats, out, resume, runner_name, th
         allow_charging=allow_charging,
         runner_options={key: value for key, value in {
             "binary": benchmark_binary, "apk": benchmark_apk, "delegate": delegate, "op_profiling": op_profiling,
-            "cpu_mask": cpu_mask}.items() if value not in (None, False)},
+            "cpu_mask": cpu_mask,
+            # A list: one runner config per compute-unit setting.
+            "compute_units": tuple(dict.fromkeys(_split(compute_units))) or None}.items()
+            if value not in (None, False)},
     )
     if runner_name is not None:
         # An unknown runner or a knob it does not take fails before any device work.
-        library.make_runner(runner_name, options.timing, **options.runner_options)
+        library.make_runners(runner_name, options.timing, options.runner_options)
     model_paths = list(models) or [Path("models")]
-    artifacts = library.collect_artifacts(model_paths, _split(precisions) or None, _split(formats))
-    if not artifacts:
-        raise InvalidInput(f"no artifacts to bench under {', '.join(map(str, model_paths))} "
-                           f"(formats {', '.join(_split(formats))}"
-                           + (f", precisions {', '.join(_split(precisions))})" if precisions else ")"))
 
+    def collect(chosen_formats: list[str]) -> list:
+        found = library.collect_artifacts(model_paths, _split(precisions) or None, chosen_formats)
+        if not found:
+            raise InvalidInput(f"no artifacts to bench under {', '.join(map(str, model_paths))} "
+                               f"(formats {', '.join(chosen_formats)}"
+                               + (f", precisions {', '.join(_split(precisions))})" if precisions else ")"))
+        return found
+
+    # With --formats, bad model folders fail before any device is looked for; without, the devices decide.
+    artifacts = collect(_split(formats)) if formats else None
     with warnings_to_stderr():
         devices = resolve(device_name, adb_host)
     for device in devices:
@@ -141,12 +156,14 @@ def bench(device_name, models, precisions, formats, out, resume, runner_name, th
         if offline:
             raise DeviceError("; ".join(f"{i['id']} is {i['state']}: {i.get('extra', {}).get('error', '')}"
                                         for i in offline))
+        if artifacts is None:
+            artifacts = collect(list(library.default_formats(devices)))
         for device in devices:  # a runner that cannot be built fails before a run folder exists
-            library.make_runner(runner_name or library.default_runner_name(device), options.timing,
-                                **options.runner_options)
+            library.make_runners(runner_name or library.default_runner_name(device), options.timing,
+                                 options.runner_options)
         folder = library.start_run(out, options, model_paths, infos, resume=resume, command=sys.argv)
         skipped = 0
-        total = len(devices) * len(artifacts)
+        total = len(devices) * len(artifacts) * len(library.runner_option_sets(options.runner_options))
         with progress("bench", total=total, enabled=not as_json) as bar:
             def on_event(kind: str, data: dict) -> None:
                 nonlocal skipped
