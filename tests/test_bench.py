@@ -58,6 +58,36 @@ def test_collect_artifacts_reads_manifests_and_plain_files(tmp_path):
         bench.collect_artifacts([models])
 
 
+def test_a_folder_artifact_is_collected_with_the_digest_convert_gave_it(tmp_path):
+    # An .mlpackage is a folder; convert hashes its files in order and sums their sizes.
+    from mbdeploy.convert import _size_and_digest
+
+    package = tmp_path / "tiny" / "tiny_fp16.mlpackage"
+    (package / "Data" / "com.apple.CoreML" / "weights").mkdir(parents=True)
+    (package / "Manifest.json").write_text("{}")
+    (package / "Data" / "com.apple.CoreML" / "model.mlmodel").write_bytes(b"\x01" * 40)
+    (package / "Data" / "com.apple.CoreML" / "weights" / "weight.bin").write_bytes(b"\x02" * 100)
+    size, digest = _size_and_digest(package)
+    save_manifest(tmp_path / "tiny", {"schema": SCHEMA, "name": "tiny_net", "spec": {"alpha": 0.25, "resolution": 64},
+                                      "artifacts": [{"format": "coreml", "precision": "fp16", "path": package.name,
+                                                     "bytes": size, "sha256": digest}]})
+    [artifact] = bench.collect_artifacts([tmp_path], formats=["coreml"])
+    assert (artifact.path, artifact.bytes, artifact.sha256) == (package, 142, digest)
+    assert bench.size_and_digest(package) == (142, digest)
+    (package / "Data" / "com.apple.CoreML" / "weights" / "weight.bin").write_bytes(b"\x03" * 100)
+    with pytest.raises(ManifestError, match="changed since"):
+        bench.collect_artifacts([tmp_path], formats=["coreml"])
+
+
+def test_list_valued_runner_options_give_one_config_each():
+    assert bench.runner_option_sets({}) == [{}]
+    assert bench.runner_option_sets({"binary": "b", "compute_units": ("cpuOnly", "all")}) == [
+        {"binary": "b", "compute_units": "cpuOnly"}, {"binary": "b", "compute_units": "all"}]
+    runners = bench.make_runners("coreml_app", TimingOptions(), {"compute_units": ("cpuOnly", "all")})
+    assert [r.config()["compute_units"] for r in runners] == ["cpuOnly", "all"]
+    assert runners[0].config_key() != runners[1].config_key()
+
+
 def test_a_sweep_records_every_model_and_survives_a_broken_one(tmp_path, monkeypatch):
     monkeypatch.setenv("MBDEPLOY_LOCK_DIR", str(tmp_path / "locks"))  # other sessions may bench `local` meanwhile
     models = tmp_path / "models"
@@ -122,6 +152,16 @@ def test_runner_registry():
     with pytest.raises(InvalidInput, match="unknown runner 'perf'; allowed: litert, benchmark_model"):
         bench.make_runner("perf", TimingOptions())
     assert bench.default_runner_name(LocalDevice()) == "litert"
+    assert "coreml_app" in bench.available_runners()
+    from mbdeploy.devices.base import DeviceInfo
+    from mbdeploy.devices.ios import IosDevice
+
+    iphone = IosDevice(DeviceInfo(kind="ios", id="00008120-001A2B3C4D5E601E"), "devicectl")
+    assert bench.default_runner_name(iphone) == "coreml_app"
+    assert bench.default_formats([iphone]) == ("coreml",)
+    assert bench.default_formats([LocalDevice()]) == bench.default_formats([iphone, LocalDevice()]) == ("tflite",)
+    with pytest.raises(InvalidInput, match="unknown compute units 'npu'; allowed: cpuOnly, cpuAndGPU"):
+        bench.make_runner("coreml_app", TimingOptions(), compute_units="npu")
 
 
 def test_cli_bench_local_with_a_hostile_file_name(tmp_path):

@@ -61,6 +61,8 @@ def test_pymobiledevice3_commands():
         "/Documents/x.mlpackage"]
     assert ios.pmd_pull(UDID, "Documents/mbdeploy-done", Path("d")) == [
         "pymobiledevice3", "apps", "pull", "--udid", UDID, "org.mbdeploy.bench", "/Documents/mbdeploy-done", "d"]
+    assert ios.pmd_remove(UDID, "Documents/models/x.mlpackage") == [
+        "pymobiledevice3", "apps", "rm", "--udid", UDID, "org.mbdeploy.bench", "/Documents/models/x.mlpackage"]
     # Launching goes through the iOS 17+ tunnel (tunneld), named by UDID.
     assert ios.pmd_launch(UDID) == [
         "pymobiledevice3", "developer", "dvt", "launch", "--tunnel", UDID, "--kill-existing", "org.mbdeploy.bench"]
@@ -84,6 +86,27 @@ def test_device_picks_the_commands_of_its_tool():
         "pull", "--udid", UDID, "org.mbdeploy.bench", "/Documents/r.json", "r.json"]
     with pytest.raises(InvalidInput, match="unknown iOS tool 'adb'"):
         ios.IosDevice(info, "adb")
+
+
+@pytest.mark.parametrize("name, matched", [
+    ("iphone", True), ("iPhone", True), ("iPhone 15 Pro", True), ("iphone_15_pro", True), ("iPhone16,1", True),
+    ("Lab iPhone", True), (UDID.lower(), True), ("ipad", False), ("iphone 14", False), ("pixel", False),
+])
+def test_an_iphone_answers_to_its_family_model_product_type_and_name(name, matched):
+    device = ios.IosDevice(DeviceInfo(kind="ios", id=UDID, model="iPhone 15 Pro", soc="iPhone16,1",
+                                      extra={"name": "Lab iPhone"}), ios.DEVICECTL)
+    assert device.matches(name) is matched
+    # pymobiledevice3 names the model by product type only; the family still matches.
+    [listed] = ios.parse_usbmux_devices(json.loads((FIXTURES / "usbmux-list.json").read_text()))
+    assert ios.IosDevice(listed, ios.PYMOBILEDEVICE3).matches("iphone")
+
+
+def test_only_pymobiledevice3_can_remove_files_from_the_app():
+    info = DeviceInfo(kind="ios", id=UDID)
+    assert ios.IosDevice(info, ios.DEVICECTL).remove_argv("Documents/m.mlpackage") is None
+    assert ios.IosDevice(info, ios.DEVICECTL).remove("Documents/m.mlpackage") is False
+    assert ios.IosDevice(info, ios.PYMOBILEDEVICE3).remove_argv("Documents/m.mlpackage")[-5:] == [
+        "rm", "--udid", UDID, "org.mbdeploy.bench", "/Documents/m.mlpackage"]
 
 
 def test_an_iphone_has_no_shell():
@@ -178,10 +201,50 @@ def test_discover_is_empty_without_devicectl_or_pymobiledevice3(tmp_path, monkey
     assert ios.discover() == []
 
 
-FAKE_TOOL = r'''#!{python}
-"""Stand-in for pymobiledevice3: an app container in a folder, and an "app" that writes the fixture."""
-import json, os, shlex, shutil, sys
+FAKE_TOOL = r'''#!PYTHON
+"""Stand-in for pymobiledevice3: an app container in a folder, and an "app" that writes the fixture.
+
+With FAKE_IOS_APP=plan the "app" follows ios_harness instead: one record
+per model found under Documents and compute unit of the plan, the plan's
+artifact block, the byte count checked on arrival, and the samples of
+FAKE_IOS_SAMPLES (stand-in figures, not measurements) for `runs` runs.
+"""
+import copy, json, os, shlex, shutil, sys
 from pathlib import Path
+
+
+def find_models(folder):
+    found = []
+    for path in sorted(folder.iterdir()):
+        if path.suffix in (".mlpackage", ".mlmodelc"):
+            found.append(path)  # a model is a folder: never look inside it
+        elif path.is_dir():
+            found += find_models(path)
+    return found
+
+
+def plan_records(documents, plan):
+    template = json.loads(Path(os.environ["FAKE_IOS_RESULTS"]).read_text())["records"][0]
+    samples = json.loads(os.environ["FAKE_IOS_SAMPLES"])
+    records = []
+    for model in find_models(documents):
+        files = [p for p in model.rglob("*") if p.is_file()] if model.is_dir() else [model]
+        size = sum(p.stat().st_size for p in files)
+        artifact = plan["artifacts"].get(model.name) or {
+            "name": model.stem, "format": "coreml", "precision": "unknown", "sha256": "0" * 64, "bytes": size,
+            "macs": None, "params": None}
+        for unit in plan["compute_units"]:
+            record = copy.deepcopy(template)
+            record.update(run_id=plan["run_id"], artifact=artifact,
+                          config_key=f"coreml_app/{unit}/runs={plan['runs']}/warmup={plan['warmup']}")
+            record["runner"].update(compute_units=unit, delegate=unit, runs=plan["runs"], warmup=plan["warmup"])
+            if artifact["bytes"] != size:
+                record.update(status="failed", error=f"model arrived incomplete: {size} of {artifact['bytes']} bytes",
+                              latency_ms=None, samples_ms=[], init_ms=None, first_inference_ms=None)
+            else:
+                record["samples_ms"] = [samples[i % len(samples)] for i in range(plan["runs"])]
+            records.append(record)
+    return records
 
 args = sys.argv[1:]
 container = Path(os.environ["FAKE_IOS_CONTAINER"])
@@ -193,6 +256,11 @@ elif args[:2] == ["apps", "push"]:
     local, remote = Path(args[-2]), container / args[-1].lstrip("/")
     remote.parent.mkdir(parents=True, exist_ok=True)
     (shutil.copytree if local.is_dir() else shutil.copy)(local, remote)
+elif args[:2] == ["apps", "rm"]:
+    remote = container / args[-1].lstrip("/")
+    if not remote.exists():
+        sys.exit("AfcFileNotFoundError: " + args[-1])
+    (shutil.rmtree if remote.is_dir() else os.remove)(remote)
 elif args[:2] == ["apps", "pull"]:
     remote, local = container / args[-2].lstrip("/"), Path(args[-1])
     if not remote.exists():
@@ -203,10 +271,16 @@ elif args[:3] == ["developer", "dvt", "launch"]:
     documents = container / "Documents"
     plan = json.loads((documents / "mbdeploy-plan.json").read_text())
     models = sorted(p.name for p in documents.iterdir() if p.suffix in (".mlpackage", ".mlmodelc"))
-    (documents / "seen.json").write_text(json.dumps({{"words": words, "plan": plan, "models": models}}))
+    (documents / "seen.json").write_text(json.dumps({"words": words, "plan": plan, "models": models}))
+    with open(os.environ["FAKE_IOS_LOG"].replace(".jsonl", "-plans.jsonl"), "a") as log:
+        log.write(json.dumps(plan) + "\n")
     if os.environ.get("FAKE_IOS_APP") == "hang":
         sys.exit(0)  # launched, but the app never writes its results
-    shutil.copy(os.environ["FAKE_IOS_RESULTS"], documents / "mbdeploy-results.json")
+    if os.environ.get("FAKE_IOS_APP") == "plan":
+        document = {"schema": "mbdeploy.coreml_app/1", "records": plan_records(documents, plan)}
+        (documents / "mbdeploy-results.json").write_text(json.dumps(document))
+    else:
+        shutil.copy(os.environ["FAKE_IOS_RESULTS"], documents / "mbdeploy-results.json")
     (documents / "mbdeploy-done").write_text(plan["run_id"] + "\n")
 else:
     sys.exit("unexpected command: " + " ".join(args))
@@ -218,7 +292,7 @@ def fake_phone(tmp_path, monkeypatch):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     tool = bin_dir / "pymobiledevice3"
-    tool.write_text(FAKE_TOOL.format(python=sys.executable))
+    tool.write_text(FAKE_TOOL.replace("PYTHON", sys.executable, 1))
     tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
     container = tmp_path / "container"
     (container / "Documents").mkdir(parents=True)
@@ -328,3 +402,159 @@ def test_harness_and_host_agree_on_names():
     for name in (ios.APP_SCHEMA, ios.RESULTS_FILE, ios.DONE_FILE, ios.PLAN_FILE, ios.RUNNER_NAME, *ios.COMPUTE_UNITS):
         assert f'"{name}"' in sources, f"{name} is not in the Swift harness"
     assert f"PRODUCT_BUNDLE_IDENTIFIER: {ios.BUNDLE_ID}" in (HARNESS / "project.yml").read_text()
+
+
+# --- `mbdeploy bench --device iphone`: the coreml_app runner through the real CLI ------
+SAMPLES = [2.5, 2.25, 2.75, 2.4, 3.1]  # what the stand-in app reports; stand-in figures, not measurements
+
+
+@pytest.fixture(scope="module")
+def coreml_models(tmp_path_factory) -> Path:
+    """mobilenet_v1_0.25_128 as an fp16 .mlpackage, converted once for this module."""
+    pytest.importorskip("coremltools", reason="coremltools is not installed")
+    from mbdeploy.convert import ConvertRequest, convert_model
+
+    out = tmp_path_factory.mktemp("coreml-models")
+    convert_model(ConvertRequest(0.25, 128, out_dir=out, formats=["coreml"], precisions=["fp16"]))
+    return out
+
+
+def _cli_env(fake_phone: Path) -> dict:
+    from harness_fixtures import harness_env
+
+    env = {**harness_env(fake_phone), "FAKE_IOS_APP": "plan", "FAKE_IOS_SAMPLES": json.dumps(SAMPLES)}
+    for key in ("PATH", "FAKE_IOS_CONTAINER", "FAKE_IOS_LOG", "FAKE_IOS_USBMUX", "FAKE_IOS_RESULTS"):
+        env[key] = os.environ[key]  # set by the fake_phone fixture
+    return env
+
+
+NO_ADB = ["--adb-host", "192.0.2.1:5037"]  # a documentation address: no adb server there, none started
+
+
+def _records(out: Path) -> list[dict]:
+    from mbdeploy.results import read_records, validate_record
+
+    [run] = out.iterdir()
+    records = read_records(run / "results.jsonl")
+    for record in records:
+        validate_record(record)
+    return records
+
+
+def test_devices_lists_the_iphone(fake_phone):
+    from harness_fixtures import mbdeploy
+
+    result = mbdeploy(["devices", "--json", *NO_ADB], cwd=fake_phone, env=_cli_env(fake_phone))
+    assert result.returncode == 0, result.stderr
+    [phone] = [row for row in json.loads(result.stdout) if row["kind"] == "ios"]
+    assert (phone["id"], phone["model"], phone["os"], phone["state"]) == (UDID, "iPhone15,2", "iOS 17.5.1", "online")
+
+
+def test_cli_bench_iphone_times_the_mlpackage_in_the_app(fake_phone, coreml_models):
+    from harness_fixtures import mbdeploy
+    from mbdeploy.bench import size_and_digest
+    from mbdeploy.manifest import load_manifest
+
+    result = mbdeploy(["bench", "--device", "iphone", "--formats", "coreml", "--models", str(coreml_models),
+                       "--runs", "7", "--warmup", "1", "--json", *NO_ADB], cwd=fake_phone, env=_cli_env(fake_phone))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["failed"] == 0
+
+    [record] = _records(fake_phone / "results")
+    [manifest_dir] = coreml_models.iterdir()
+    [entry] = [a for a in load_manifest(manifest_dir)["artifacts"] if a["format"] == "coreml"]
+    assert (record["device"]["kind"], record["device"]["id"]) == ("ios", UDID)
+    assert (record["runner"]["name"], record["runner"]["compute_units"]) == ("coreml_app", "all")
+    assert (record["artifact"]["format"], record["artifact"]["sha256"]) == ("coreml", entry["sha256"])
+    assert record["artifact"]["bytes"] == entry["bytes"] == size_and_digest(manifest_dir / entry["path"])[0]
+    assert record["status"] == "ok" and record["stop_reason"] == "runs"
+    # The app's raw samples, its load and first-inference times; statistics computed by the host.
+    expected = [SAMPLES[i % len(SAMPLES)] for i in range(7)]
+    assert record["samples_ms"] == expected
+    assert record["latency_ms"] == summarize(expected) and record["latency_ms"]["count"] == 7
+    fixture = json.loads(app_results())["records"][0]
+    assert (record["init_ms"], record["first_inference_ms"]) == (fixture["init_ms"], fixture["first_inference_ms"])
+    assert record["runner_extra"]["compute_units"] == "all"
+    assert record["runner_extra"]["compile_ms"] == fixture["compile_ms"]
+
+    # The whole package went over with the manifest's byte count for the app's arrival check, then was removed.
+    [plan] = [json.loads(line) for line in (fake_phone / "calls-plans.jsonl").read_text().splitlines()]
+    assert (plan["runs"], plan["warmup"], plan["compute_units"]) == (7, 1, ["all"])
+    [(name, block)] = plan["artifacts"].items()
+    assert name == entry["path"] and (block["bytes"], block["sha256"]) == (entry["bytes"], entry["sha256"])
+    calls = [json.loads(line) for line in (fake_phone / "calls.jsonl").read_text().splitlines()]
+    assert [c[:2] for c in calls if c[:2] in (["apps", "push"], ["apps", "rm"])] == [
+        ["apps", "push"], ["apps", "push"], ["apps", "rm"]]  # the model, the plan, then the model removed
+    documents = fake_phone / "container" / "Documents"
+    assert not list(documents.rglob("*.mlpackage"))
+
+
+def test_cli_bench_iphone_one_record_per_compute_unit_and_coreml_by_default(fake_phone, coreml_models):
+    from harness_fixtures import mbdeploy
+
+    env = _cli_env(fake_phone)
+    # No --formats: an iPhone defaults to coreml (the manifest folder also holds nothing else to pick).
+    args = ["bench", "--device", "iPhone15,2", "--models", str(coreml_models), "--runs", "3",
+            "--compute-units", "cpuOnly,cpuAndNeuralEngine", "--json", *NO_ADB]
+    result = mbdeploy(args, cwd=fake_phone, env=env)
+    assert result.returncode == 0, result.stderr
+    records = _records(fake_phone / "results")
+    assert sorted(r["runner"]["compute_units"] for r in records) == ["cpuAndNeuralEngine", "cpuOnly"]
+    assert len({r["config_key"] for r in records}) == 2
+    assert all(r["status"] == "ok" and r["artifact"]["format"] == "coreml" for r in records)
+    plans = [json.loads(line) for line in (fake_phone / "calls-plans.jsonl").read_text().splitlines()]
+    assert [p["compute_units"] for p in plans] == [["cpuOnly"], ["cpuAndNeuralEngine"]]
+    assert [row["config"] for row in json.loads(result.stdout)["summary"]] == ["cpuOnly", "cpuAndNeuralEngine"]
+    table = mbdeploy([*args[:-3], "--out", "table-results", *NO_ADB], cwd=fake_phone, env=env)
+    assert table.returncode == 0, table.stderr
+    assert "config" in table.stdout and "cpuAndNeuralEngine" in table.stdout  # the settings side by side
+
+    bad = mbdeploy([*args[:-5], "--compute-units", "npu", *NO_ADB], cwd=fake_phone, env=env)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1] == (
+        "Error: unknown compute units 'npu'; allowed: cpuOnly, cpuAndGPU, cpuAndNeuralEngine, all")
+
+
+def test_a_model_that_arrives_incomplete_is_a_failed_record(fake_phone, coreml_models, monkeypatch):
+    from mbdeploy.bench import BenchOptions, collect_artifacts, run_sweep
+    from mbdeploy.results import RunFolder
+    from mbdeploy.runners.base import TimingOptions
+
+    monkeypatch.setenv("FAKE_IOS_APP", "plan")
+    monkeypatch.setenv("FAKE_IOS_SAMPLES", json.dumps(SAMPLES))
+    monkeypatch.setenv("MBDEPLOY_LOCK_DIR", str(fake_phone / "locks"))
+    [artifact] = collect_artifacts([coreml_models], formats=["coreml"])
+    [device] = ios.discover(tool=ios.PYMOBILEDEVICE3)
+    real_push = device.push
+
+    def push_then_lose_a_file(local, remote):  # the copy is cut short on the way to the phone
+        real_push(local, remote)
+        if remote.endswith(".mlpackage"):
+            (fake_phone / "container" / remote / "Manifest.json").unlink()
+
+    device.push = push_then_lose_a_file
+    folder = RunFolder.create(fake_phone / "results", {})
+    options = BenchOptions(timing=TimingOptions(runs=3), runner_options={"poll_s": 0.05})
+    [record] = run_sweep([device], [device.info().to_dict()], [artifact], folder, options)
+    assert record["status"] == "failed" and "model arrived incomplete" in record["error"]
+    assert record["runner"]["name"] == "coreml_app" and record["latency_ms"] is None
+
+
+def test_coreml_app_runner_needs_an_ios_device_and_reports_the_apps_failure(tmp_path):
+    from mbdeploy.devices.local import LocalDevice
+    from mbdeploy.errors import RunnerError
+    from mbdeploy.runners.base import TimingOptions
+    from mbdeploy.runners.coreml_app import CoreMLAppRunner, outcome_from_record
+
+    runner = CoreMLAppRunner(TimingOptions(runs=None, warmup_runs=3), compute_units="cpuAndGPU")
+    assert runner.config() == {"name": "coreml_app", "compute_units": "cpuAndGPU", "delegate": "cpuAndGPU",
+                               "threads": None, "warmup_runs": 3, "runs": 50}
+    with pytest.raises(RunnerError, match="needs an iPhone or iPad; local is a local device"):
+        runner.prepare(LocalDevice(workdir=tmp_path / "wd"))
+    with pytest.raises(InvalidInput, match="takes no delegate option"):
+        CoreMLAppRunner(TimingOptions(), delegate="gpu")
+    failed = ios.parse_app_results(app_results())[2]
+    with pytest.raises(RunnerError, match="failed with all: model arrived incomplete"):
+        outcome_from_record(failed)
+    ok = outcome_from_record(ios.parse_app_results(app_results())[0])
+    assert ok.samples_ms == [1.25, 1.21, 1.15, 1.31, 1.17] and ok.extra["compute_units"] == "cpuOnly"
