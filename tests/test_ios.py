@@ -107,6 +107,8 @@ def test_only_pymobiledevice3_can_remove_files_from_the_app():
     assert ios.IosDevice(info, ios.DEVICECTL).remove("Documents/m.mlpackage") is False
     assert ios.IosDevice(info, ios.PYMOBILEDEVICE3).remove_argv("Documents/m.mlpackage")[-5:] == [
         "rm", "--udid", UDID, "org.mbdeploy.bench", "/Documents/m.mlpackage"]
+    # A hostile name stays one argument (no shell anywhere on the way).
+    assert ios.IosDevice(info, ios.PYMOBILEDEVICE3).remove_argv(f"Documents/{NASTY}")[-1] == f"/Documents/{NASTY}"
 
 
 def test_an_iphone_has_no_shell():
