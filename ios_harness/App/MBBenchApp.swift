@@ -51,8 +51,8 @@ final class BenchState: ObservableObject {
         let planFile = documents.appendingPathComponent(Plan.fileName)
         do {
             let plan = try Plan.load(from: planFile)
-            let models = Benchmark.findModels(in: documents)
-            let records = Benchmark(plan: plan, deviceKind: "ios").run(models: models)
+            let benchmark = Benchmark(plan: plan, deviceKind: "ios")
+            let records = benchmark.run(models: benchmark.planned(Benchmark.findModels(in: documents)))
             try Records.write(records, runId: plan.runId, to: documents)
             let ok = records.filter { $0["status"] as? String == "ok" }.count
             return "done: \(ok) of \(records.count) runs ok over \(models.count) model(s)"

@@ -24,6 +24,14 @@ public struct Benchmark {
         return found.sorted { $0.path < $1.path }
     }
 
+    /// The models the plan names, when it names any; otherwise all of them.
+    /// Models left over from earlier runs (devicectl cannot delete them) are
+    /// then not timed again.
+    public func planned(_ models: [URL]) -> [URL] {
+        guard !plan.artifacts.isEmpty else { return models }
+        return models.filter { plan.artifacts[$0.lastPathComponent] != nil }
+    }
+
     /// One record per (model, compute unit); a failure becomes a `failed` record.
     public func run(models: [URL]) -> [[String: Any]] {
         var records: [[String: Any]] = []
