@@ -14,6 +14,7 @@ host pulls its file and decides everything:
 
 from __future__ import annotations
 
+import re
 import statistics
 import tempfile
 import time
@@ -100,6 +101,26 @@ def discharge_sign(idle: SamplerTrace, load: SamplerTrace) -> tuple[int, str]:
 def power_mw(trace: SamplerTrace, sign: int) -> float:
     scale = _to_si_scale(trace)
     return statistics.fmean(sign * c * v * scale for _, c, v in trace.battery)
+
+
+# The PowerStats HAL's `dumpsys ... delta` energy-meter section (Pixel ODPM rails),
+# as Google's hardware/google/pixel powerstats prints it: an "Elapsed time: N ms"
+# line, then one "<channel>  <cumulative> mWs (<delta>)" line per rail.
+_RAIL_SECTION = re.compile(r"=+ PowerStats HAL 2\.0 energy meter =+(.*?)=+ End of PowerStats HAL 2\.0 energy meter", re.S)
+_RAIL_LINE = re.compile(r"^\s*(?P<channel>\S.*?)\s+(?P<total>-?[\d.]+) mWs \(\s*(?P<delta>-?[\d.]+)\)\s*$", re.M)
+
+
+def parse_rails(text: str) -> dict[str, float] | None:
+    """Average power per rail (mW) over the delta window, or None without an energy-meter section."""
+    section = _RAIL_SECTION.search(text)
+    if not section:
+        return None
+    elapsed = re.search(r"Elapsed time:\s*(\d+)\s*ms", section.group(1))
+    if not elapsed or int(elapsed.group(1)) <= 0:
+        return None
+    seconds = int(elapsed.group(1)) / 1000.0
+    # delta is in mWs (= mJ); over the elapsed seconds that is mW.
+    return {m["channel"].strip(): round(float(m["delta"]) / seconds, 3) for m in _RAIL_LINE.finditer(section.group(1))}
 
 
 def compute(idle: SamplerTrace, load: SamplerTrace, latency_ms: float, charging: bool = False) -> PowerResult:
@@ -234,7 +255,19 @@ class AndroidPowerMeter(PowerMeter):
         self.last_load = self._pull_trace(self._out)
         if self._idle is None:
             return PowerResult.unavailable("no idle baseline was measured before the run")
-        return compute(self._idle, self.last_load, latency_ms, charging=self._charging)
+        result = compute(self._idle, self.last_load, latency_ms, charging=self._charging)
+        result.rails_mw = self._pull_rails()
+        return result
+
+    def _pull_rails(self) -> dict[str, float] | None:
+        """The sampler's PowerStats delta over the run, where the phone has the HAL."""
+        remote = f"{self._out}.rails"
+        if not self.device.shell(["test", "-s", remote]).ok:
+            return None
+        with tempfile.TemporaryDirectory(prefix="mbdeploy-rails-") as tmp:
+            local = Path(tmp) / "rails.txt"
+            self.device.pull(remote, local)
+            return parse_rails(local.read_text())
 
     def thermal(self) -> dict:
         """Thermal facts from the last timed run: status at start/end and the hottest zone."""

@@ -20,6 +20,8 @@ class PowerResult:
     energy_mj: float | None = None  # per inference: (load - idle) power x latency
     samples: int | None = None
     quality: str | None = None
+    # Pixel on-device power monitor rails over the timed run: channel -> average mW.
+    rails_mw: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -6,10 +6,11 @@ import shutil
 import statistics
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
-from mbdeploy.android_power import SamplerTrace, compute, parse_sampler, sampler_source
+from mbdeploy.android_power import SamplerTrace, compute, parse_rails, parse_sampler, sampler_source
 from mbdeploy.devices import android
 from mbdeploy.testing.adb_device import AdbServer, AdbTestDevice
 
@@ -154,3 +155,33 @@ def test_meter_source_says_whether_the_phone_has_a_battery_gauge(server, phone):
     (phone.root / "sys/class/power_supply/battery/current_now").unlink()
     assert device.power_meter().source is not None  # probed once per device and run
     assert android.resolve(phone.serial, server.address).power_meter().source is None
+
+
+TRANSCRIPTS = Path(__file__).parent / "transcripts"
+
+
+def test_pixel_rails_parse_to_average_power_per_channel():
+    rails = parse_rails((TRANSCRIPTS / "powerstats_delta.txt").read_text())
+    # delta mWs over the 2 s window
+    assert rails == {"[S4M_VDD_CPUCL0]:CPU(LITTLE)": 200.0, "[S3M_VDD_CPUCL1]:CPU(MID)": 450.25,
+                     "[S2M_VDD_CPUCL2]:CPU(BIG)": 1200.0, "[S10M_VDD_TPU]:TPU": 0.0}
+    assert parse_rails("Can't find service: android.hardware.power.stats.IPowerStats/default") is None
+
+
+def test_rails_reach_the_power_result_when_the_phone_has_the_hal(server, phone):
+    phone.set_dumpsys("android.hardware.power.stats.IPowerStats/default",
+                      (TRANSCRIPTS / "powerstats_delta.txt").read_text())
+    try:
+        device = android.resolve(phone.serial, server.address)
+        meter = device.power_meter(allow_charging=False)
+        phone.play_battery_trace(IDLE, interval_s=0.01)
+        meter.measure_idle(0.5)
+        phone.play_battery_trace(LOAD, interval_s=0.01)
+        meter.start()
+        time.sleep(0.5)
+        result = meter.stop(inferences=100, latency_ms=5.0)
+        assert result.rails_mw["[S2M_VDD_CPUCL2]:CPU(BIG)"] == 1200.0
+        device.close()
+    finally:
+        phone.set_dumpsys("android.hardware.power.stats.IPowerStats/default",
+                          "Can't find service: android.hardware.power.stats.IPowerStats/default")
