@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import warnings
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Callable, Iterator
 
 import click
@@ -41,6 +42,16 @@ def warn(message: str) -> None:
     click.echo(f"Warning: {message}", err=True)
 
 
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def _from_this_package(filename: str) -> bool:
+    try:
+        return Path(filename).resolve().is_relative_to(PACKAGE_DIR)
+    except (OSError, ValueError):
+        return False
+
+
 @contextmanager
 def warnings_to_stderr() -> Iterator[None]:
     """Show library warnings as one `Warning: ...` line each, not a traceback-ish dump."""
@@ -49,9 +60,8 @@ def warnings_to_stderr() -> Iterator[None]:
         original = warnings.showwarning
 
         def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
-            if issubclass(category, (UserWarning, RuntimeWarning)) and "mbdeploy" in str(filename):
-                warn(str(message))
-            elif issubclass(category, UserWarning) and getattr(message, "_mbdeploy", False):
+            # Ours are for the user; third-party libraries' chatter is not.
+            if issubclass(category, (UserWarning, RuntimeWarning)) and _from_this_package(filename):
                 warn(str(message))
 
         warnings.showwarning = show
