@@ -29,3 +29,28 @@ def small_models(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("models")
     convert_model(ConvertRequest(0.25, 128, out_dir=out, formats=["tflite"]))
     return out
+
+
+# --- the adb path: the real adb server and the adb test device ---------------
+
+@pytest.fixture(scope="module")
+def server():
+    """A private adb server on a free port (a user's server is never touched), killed afterwards."""
+    import shutil
+
+    if shutil.which("adb") is None:
+        pytest.skip("the adb server is not installed (apt-get install adb)")
+    from mbdeploy.testing.adb_device import AdbServer
+
+    with AdbServer() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def phone(server, tmp_path_factory):
+    """The adb test device (a Pixel 7), connected through that server."""
+    from mbdeploy.testing.adb_device import AdbTestDevice
+
+    with AdbTestDevice(tmp_path_factory.mktemp("phone")) as dev:
+        server.connect(dev)
+        yield dev

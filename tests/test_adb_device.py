@@ -8,22 +8,8 @@ import sys
 
 import pytest
 
-from mbdeploy.testing.adb_device import AdbServer, AdbTestDevice
 
 pytestmark = pytest.mark.skipif(shutil.which("adb") is None, reason="the adb server is not installed (apt-get install adb)")
-
-
-@pytest.fixture(scope="module")
-def server():
-    with AdbServer() as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def phone(server, tmp_path_factory):
-    with AdbTestDevice(tmp_path_factory.mktemp("phone")) as dev:
-        server.connect(dev)
-        yield dev
 
 
 def test_adb_server_lists_the_test_device_with_its_banner(server, phone):

@@ -16,7 +16,7 @@ import pytest
 from mbdeploy.devices import android
 from mbdeploy.devices.android import AndroidDevice, ServerAddress, server_address
 from mbdeploy.errors import DeviceDisconnected, DeviceError, DeviceNotFound, InvalidInput
-from mbdeploy.testing.adb_device import AdbServer, AdbTestDevice, free_port
+from mbdeploy.testing.adb_device import AdbTestDevice, free_port
 
 needs_adb = pytest.mark.skipif(shutil.which("adb") is None, reason="the adb server is not installed (apt-get install adb)")
 
@@ -80,21 +80,6 @@ def test_parsers_on_dumpsys_layouts():
 
 
 # ---------------------------------------------------------------- through the real adb server
-@pytest.fixture(scope="module")
-def server():
-    if shutil.which("adb") is None:
-        pytest.skip("the adb server is not installed (apt-get install adb)")
-    with AdbServer() as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def phone(server, tmp_path_factory):
-    with AdbTestDevice(tmp_path_factory.mktemp("phone")) as dev:
-        server.connect(dev)
-        yield dev
-
-
 @pytest.fixture
 def device(server, phone):
     found = android.resolve(phone.serial, adb_host=server.address)

@@ -12,7 +12,7 @@ import pytest
 
 from mbdeploy.android_power import SamplerTrace, compute, parse_rails, parse_sampler, sampler_source
 from mbdeploy.devices import android
-from mbdeploy.testing.adb_device import AdbServer, AdbTestDevice
+from mbdeploy.testing.adb_device import AdbTestDevice
 
 
 def _trace(currents, voltage=3_900_000, rate_hz=20.0):
@@ -82,14 +82,6 @@ def test_android_harness_ships_the_same_script():
 
 
 # ---------------------------------------------------------------- through the real adb server
-@pytest.fixture(scope="module")
-def server():
-    if shutil.which("adb") is None:
-        pytest.skip("the adb server is not installed (apt-get install adb)")
-    with AdbServer() as srv:
-        yield srv
-
-
 @pytest.fixture
 def phone(server, tmp_path):
     with AdbTestDevice(tmp_path / "phone") as dev:

@@ -275,7 +275,6 @@ def test_killed_mid_sweep_then_resume_finishes_without_duplicates(tmp_path):
     assert final.meta()["resumed_at"]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("mbdeploy.convert") is None, reason="mbdeploy.convert not present yet")
 def test_convert_then_bench_end_to_end(tmp_path):
     from mbdeploy.convert import ConvertRequest, convert_model
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
-import shutil
 import threading
 from pathlib import Path
 
@@ -198,16 +197,6 @@ def test_download_pinned_hash_and_errors(release_server, tmp_path):
 
 
 # ---------------------------------------------------------------- both runners through the real adb server
-@pytest.fixture(scope="module")
-def server():
-    if shutil.which("adb") is None:
-        pytest.skip("the adb server is not installed (apt-get install adb)")
-    from mbdeploy.testing.adb_device import AdbServer
-
-    with AdbServer() as srv:
-        yield srv
-
-
 def _connect(server, tmp_path, tools=None):
     from mbdeploy.devices import android
     from mbdeploy.testing.adb_device import AdbTestDevice

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from _report_fixtures import fake_sha, make_record, power_law_latency, write_manifest, write_run
+from _report_fixtures import make_record, power_law_latency, write_manifest, write_run
 from helpers import run_cli
 
 from mbdeploy.accounting import model_cost
