@@ -15,9 +15,14 @@ def _render(rows: list[dict]) -> None:
         temperature = row.get("temperature_c")
         state = row["state"] if row["state"] == "online" else f"{row['state']}: {row.get('extra', {}).get('error', '')}"
         table.add_row(row["kind"], row["id"], row.get("model") or "", row.get("soc") or "", row.get("abi") or "",
-                      row.get("os") or "", str(row.get("cores") or ""), row.get("governor") or "",
+                      _short_os(row.get("os")), str(row.get("cores") or ""), row.get("governor") or "",
                       f"{temperature:.1f}" if temperature is not None else "", state)
     console().print(table)
+
+
+def _short_os(text: str | None) -> str:
+    """The table shows the OS without the kernel build string (--json has it all)."""
+    return (text or "").split(" (kernel")[0]
 
 
 @click.command(name="devices")
