@@ -74,3 +74,16 @@ def test_inspect_rejects_unknown_files(tmp_path):
     path.write_text("x")
     result = run_cli("inspect", path)
     assert result.returncode == 2 and "Error: cannot inspect model.pb; allowed: .tflite, .onnx, .mlpackage" in result.stderr
+
+
+def test_readme_starts_with_the_two_setup_commands_and_ci_runs_the_test_one():
+    text = README.read_text()
+    first_block = text.split("```sh\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].strip() for line in first_block.splitlines() if line.strip()]
+    assert commands == ["make demo", "make test"]
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert "\nmake test\n" in ci
+    makefile = (README.parent / "Makefile").read_text()
+    demo = makefile.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
+    # The main job: convert the embedded default, bench it on this host, write the report.
+    assert "convert --alpha 0.75 --res 192" in demo and "bench --device local" in demo and "mbdeploy report" in demo
