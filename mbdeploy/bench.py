@@ -183,6 +183,20 @@ def make_runners(name: str, options: TimingOptions, runner_options: dict) -> lis
     return [make_runner(name, options, **given) for given in runner_option_sets(runner_options)]
 
 
+def check_formats(runners: list[Runner], artifacts: list, device_id: str) -> None:
+    """Refuse, before any run starts, a device whose runner can time none of the artifacts (e.g. ONNX on LiteRT).
+
+    With several devices (`--device all`), each times the formats its runner takes and passes over the rest.
+    """
+    for runner in runners:
+        if not any(a.format in runner.formats for a in artifacts):
+            foreign = sorted({a.format for a in artifacts})
+            raise InvalidInput(
+                f"the {runner.name} runner on {device_id} times {', '.join(runner.formats)} models, not "
+                f"{', '.join(foreign)}; choose --formats {','.join(runner.formats)} (or another --runner)"
+            )
+
+
 def make_runner(name: str, options: TimingOptions, **runner_options: object) -> Runner:
     """The runner called `name`; `runner_options` are its own knobs (e.g. benchmark_model's binary)."""
     if name not in RUNNERS:
@@ -380,6 +394,10 @@ def _device_worker(device: Device, info: dict, artifacts: list[Artifact], folder
 def _device_worker_for(device: Device, info: dict, runner: Runner, artifacts: list[Artifact], folder: RunFolder,
                        options: BenchOptions, done: set, write_lock: threading.Lock, emit: Event,
                        records: list[dict]) -> None:
+    for artifact in artifacts:
+        if artifact.format not in runner.formats:
+            emit("unsupported", {"device": device.id, "artifact": artifact.name, "precision": artifact.precision})
+    artifacts = [a for a in artifacts if a.format in runner.formats]
     todo = [a for a in artifacts if (device.id, a.sha256, runner.config_key()) not in done]
     for artifact in artifacts:
         if artifact not in todo:

@@ -382,3 +382,21 @@ def test_energy_is_read_on_the_device_around_the_timed_loop(tmp_path, monkeypatc
     assert power["avg_power_mw"] == pytest.approx(2000.0, rel=0.15)
     assert power["energy_mj"] == pytest.approx(power["avg_power_mw"] * record["latency_ms"]["median"] / 1000.0)
     assert power["quality"].startswith("timed loop only")
+
+
+def test_formats_the_runner_cannot_time_are_refused_or_passed_over(tmp_path):
+    from helpers import run_cli
+    from mbdeploy.convert import ConvertRequest, convert_model
+
+    models = tmp_path / "models"
+    convert_model(ConvertRequest(0.25, 128, out_dir=models, formats=["tflite", "onnx"], precisions=["fp32"]))
+    only_onnx = run_cli("bench", "--device", "local", "--models", models, "--formats", "onnx", "--runs", "3",
+                        "--out", tmp_path / "results")
+    assert only_onnx.returncode == 2 and "Traceback" not in only_onnx.stderr
+    assert "Error: the litert runner on local times tflite models, not onnx" in only_onnx.stderr
+    assert not (tmp_path / "results").exists()  # refused before a run folder was made
+    mixed = run_cli("bench", "--device", "local", "--models", models, "--formats", "onnx,tflite", "--runs", "3",
+                    "--out", tmp_path / "results", "--json")
+    assert mixed.returncode == 0, mixed.stderr
+    summary = json.loads(mixed.stdout)["summary"]
+    assert [(row["model"], row["status"]) for row in summary] == [("mobilenet_v1_0.25_128", "ok")]

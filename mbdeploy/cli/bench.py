@@ -159,8 +159,9 @@ def bench(device_name, models, precisions, formats, out, resume, runner_name, th
         if artifacts is None:
             artifacts = collect(list(library.default_formats(devices)))
         for device in devices:  # a runner that cannot be built fails before a run folder exists
-            library.make_runners(runner_name or library.default_runner_name(device), options.timing,
-                                 options.runner_options)
+            runners = library.make_runners(runner_name or library.default_runner_name(device), options.timing,
+                                           options.runner_options)
+            library.check_formats(runners, artifacts, device.id)
         folder = library.start_run(out, options, model_paths, infos, resume=resume, command=sys.argv)
         skipped = 0
         total = len(devices) * len(artifacts) * len(library.runner_option_sets(options.runner_options))
@@ -172,7 +173,7 @@ def bench(device_name, models, precisions, formats, out, resume, runner_name, th
                 elif kind == "skip":
                     skipped += 1
                     bar.advance()
-                elif kind == "record":
+                elif kind in ("record", "unsupported"):
                     bar.advance()
                 elif kind == "wait":
                     warn(data["message"])

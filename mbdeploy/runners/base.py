@@ -45,6 +45,7 @@ class RunOutcome:
 
 class Runner(abc.ABC):
     name: str = "abstract"
+    formats: tuple[str, ...] = ("tflite",)  # the artifact formats this runner can time
 
     def __init__(self, options: TimingOptions) -> None:
         self.options = options

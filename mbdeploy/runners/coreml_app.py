@@ -53,6 +53,7 @@ def outcome_from_record(record: dict) -> RunOutcome:
 
 class CoreMLAppRunner(Runner):
     name = "coreml_app"
+    formats = ("coreml",)
 
     def __init__(self, options: TimingOptions, compute_units: str = DEFAULT_COMPUTE_UNITS,
                  timeout_s: float = APP_TIMEOUT_S, poll_s: float = 5.0, **runner_options: object) -> None:
