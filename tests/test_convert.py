@@ -123,6 +123,7 @@ def test_real_weights_give_the_official_top1(tmp_path, reference_dir):
         (["--calib", "/nonexistent/calib"], "calibration folder /nonexistent/calib does not exist"),
         (["--weights", "/nonexistent/w.tflite"], "weights file /nonexistent/w.tflite does not exist"),
         (["--weights", "weights.bin"], "cannot tell what kind of weights weights.bin holds"),
+        (["--grid", "--weights", "w.tflite"], "--grid converts 16 widths and one weights file fits one alpha"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, args, message):

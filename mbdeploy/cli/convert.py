@@ -45,6 +45,11 @@ def convert(alpha, resolution, weights, precisions, formats, calib_dir, out_dir,
     from mbdeploy.architecture import GRID_ALPHAS, GRID_RESOLUTIONS
     from mbdeploy.convert import ConvertRequest, convert_model, validate_request
 
+    if grid and weights is not None:
+        from mbdeploy.errors import InvalidInput
+
+        raise InvalidInput("--grid converts 16 widths and one weights file fits one alpha; "
+                           "drop --weights (random weights) or convert each model with its own --weights")
     pairs = [(a, r) for a in GRID_ALPHAS for r in GRID_RESOLUTIONS] if grid else [(alpha, resolution)]
     requests = [
         ConvertRequest(a, r, weights, out_dir, _split(formats), _split(precisions), calib_dir, not no_verify, seed,
