@@ -234,6 +234,8 @@ class AndroidPowerMeter(PowerMeter):
         sampler = self._ensure_sampler()
         self._out = f"{self._folder()}/load.txt"
         self._marker = f"{self._folder()}/sampling"
+        # A previous model's trace must not pass for this one's first samples.
+        self.device.shell(["rm", "-f", self._out, f"{self._out}.done", f"{self._out}.rails"])
         self.device.shell(["touch", self._marker])
         # Detached from the adb stream: the command returns at once, the sampler runs until the marker goes.
         launch = 'nohup sh "$0" "$@" > /dev/null 2>&1 < /dev/null &'

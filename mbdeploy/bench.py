@@ -146,6 +146,8 @@ def collect_artifacts(paths: Sequence[Path], precisions: Sequence[str] | None = 
                 listed.add(path)
                 if root.is_file() and root.name != "manifest.json" and path != root.resolve():
                     continue  # a single file was named: only its own entry
+                if entry.get("format") not in formats or (precisions and str(entry.get("precision")) not in precisions):
+                    continue  # not asked for: neither hashed nor checked
                 found.append(_from_manifest(manifest_file, manifest, entry))
     for path in plain:
         if path.resolve() not in listed and path.suffix in MODEL_SUFFIXES:
@@ -398,7 +400,7 @@ def _device_worker_for(device: Device, info: dict, runner: Runner, artifacts: li
         if artifact.format not in runner.formats:
             emit("unsupported", {"device": device.id, "artifact": artifact.name, "precision": artifact.precision})
     artifacts = [a for a in artifacts if a.format in runner.formats]
-    todo = [a for a in artifacts if (device.id, a.sha256, runner.config_key()) not in done]
+    todo = [a for a in artifacts if (device.id, a.name, a.sha256, runner.config_key()) not in done]
     for artifact in artifacts:
         if artifact not in todo:
             emit("skip", {"device": device.id, "artifact": artifact.name, "precision": artifact.precision})
@@ -420,7 +422,9 @@ def _device_worker_for(device: Device, info: dict, runner: Runner, artifacts: li
 
 
 def clean_device(device: Device) -> None:
-    """Remove the models this sweep pushed (best effort: the record matters more than the cleanup)."""
+    """Remove the models this sweep pushed, unless --keep (best effort: the record matters more)."""
+    if getattr(device, "keep", False):
+        return
     try:
         device.shell(["rm", "-rf", "--", posixpath.join(device.workdir, "models")], timeout=60)
     except Exception:  # noqa: BLE001

@@ -69,9 +69,13 @@ def validate_request(request: ConvertRequest) -> list[tuple[str, str]]:
     validate_alpha(request.alpha)
     validate_resolution(request.resolution)
     pairs = plan_exports(request.formats, request.precisions)
-    source_of(request.weights)
-    if request.weights is not None and source_of(request.weights) != "slim-checkpoint" and not Path(request.weights).exists():
-        raise InvalidInput(f"weights file {request.weights} does not exist")
+    if request.weights is not None:
+        weights = Path(request.weights)
+        is_prefix = source_of(weights) == "slim-checkpoint" and not weights.name.lower().endswith((".tgz", ".tar.gz"))
+        if not is_prefix and not weights.exists():  # a .ckpt prefix names files, not itself
+            raise InvalidInput(f"weights file {weights} does not exist")
+        if not is_prefix and not weights.is_file():
+            raise InvalidInput(f"weights {weights} is not a file")
     if request.calib_dir is not None:
         folder = Path(request.calib_dir)
         if not folder.is_dir():
@@ -152,9 +156,8 @@ def up_to_date(model_dir: Path, artifact: dict | None, key: str) -> bool:
     path = model_dir / artifact["path"]
     if not path.exists():
         return False
-    if path.is_dir():  # an .mlpackage: a folder renamed whole, hashed by its manifest entry
-        return True
-    return path.stat().st_size == artifact.get("bytes") and sha256_file(path) == artifact.get("sha256")
+    size, digest = _size_and_digest(path)  # an .mlpackage folder is hashed file by file
+    return size == artifact.get("bytes") and digest == artifact.get("sha256")
 
 
 def convert_model(request: ConvertRequest, progress: Progress | None = None) -> ConvertResult:
@@ -189,6 +192,8 @@ def convert_model(request: ConvertRequest, progress: Progress | None = None) -> 
         manifest["artifacts"] = [
             a for a in manifest["artifacts"] if (a["format"], a["precision"]) != (fmt, precision)
         ] + [artifact]
+        # Accuracy measured on the old file says nothing about the new one.
+        manifest.get("accuracy", {}).pop(f"{fmt}/{precision}", None)
         save_manifest(model_dir, manifest)  # after each artifact: an interrupt keeps what is done
         built.append(f"{fmt}/{precision}")
         verification = artifact["verification"]
@@ -274,7 +279,6 @@ def _new_manifest(job, tools: dict) -> dict:
         "params": cost.params,
         "weights": job.weights.manifest_entry(),
         "preprocessing": dict(PREPROCESSING, label_offset=1 if job.spec.classes == 1001 else 0),
-        "calibration": job.options.get("calibration_source", "synthetic"),
         "tools": tools,
         "artifacts": [],
     }
@@ -303,6 +307,8 @@ def _build_artifact(job, fmt: str, precision: str, model_dir: Path, request: Con
         "params": cost.params,
         "build_key": key,
         "verification": verification,
+        # Which images set the activation ranges (quantized precisions only).
+        "calibration": job.options.get("calibration_source") if precision in QUANTIZED else None,
     }
 
 

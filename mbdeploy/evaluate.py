@@ -124,7 +124,11 @@ def load_dataset(root: Path, labels_file: Path | None = None, class_names: Path 
     labels: list[int | None] = []
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and _images_in(d))
     if labels_file is not None:
-        for number, line in enumerate(Path(labels_file).read_text().splitlines(), 1):
+        try:
+            label_lines = Path(labels_file).read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"labels file {labels_file} is unreadable: {getattr(exc, 'strerror', None) or exc}") from None
+        for number, line in enumerate(label_lines, 1):
             if not line.strip() or line.startswith("#"):
                 continue
             parts = re.split(r"\s*[,\t]\s*|\s+", line.strip(), maxsplit=1)

@@ -87,13 +87,28 @@ def inspect_tflite(path: Path) -> dict:
         params = int(np.prod(w_shape)) + (int(np.prod(bias["shape"])) if bias is not None else 0)
         layers.append({"name": tensors[op["outputs"][0]]["name"], "op": name,
                        "type": classify_conv(kind, kernel, in_size), "macs": macs, "params": params})
-    return summarize(
+    report = summarize(
         "tflite", path,
         [_tensor_info(t) for t in interpreter.get_input_details()],
         [_tensor_info(t) for t in interpreter.get_output_details()],
         Counter(op["op_name"] for op in ops),
         layers,
     )
+    report["precision"] = tflite_precision(report["inputs"][0]["dtype"], tensors, ops)
+    return report
+
+
+def tflite_precision(input_dtype: str, tensors: dict, ops: list) -> str:
+    """What a .tflite was quantized to, read from its tensors (for files without a manifest)."""
+    if input_dtype in ("int8", "uint8"):
+        return input_dtype  # full integer: Google's quant models are uint8, ours int8
+    filters = [tensors[op["inputs"][1]] for op in ops
+               if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and len(op["inputs"]) > 1]
+    if any(np.dtype(t["dtype"]) in (np.int8, np.uint8) for t in filters):
+        return "dynamic"
+    if any(np.dtype(t["dtype"]) == np.float16 for t in tensors.values()):
+        return "fp16"
+    return "fp32"
 
 
 def _tensor_info(details: dict) -> dict:

@@ -59,9 +59,12 @@ def validate_record(record: dict) -> None:
         raise ResultsError(f"record rejected by the schema at {where}: {error.message}")
 
 
-def record_key(record: dict) -> tuple[str, str, str]:
-    """What --resume matches on: the same device, the same artifact bytes, the same runner config."""
-    return record["device"]["id"], record["artifact"]["sha256"], record["config_key"]
+def record_key(record: dict) -> tuple[str, str, str, str]:
+    """What --resume matches on: the same device, artifact (name and bytes) and runner config.
+
+    The name counts too: two artifacts may share bytes (a copied model) and each gets its record.
+    """
+    return record["device"]["id"], record["artifact"]["name"], record["artifact"]["sha256"], record["config_key"]
 
 
 def read_records(path: Path, on_skip: Callable[[int, str], None] | None = None) -> list[dict]:
@@ -120,8 +123,11 @@ class RunFolder:
         folder = cls(Path(root) / run_id)
         if folder.path.exists():
             raise ResultsError(f"run folder {folder.path} already exists; use --resume {run_id} to continue it")
-        folder.path.mkdir(parents=True)
-        write_json(folder.run_file, {"schema": RUN_SCHEMA, "run_id": run_id, "created_at": utc_now(), **meta})
+        try:
+            folder.path.mkdir(parents=True)
+            write_json(folder.run_file, {"schema": RUN_SCHEMA, "run_id": run_id, "created_at": utc_now(), **meta})
+        except OSError as exc:
+            raise ResultsError(f"cannot create run folder {folder.path}: {exc.strerror or exc}") from None
         return folder
 
     @classmethod
@@ -149,7 +155,7 @@ class RunFolder:
     def records(self, on_skip: Callable[[int, str], None] | None = None) -> list[dict]:
         return read_records(self.records_file, on_skip)
 
-    def recorded_keys(self) -> set[tuple[str, str, str]]:
+    def recorded_keys(self) -> set[tuple[str, str, str, str]]:
         """Keys of the `ok` records: what --resume skips. A failed record (a phone unplugged, a
         crash on the device) is tried again, and its new record is appended after the old one."""
         keys = set()

@@ -312,7 +312,7 @@ def test_cli_bench_without_device_takes_the_only_phone_and_keeps_its_folder(serv
                 "--models", str(MODELS[0]), "--out", str(tmp_path / "results"), "--runs", "5", "--json", env=env)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["summary"][0]["device"] == phone.serial
-    assert (phone.root / "data/local/tmp/mbdeploy").exists()  # --keep left it
+    assert list((phone.root / "data/local/tmp/mbdeploy").rglob("*.tflite"))  # --keep left the folder and model
 
 
 def _unplug_mid_sweep(server, env, config, tmp_path):

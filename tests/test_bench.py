@@ -41,10 +41,12 @@ def test_collect_artifacts_reads_manifests_and_plain_files(tmp_path):
     tiny_tflite(models / "loose" / "plain.tflite", channels=4)
 
     found = bench.collect_artifacts([models])
-    assert [(a.name, a.precision) for a in found] == [("plain", "unknown"), ("tiny_net", "fp16"), ("tiny_net", "fp32")]
+    # A plain file's precision is read from the file itself.
+    assert [(a.name, a.precision) for a in found] == [("plain", "fp32"), ("tiny_net", "fp16"), ("tiny_net", "fp32")]
     listed = [a for a in found if a.name == "tiny_net"]
     assert all(a.macs == 1_000_000 and a.alpha == 0.25 and a.weights_source == "random" for a in listed)
-    assert [a.precision for a in bench.collect_artifacts([models], precisions=["fp32"])] == ["fp32"]
+    assert [(a.name, a.precision) for a in bench.collect_artifacts([models], precisions=["fp32"])] == [
+        ("plain", "fp32"), ("tiny_net", "fp32")]
     assert [a.format for a in bench.collect_artifacts([models], formats=["onnx"])] == ["onnx"]
     # Naming one file listed in a manifest gives just its entry, with the manifest's metadata.
     [single] = bench.collect_artifacts([fp32])
@@ -400,3 +402,34 @@ def test_formats_the_runner_cannot_time_are_refused_or_passed_over(tmp_path):
     assert mixed.returncode == 0, mixed.stderr
     summary = json.loads(mixed.stdout)["summary"]
     assert [(row["model"], row["status"]) for row in summary] == [("mobilenet_v1_0.25_128", "ok")]
+
+
+def test_unwritable_out_and_formats_filtered_before_hashing(tmp_path):
+    from helpers import run_cli
+    from mbdeploy.convert import ConvertRequest, convert_model
+    from mbdeploy.manifest import load_manifest, save_manifest
+
+    models = tmp_path / "models"
+    convert_model(ConvertRequest(0.25, 128, out_dir=models, formats=["tflite"], precisions=["fp32"]))
+    model_dir = models / "mobilenet_v1_0.25_128"
+    manifest = load_manifest(model_dir)
+    # A stale entry of another format (its file gone) must not block a tflite bench.
+    manifest["artifacts"].append(dict(manifest["artifacts"][0], format="onnx", path="gone.onnx"))
+    save_manifest(model_dir, manifest)
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    bad_out = run_cli("bench", "--device", "local", "--models", models, "--runs", "3", "--out", blocker)
+    assert bad_out.returncode != 0 and "Traceback" not in bad_out.stderr
+    assert "Error: cannot create run folder" in bad_out.stderr
+    ok = run_cli("bench", "--device", "local", "--models", models, "--runs", "3", "--out", tmp_path / "r", "--json")
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_plain_tflite_files_get_their_precision_from_the_file(small_models, tmp_path):
+    import shutil
+
+    for precision in ("fp32", "fp16", "dynamic", "int8"):
+        source = small_models / "mobilenet_v1_0.25_128" / f"mobilenet_v1_0.25_128_{precision}.tflite"
+        shutil.copy(source, tmp_path / f"model_{precision}.tflite")  # no manifest beside them
+    found = bench.collect_artifacts([tmp_path], precisions=["int8", "fp16"])
+    assert sorted((a.name, a.precision) for a in found) == [("model_fp16", "fp16"), ("model_int8", "int8")]

@@ -125,9 +125,11 @@ def test_logcat_messages_of_the_app_parse_like_the_binary():
 def test_flags_follow_the_timing_options():
     flags = tool_flags(TimingOptions(threads=4, warmup_runs=3, min_secs=2, max_secs=30, runs=100), "/m.tflite",
                        delegate="gpu", op_profiling=True, peak_memory=True)
-    assert flags == ["--graph=/m.tflite", "--num_threads=4", "--warmup_runs=3", "--min_secs=2", "--max_secs=30",
+    # A fixed --runs means exactly that many: benchmark_model would otherwise also run until min_secs.
+    assert flags == ["--graph=/m.tflite", "--num_threads=4", "--warmup_runs=3", "--min_secs=0", "--max_secs=30",
                      "--use_xnnpack=false", "--num_runs=100", "--use_gpu=true", "--enable_op_profiling=true",
                      "--report_peak_memory_footprint=true"]
+    assert "--min_secs=2" in tool_flags(TimingOptions(min_secs=2), "/m")  # adaptive: the minimum holds
     assert "--use_nnapi=true" in tool_flags(TimingOptions(), "/m", delegate="nnapi")
     assert "--use_xnnpack=true" in tool_flags(TimingOptions(), "/m", delegate="xnnpack")
 

@@ -123,6 +123,8 @@ def test_real_weights_give_the_official_top1(tmp_path, reference_dir):
         (["--calib", "/nonexistent/calib"], "calibration folder /nonexistent/calib does not exist"),
         (["--weights", "/nonexistent/w.tflite"], "weights file /nonexistent/w.tflite does not exist"),
         (["--weights", "weights.bin"], "cannot tell what kind of weights weights.bin holds"),
+        (["--weights", "/nonexistent/mobilenet_v1_0.25_128.tgz"], "weights file /nonexistent/mobilenet_v1_0.25_128.tgz does not exist"),
+        (["--weights", "/"], "cannot tell what kind of weights / holds"),
         (["--grid", "--weights", "w.tflite"], "--grid converts 16 widths and one weights file fits one alpha"),
     ],
 )
@@ -214,3 +216,35 @@ def test_outputs_get_the_usual_file_mode(small_models):
     os.umask(umask)
     for path in (small_models / NAME).iterdir():
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+
+
+def test_weights_that_are_a_folder(tmp_path):
+    folder = tmp_path / "w.h5"
+    folder.mkdir()
+    result = run_cli("convert", "--alpha", "0.25", "--res", "128", "--formats", "tflite", "--weights", folder,
+                     "--out", tmp_path / "out")
+    assert result.returncode == 2 and f"Error: weights {folder} is not a file" in result.stderr
+
+
+def test_a_rebuilt_artifact_loses_the_accuracy_measured_on_the_old_file(tmp_path):
+    from mbdeploy.manifest import save_manifest
+
+    convert_model(ConvertRequest(0.25, 128, out_dir=tmp_path, formats=["tflite"], precisions=["fp32", "int8"]))
+    manifest = load_manifest(tmp_path / NAME)
+    manifest["accuracy"] = {"tflite/int8": {"top1_percent": 50.0}, "tflite/fp32": {"top1_percent": 51.0}}
+    save_manifest(tmp_path / NAME, manifest)
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    from mbdeploy.preprocessing import synthetic_images
+    from PIL import Image
+
+    for index, image in enumerate(synthetic_images(3, 64, seed=9)):
+        Image.fromarray(((image + 1) * 127.5).astype(np.uint8)).save(calib / f"{index}.png")
+    result = convert_model(ConvertRequest(0.25, 128, out_dir=tmp_path, formats=["tflite"], precisions=["fp32", "int8"],
+                                          calib_dir=calib))
+    assert result.built == ["tflite/int8"]
+    manifest = load_manifest(tmp_path / NAME)
+    assert manifest["accuracy"] == {"tflite/fp32": {"top1_percent": 51.0}}
+    int8 = next(a for a in manifest["artifacts"] if a["precision"] == "int8")
+    fp32 = next(a for a in manifest["artifacts"] if a["precision"] == "fp32")
+    assert int8["calibration"] == str(calib) and fp32["calibration"] is None

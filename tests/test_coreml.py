@@ -261,3 +261,18 @@ def test_real_weights_give_the_official_top1(reference_dir, tmp_path):
     assert got_onnx == expected
     assert expected[2].startswith("hotdog")  # the README's table: the photos are what we think
     assert inspect_model(paths["coreml"])["coreml"]["classifier"]  # trained weights + labels: a classifier
+
+
+def test_a_damaged_package_is_rebuilt_and_inspect_says_so_in_one_line(tmp_path):
+    out = tmp_path / "models"
+    convert_model(ConvertRequest(0.25, 128, out_dir=out, formats=["coreml"], precisions=["fp16"]))
+    package = out / "mobilenet_v1_0.25_128" / "mobilenet_v1_0.25_128_fp16.mlpackage"
+    weights = next(package.rglob("weight.bin"))
+    weights.write_bytes(weights.read_bytes()[:100])
+    result = run_cli("inspect", package)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "is not a readable Core ML package" in result.stderr
+    again = convert_model(ConvertRequest(0.25, 128, out_dir=out, formats=["coreml"], precisions=["fp16"]))
+    assert again.built == ["coreml/fp16"]  # the damage was noticed, not taken as up to date
+    assert again.manifest["artifacts"][0]["verification"]["passed"]
+    assert run_cli("inspect", package).returncode == 0

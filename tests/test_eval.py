@@ -191,6 +191,8 @@ def test_label_mapping_and_its_errors(tmp_path):
     with pytest.raises(InvalidInput, match="image b.jpg is not in"):
         load_dataset(flat, flat / "labels.txt")
     assert load_dataset(flat).labels == [None]
+    with pytest.raises(InvalidInput, match="labels file .*missing.txt is unreadable"):
+        load_dataset(flat, flat / "missing.txt")
     (tmp_path / "empty").mkdir()
     with pytest.raises(InvalidInput, match="no images"):
         load_dataset(tmp_path / "empty")

@@ -127,3 +127,22 @@ def test_missing_onnxruntime_names_the_extra(monkeypatch, converted):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
     with pytest.raises(MissingDependency, match=r"pip install 'mbdeploy\[onnx\]'"):
         onnx_export.run_onnx(path_of(converted, "fp32"), np.zeros((1, 128, 128, 3), np.float32))
+
+
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_inspect_counts_gemm_macs_in_either_weight_layout(tmp_path, trans_b):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    inputs, outputs = 256, 10
+    weight = np.zeros((outputs, inputs) if trans_b else (inputs, outputs), np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="fc", transB=trans_b)], "fc",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, inputs])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, outputs])],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(np.zeros(outputs, np.float32), "b")],
+    )
+    path = tmp_path / "fc.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    report = inspect_model(path)
+    assert report["macs"] == inputs * outputs and report["params"] == inputs * outputs + outputs

@@ -78,15 +78,16 @@ def test_reader_ignores_a_cut_short_last_line_and_resume_drops_it(tmp_path):
     folder.append(_record(config_key="third"))
     lines = folder.records_file.read_text().splitlines()
     assert [json.loads(line)["config_key"] for line in lines] == ["abc", "third"]  # every line whole
-    assert folder.recorded_keys() == {("local", "a" * 64, "abc"), ("local", "a" * 64, "third")}
-    assert record_key(folder.records()[1]) == ("local", "a" * 64, "third")
+    assert folder.recorded_keys() == {("local", "mobilenet_v1_0.25_128", "a" * 64, "abc"),
+                                     ("local", "mobilenet_v1_0.25_128", "a" * 64, "third")}
+    assert record_key(folder.records()[1]) == ("local", "mobilenet_v1_0.25_128", "a" * 64, "third")
 
 
 def test_resume_retries_failed_records(tmp_path):
     folder = RunFolder.create(tmp_path, {}, run_id="run-3")
     folder.append(_record(status="failed", error="device disconnected", latency_ms=None, config_key="k1"))
     folder.append(_record(config_key="k2"))
-    assert folder.recorded_keys() == {("local", "a" * 64, "k2")}
+    assert folder.recorded_keys() == {("local", "mobilenet_v1_0.25_128", "a" * 64, "k2")}
 
 
 def test_run_folders(tmp_path):

@@ -14,7 +14,7 @@ from mbdeploy.devices.config import DeviceConfig
 from mbdeploy.devices.local import LocalDevice
 from mbdeploy.devices.registry import describe, resolve
 from mbdeploy.devices.ssh import SshDevice
-from mbdeploy.errors import DeviceError, DeviceNotFound
+from mbdeploy.errors import DeviceError, DeviceNotFound, InvalidInput
 from mbdeploy.runners.base import TimingOptions
 
 
@@ -145,3 +145,11 @@ def test_a_second_thread_does_not_wait_for_a_busy_session(board):
     quick = time.monotonic() - started
     slow.join()
     assert quick < 2.5  # it went over its own connection instead of queueing behind the sleep
+
+
+@pytest.mark.parametrize("target", ["ssh://-oProxyCommand=touch%20pwned", "ssh://-oProxyCommand=x@host"])
+def test_hosts_and_users_that_look_like_options_are_refused(target):
+    from mbdeploy.devices.ssh import parse_target
+
+    with pytest.raises(InvalidInput, match="may not start with '-'"):
+        parse_target(target)

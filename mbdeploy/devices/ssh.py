@@ -49,6 +49,9 @@ def parse_target(target: str) -> dict:
     parts = urlsplit(target)
     if parts.scheme != "ssh" or not parts.hostname:
         raise InvalidInput(f"ssh device {target!r} must look like ssh://[user@]host[:port][?python=PATH&workdir=PATH]")
+    if parts.hostname.startswith("-") or (parts.username or "").startswith("-"):
+        # ssh would read it as an option (e.g. -oProxyCommand=...), not as a host.
+        raise InvalidInput(f"ssh device {target!r}: a host or user may not start with '-'")
     try:
         port = parts.port
     except ValueError:

@@ -290,8 +290,12 @@ def inspect(path: Path) -> dict:
     from mbdeploy.export.coreml_executor import load_program
     from mbdeploy.inspection import classify_conv, summarize
 
-    with quiet():
-        program, spec = load_program(path)
+    try:
+        with quiet():
+            program, spec = load_program(path)
+    except Exception as exc:  # coremltools raises RuntimeError and others for a damaged package
+        text = str(exc).strip().splitlines()
+        raise InvalidInput(f"{Path(path).name} is not a readable Core ML package: {text[0] if text else exc}") from None
     block = program.functions["main"]
     ops = Counter(op.op_type for op in block.operations if op.op_type != "const")
     layers = []

@@ -226,7 +226,10 @@ def inspect(path: Path) -> dict:
             kind = "depthwise" if groups > 1 and groups == in_shape[1] else "conv"
             per_output = int(np.prod(w_shape[1:]))
         else:
-            kind, kernel, in_size, per_output = "fully_connected", 1, 1, w_shape[0]
+            # Gemm with transB=1 (PyTorch's Linear) stores the weight (out, in); MatMul and Gemm otherwise (in, out).
+            transposed = node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute)
+            kind, kernel, in_size = "fully_connected", 1, 1
+            per_output = w_shape[1] if transposed else w_shape[0]
         layers.append({
             "name": node.name, "op": node.op_type, "type": classify_conv(kind, kernel, in_size),
             "macs": int(np.prod(out_shape)) * per_output,

@@ -104,11 +104,14 @@ def tool_flags(
     peak_memory: bool = False,
 ) -> list[str]:
     """benchmark_model's flags for one model (shared by the binary and the APK)."""
+    # benchmark_model runs while either count or time is short of its minimum, so a
+    # fixed --runs needs min_secs 0 to mean exactly that many runs.
+    min_secs = 0 if options.runs is not None else options.min_secs
     flags = [
         f"--graph={remote_model}",
         f"--num_threads={options.threads}",
         f"--warmup_runs={options.warmup_runs}",
-        f"--min_secs={options.min_secs:g}",
+        f"--min_secs={min_secs:g}",
         f"--max_secs={options.max_secs:g}",
         f"--use_xnnpack={'true' if delegate == 'xnnpack' else 'false'}",
     ]

@@ -79,7 +79,8 @@ class LiteRTRunner(Runner):
     def __init__(self, options, sysfs_root: str | None = None, **runner_options: object) -> None:  # noqa: ANN001
         if runner_options:
             raise InvalidInput(f"the litert runner takes no {', '.join(sorted(runner_options))} option; "
-                               "those belong to benchmark_model / benchmark_app (--runner)")
+                               "choose the --runner that does (benchmark_model/benchmark_app: binary, apk, delegate, "
+                               "op_profiling, cpu_mask; coreml_app: compute_units)")
         super().__init__(options)
         self.sysfs_root = sysfs_root  # where the device script reads RAPL; tests point it at a fake tree
         self._scripts: dict[str, str] = {}  # device id -> script path on that device
