@@ -24,6 +24,7 @@ import datetime
 import hashlib
 import re
 import sys
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -313,8 +314,17 @@ def evaluate_manifest(manifest_file: Path, dataset: Dataset, formats: Iterable[s
             result.status = f"skipped: cannot load {artifact['path']}: {exc}"
     hits1 = {id(r): 0 for r, _ in predictors}
     hits5 = dict(hits1)
+    evaluated, unreadable = 0, []
     for image, label in zip(dataset.images, dataset.labels):
-        x = preprocess(image, resolution, preprocessing)
+        try:
+            x = preprocess(image, resolution, preprocessing)
+        except InvalidInput:
+            # One broken file in a large set should not cost the whole run; it is counted and named.
+            unreadable.append(image.name)
+            if progress:
+                progress()
+            continue
+        evaluated += 1
         for result, predict in predictors:
             best = top_k(predict(x), label_offset)
             result.predictions.append(best[0])
@@ -323,8 +333,13 @@ def evaluate_manifest(manifest_file: Path, dataset: Dataset, formats: Iterable[s
                 hits5[id(result)] += label in best
         if progress:
             progress()
+    if unreadable:
+        shown = ", ".join(unreadable[:5]) + (" ..." if len(unreadable) > 5 else "")
+        warnings.warn(f"skipped {len(unreadable)} unreadable image(s): {shown}", stacklevel=2)
+    if not evaluated:
+        raise InvalidInput(f"none of the {len(dataset.images)} images could be read")
     for result, _ in predictors:
-        result.images = len(dataset.images)
+        result.images = evaluated
         if dataset.labelled:
             result.top1_percent = 100.0 * hits1[id(result)] / result.images
             result.top5_percent = 100.0 * hits5[id(result)] / result.images

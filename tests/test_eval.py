@@ -164,6 +164,12 @@ def test_cli_eval_json_and_limit(tmp_path):
     assert done.returncode == 0, done.stderr
     [row] = json.loads(done.stdout)
     assert (row["images"], row["top1_percent"], row["format"]) == (3, 100.0, "onnx")
+    (data / "7" / "broken.png").write_bytes(b"not a png")  # one bad file must not cost the run
+    done = run_cli("eval", "--data", data, "--models", tmp_path / "models", "--json")
+    assert done.returncode == 0, done.stderr
+    assert "Warning: skipped 1 unreadable image(s): broken.png" in done.stderr
+    [row] = json.loads(done.stdout)
+    assert (row["images"], row["top1_percent"]) == (6, 100.0)
     bad = run_cli("eval", "--data", tmp_path / "absent", "--models", tmp_path / "models")
     assert bad.returncode == 2 and bad.stderr.startswith("Error: data folder") and "Traceback" not in bad.stderr
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mbdeploy.cli.output import console, emit, json_option, progress
+from mbdeploy.cli.output import console, emit, json_option, progress, warnings_to_stderr
 
 
 @click.command("eval", help="Top-1/top-5 of every converted model on a labelled image set (DIR/<label>/*.jpg, "
@@ -29,7 +29,7 @@ def eval_command(data: Path, models: tuple, labels: Path | None, class_names: Pa
 
     dataset = load_dataset(data, labels, class_names, limit)
     total = len(dataset.images) * len(list(find_manifests(models)))
-    with progress("evaluating", total, enabled=not as_json) as bar:
+    with warnings_to_stderr(), progress("evaluating", total, enabled=not as_json) as bar:
         results = evaluate(models, dataset, formats or None, bar.advance)
     emit([r.to_dict() for r in results], as_json, lambda _: _render(results, dataset.labelled))
 
