@@ -23,34 +23,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mbdeploy.architecture import GRID_ALPHAS, GRID_RESOLUTIONS  # noqa: E402
-
-
-def convert_grid(out: Path) -> None:
-    from mbdeploy.convert import ConvertRequest, convert_model
-
-    for alpha in GRID_ALPHAS:
-        for resolution in GRID_RESOLUTIONS:
-            convert_model(ConvertRequest(alpha=alpha, resolution=resolution, out_dir=out, formats=["tflite"],
-                                         precisions=["fp32"], verify=False))
+from _grid_run import bench_local, convert_grid  # noqa: E402
 
 
 def bench_grid(models: Path, out: Path, threads: int, max_secs: float) -> Path:
-    from mbdeploy import bench
-    from mbdeploy.devices.registry import describe, resolve
     from mbdeploy.runners.base import TimingOptions
 
-    options = bench.BenchOptions(timing=TimingOptions(threads=threads, min_secs=1.0, max_secs=max_secs))
-    artifacts = bench.collect_artifacts([models], ["fp32"], ["tflite"])
-    devices = resolve("local")
-    infos = [describe(d).to_dict() for d in devices]
-    folder = bench.start_run(out, options, [models], infos, command=sys.argv)
-    try:
-        bench.run_sweep(devices, infos, artifacts, folder, options)
-    finally:
-        for device in devices:
-            device.close()
-    return folder.path
+    return bench_local(models, out, TimingOptions(threads=threads, min_secs=1.0, max_secs=max_secs))
 
 
 def main() -> None:

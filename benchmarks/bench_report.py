@@ -27,26 +27,11 @@ TARGET_S = 15.0
 
 
 def quick_run(models: Path, out: Path) -> Path:
-    from mbdeploy import bench
-    from mbdeploy.architecture import GRID_ALPHAS, GRID_RESOLUTIONS
-    from mbdeploy.convert import ConvertRequest, convert_model
-    from mbdeploy.devices.registry import describe, resolve
+    from _grid_run import bench_local, convert_grid
     from mbdeploy.runners.base import TimingOptions
 
-    for alpha in GRID_ALPHAS:
-        for resolution in GRID_RESOLUTIONS:
-            convert_model(ConvertRequest(alpha=alpha, resolution=resolution, out_dir=models, formats=["tflite"],
-                                         precisions=["fp32"], verify=False))
-    options = bench.BenchOptions(timing=TimingOptions(threads=1, runs=20, warmup_runs=2))
-    devices = resolve("local")
-    infos = [describe(d).to_dict() for d in devices]
-    folder = bench.start_run(out, options, [models], infos, command=sys.argv)
-    try:
-        bench.run_sweep(devices, infos, bench.collect_artifacts([models], ["fp32"], ["tflite"]), folder, options)
-    finally:
-        for device in devices:
-            device.close()
-    return folder.path
+    convert_grid(models)
+    return bench_local(models, out, TimingOptions(threads=1, runs=20, warmup_runs=2))
 
 
 def main() -> None:

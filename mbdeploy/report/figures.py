@@ -103,14 +103,19 @@ def latency_vs_macs(rows: list[dict]):
             lo, hi = min(xs), max(xs)
             line_x = [lo * (hi / lo) ** (i / 20) for i in range(21)]
             axes.plot(line_x, [fit.predict(x * 1e6) for x in line_x], color=dots.get_facecolor()[0], lw=1)
+    _against_macs(axes, "Median latency, ms (log)")
+    return figure
+
+
+def _against_macs(axes, ylabel: str) -> None:
+    """Log-log axes with MACs across, as the paper's Figure 4 plots them."""
     axes.set_xscale("log")
     axes.set_yscale("log")
     _plain_log_axes(axes)
     axes.set_xlabel("Million MACs (log)")
-    axes.set_ylabel("Median latency, ms (log)")
+    axes.set_ylabel(ylabel)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=7)
-    return figure
 
 
 def energy_vs_macs(rows: list[dict]):
@@ -129,13 +134,7 @@ def energy_vs_macs(rows: list[dict]):
         for row in members:
             axes.annotate(short_label(row), (row["macs_m"], row["energy_mj"]), fontsize=7,
                           xytext=(3, 3), textcoords="offset points")
-    axes.set_xscale("log")
-    axes.set_yscale("log")
-    _plain_log_axes(axes)
-    axes.set_xlabel("Million MACs (log)")
-    axes.set_ylabel("Energy per inference, mJ (log)")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=7)
+    _against_macs(axes, "Energy per inference, mJ (log)")
     return figure
 
 
