@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mbdeploy.devices.local import LocalDevice  # noqa: E402
 from mbdeploy.runners.base import TimingOptions  # noqa: E402
-from mbdeploy.results import DeviceLock  # noqa: E402
-from mbdeploy.stats import median_ci  # noqa: E402
+from mbdeploy.records.store import DeviceLock  # noqa: E402
+from mbdeploy.records.stats import median_ci  # noqa: E402
 from mbdeploy.runners.litert import LiteRTRunner  # noqa: E402
 
 

@@ -6,7 +6,7 @@ a median absolute leave-one-out prediction error <= 10%.
 Runs the real pipeline through the library: converts the grid with random
 weights into a cache folder (`mbdeploy.convert`, not timed; reused on later
 runs), benchmarks it on the `local` device (`mbdeploy.bench`), then fits
-with `mbdeploy.report.fit` the run's records as `report` and `select` do.
+with `mbdeploy.records.fit` the run's records as `report` and `select` do.
 
     .venv/bin/python benchmarks/bench_latency_fit.py [--models DIR] [--threads 1] [--out DIR]
 """
@@ -41,8 +41,8 @@ def main() -> None:
     parser.add_argument("--max-secs", type=float, default=10.0)
     args = parser.parse_args()
 
-    from mbdeploy.report.data import latest_ok, load_runs, tidy_rows
-    from mbdeploy.report.fit import fit_groups, fit_key
+    from mbdeploy.records.reader import latest_ok, load_runs, tidy_rows
+    from mbdeploy.records.fit import fit_groups, fit_key
 
     run = args.run
     if run is None:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mbdeploy.errors import InvalidInput, ResultsError
-from mbdeploy.report.data import load_runs, match_key, tidy_rows
+from mbdeploy.records.reader import load_runs, match_key, tidy_rows
 
 REGRESSED = "regressed"
 REGRESSED_NO_CI = "regressed (no CI to check)"

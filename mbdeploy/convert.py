@@ -23,7 +23,7 @@ from mbdeploy.architecture import ModelSpec, model_name, validate_alpha, validat
 from mbdeploy.atomic import sha256_file
 from mbdeploy.errors import InvalidInput, VerificationError
 from mbdeploy.export import FORMATS, plan_exports
-from mbdeploy.manifest import PREPROCESSING, SCHEMA, load_manifest, manifest_path, save_manifest, tool_versions
+from mbdeploy.manifest import PREPROCESSING, SCHEMA, artifact_digest, load_manifest, manifest_path, save_manifest, tool_versions
 from mbdeploy.preprocessing import image_files
 from mbdeploy.weights import source_of
 
@@ -156,7 +156,7 @@ def up_to_date(model_dir: Path, artifact: dict | None, key: str) -> bool:
     path = model_dir / artifact["path"]
     if not path.exists():
         return False
-    size, digest = _size_and_digest(path)  # an .mlpackage folder is hashed file by file
+    size, digest = artifact_digest(path)  # an .mlpackage folder is hashed file by file
     return size == artifact.get("bytes") and digest == artifact.get("sha256")
 
 
@@ -296,7 +296,7 @@ def _build_artifact(job, fmt: str, precision: str, model_dir: Path, request: Con
     else:
         verification = {"skipped": True, "passed": None}
     cost = model_cost(job.spec)
-    size, digest = _size_and_digest(path)
+    size, digest = artifact_digest(path)
     return {
         "format": fmt,
         "precision": precision,
@@ -310,16 +310,3 @@ def _build_artifact(job, fmt: str, precision: str, model_dir: Path, request: Con
         # Which images set the activation ranges (quantized precisions only).
         "calibration": job.options.get("calibration_source") if precision in QUANTIZED else None,
     }
-
-
-def _size_and_digest(path: Path) -> tuple[int, str]:
-    if path.is_file():
-        return path.stat().st_size, sha256_file(path)
-    # A folder artifact (.mlpackage): hash its files in a stable order.
-    digest = hashlib.sha256()
-    size = 0
-    for item in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(str(item.relative_to(path)).encode())
-        digest.update(sha256_file(item).encode())
-        size += item.stat().st_size
-    return size, digest.hexdigest()

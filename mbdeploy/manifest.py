@@ -20,13 +20,14 @@ Layout (see README, "Manifest"):
 
 from __future__ import annotations
 
+import hashlib
 import json
 from importlib import metadata
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from mbdeploy import __version__
-from mbdeploy.atomic import write_json
+from mbdeploy.atomic import sha256_file, write_json
 from mbdeploy.errors import ManifestError
 
 MANIFEST_NAME = "manifest.json"
@@ -111,3 +112,20 @@ def artifact_file(manifest_file: Path, artifact: dict) -> Path:
 
 def artifact_key(artifact: dict) -> str:
     return f"{artifact['format']}/{artifact['precision']}"
+
+
+def artifact_digest(path: Path) -> tuple[int, str]:
+    """Bytes and sha256 of an artifact: a model file, or a folder (`.mlpackage`) hashed file by file.
+
+    The one definition: convert writes it into the manifest, bench and eval check it.
+    """
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size, sha256_file(path)
+    digest = hashlib.sha256()
+    size = 0
+    for item in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(item.relative_to(path)).encode())
+        digest.update(sha256_file(item).encode())
+        size += item.stat().st_size
+    return size, digest.hexdigest()

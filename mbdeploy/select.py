@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Iterable
 
 from mbdeploy.errors import InvalidInput, ResultsError
-from mbdeploy.report.data import ManifestIndex, accuracy_of, latest_ok, load_runs, tidy_rows
-from mbdeploy.report.fit import fit_groups
+from mbdeploy.records.reader import ManifestIndex, accuracy_of, latest_ok, load_runs, tidy_rows
+from mbdeploy.records.fit import fit_groups
 
 METRICS = {"median": "latency_ms_median", "p90": "latency_ms_p90"}
 FORMATS = ("tflite", "coreml", "onnx")

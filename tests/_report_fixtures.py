@@ -13,7 +13,7 @@ from pathlib import Path
 from mbdeploy.accounting import model_cost
 from mbdeploy.architecture import ModelSpec, grid_specs
 from mbdeploy.manifest import PREPROCESSING, SCHEMA, save_manifest
-from mbdeploy.results import RunFolder
+from mbdeploy.records.store import RunFolder
 
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "mbdeploy" / "schemas" / "record.schema.json"
 

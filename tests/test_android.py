@@ -285,7 +285,8 @@ def test_cli_devices_lists_the_test_phone(server, phone, cli_env):
 @needs_adb
 @needs_models
 def test_cli_bench_on_the_test_phone_stores_valid_records(server, phone, cli_env, tmp_path):
-    from mbdeploy.results import read_records, validate_record
+    from mbdeploy.records.schema import validate_record
+    from mbdeploy.records.store import read_records
 
     _, env = cli_env  # no alias: "pixel" matches the phone's model, as a user would type it
     out = tmp_path / "results"
@@ -346,7 +347,7 @@ def _unplug_mid_sweep(server, env, config, tmp_path):
 @needs_adb
 @needs_models
 def test_cli_bench_phone_unplugged_mid_sweep_keeps_records_and_names_the_disconnect(server, cli_env, tmp_path):
-    from mbdeploy.results import read_records
+    from mbdeploy.records.store import read_records
 
     config, env = cli_env
     _, run_dir, _, _, _ = _unplug_mid_sweep(server, env, config, tmp_path)
@@ -359,7 +360,7 @@ def test_cli_bench_phone_unplugged_mid_sweep_keeps_records_and_names_the_disconn
 @needs_adb
 @needs_models
 def test_cli_bench_unplugged_exits_non_zero_and_resume_finishes_after_reconnect(server, cli_env, tmp_path):
-    from mbdeploy.results import read_records
+    from mbdeploy.records.store import read_records
 
     config, env = cli_env
     code, run_dir, args, root, port = _unplug_mid_sweep(server, env, config, tmp_path)

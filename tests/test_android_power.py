@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mbdeploy.android_power import SamplerTrace, compute, parse_rails, parse_sampler, sampler_source
+from mbdeploy.devices.android_power import SamplerTrace, compute, parse_rails, parse_sampler, sampler_source
 from mbdeploy.devices import android
 from mbdeploy.testing.adb_device import AdbTestDevice
 

@@ -13,12 +13,16 @@ import pytest
 
 from harness_fixtures import INJECTION_NAME, PYTHON, harness_env, mbdeploy, no_new_pwned, tiny_tflite
 from mbdeploy import bench
+from mbdeploy.manifest import artifact_digest
+from mbdeploy.runners import registry
 from mbdeploy.atomic import sha256_file
 from mbdeploy.devices.base import SensorReading
 from mbdeploy.devices.local import LocalDevice
 from mbdeploy.errors import InvalidInput, ManifestError
 from mbdeploy.manifest import SCHEMA, save_manifest
-from mbdeploy.results import DeviceLock, RunFolder, read_records, validate_record
+from mbdeploy.devices.lock import DeviceLock
+from mbdeploy.records.schema import validate_record
+from mbdeploy.records.store import RunFolder, read_records
 from mbdeploy.runners.base import TimingOptions
 
 QUICK = ["--min-secs", "0.2", "--max-secs", "0.5", "--warmup", "2"]
@@ -62,30 +66,30 @@ def test_collect_artifacts_reads_manifests_and_plain_files(tmp_path):
 
 def test_a_folder_artifact_is_collected_with_the_digest_convert_gave_it(tmp_path):
     # An .mlpackage is a folder; convert hashes its files in order and sums their sizes.
-    from mbdeploy.convert import _size_and_digest
+    from mbdeploy.manifest import artifact_digest
 
     package = tmp_path / "tiny" / "tiny_fp16.mlpackage"
     (package / "Data" / "com.apple.CoreML" / "weights").mkdir(parents=True)
     (package / "Manifest.json").write_text("{}")
     (package / "Data" / "com.apple.CoreML" / "model.mlmodel").write_bytes(b"\x01" * 40)
     (package / "Data" / "com.apple.CoreML" / "weights" / "weight.bin").write_bytes(b"\x02" * 100)
-    size, digest = _size_and_digest(package)
+    size, digest = artifact_digest(package)
     save_manifest(tmp_path / "tiny", {"schema": SCHEMA, "name": "tiny_net", "spec": {"alpha": 0.25, "resolution": 64},
                                       "artifacts": [{"format": "coreml", "precision": "fp16", "path": package.name,
                                                      "bytes": size, "sha256": digest}]})
     [artifact] = bench.collect_artifacts([tmp_path], formats=["coreml"])
     assert (artifact.path, artifact.bytes, artifact.sha256) == (package, 142, digest)
-    assert bench.size_and_digest(package) == (142, digest)
+    assert artifact_digest(package) == (142, digest)
     (package / "Data" / "com.apple.CoreML" / "weights" / "weight.bin").write_bytes(b"\x03" * 100)
     with pytest.raises(ManifestError, match="changed since"):
         bench.collect_artifacts([tmp_path], formats=["coreml"])
 
 
 def test_list_valued_runner_options_give_one_config_each():
-    assert bench.runner_option_sets({}) == [{}]
-    assert bench.runner_option_sets({"binary": "b", "compute_units": ("cpuOnly", "all")}) == [
+    assert registry.runner_option_sets({}) == [{}]
+    assert registry.runner_option_sets({"binary": "b", "compute_units": ("cpuOnly", "all")}) == [
         {"binary": "b", "compute_units": "cpuOnly"}, {"binary": "b", "compute_units": "all"}]
-    runners = bench.make_runners("coreml_app", TimingOptions(), {"compute_units": ("cpuOnly", "all")})
+    runners = registry.make_runners("coreml_app", TimingOptions(), {"compute_units": ("cpuOnly", "all")})
     assert [r.config()["compute_units"] for r in runners] == ["cpuOnly", "all"]
     assert runners[0].config_key() != runners[1].config_key()
 
@@ -150,20 +154,19 @@ def test_cooldown_waits_for_a_temperature_when_a_sensor_exists(tmp_path):
 
 
 def test_runner_registry():
-    assert "litert" in bench.available_runners()
+    assert set(registry.RUNNERS) == {"litert", "benchmark_model", "benchmark_app", "coreml_app"}
     with pytest.raises(InvalidInput, match="unknown runner 'perf'; allowed: litert, benchmark_model"):
-        bench.make_runner("perf", TimingOptions())
-    assert bench.default_runner_name(LocalDevice()) == "litert"
-    assert "coreml_app" in bench.available_runners()
+        registry.make_runner("perf", TimingOptions())
+    assert LocalDevice().default_runner == "litert"
     from mbdeploy.devices.base import DeviceInfo
     from mbdeploy.devices.ios import IosDevice
 
     iphone = IosDevice(DeviceInfo(kind="ios", id="00008120-001A2B3C4D5E601E"), "devicectl")
-    assert bench.default_runner_name(iphone) == "coreml_app"
+    assert iphone.default_runner == "coreml_app"
     assert bench.default_formats([iphone]) == ("coreml",)
     assert bench.default_formats([LocalDevice()]) == bench.default_formats([iphone, LocalDevice()]) == ("tflite",)
     with pytest.raises(InvalidInput, match="unknown compute units 'npu'; allowed: cpuOnly, cpuAndGPU"):
-        bench.make_runner("coreml_app", TimingOptions(), compute_units="npu")
+        registry.make_runner("coreml_app", TimingOptions(), compute_units="npu")
 
 
 def test_cli_bench_local_with_a_hostile_file_name(tmp_path):

@@ -186,7 +186,7 @@ def test_interrupted_export_leaves_no_package_under_its_final_name(converted, tm
 
     import coremltools as ct
 
-    from mbdeploy.convert import _size_and_digest
+    from mbdeploy.manifest import artifact_digest
 
     real_save = ct.models.MLModel.save
 
@@ -197,14 +197,14 @@ def test_interrupted_export_leaves_no_package_under_its_final_name(converted, tm
     source = converted.manifest_path.parent / artifact(converted, "fp16")["path"]
     existing = tmp_path / source.name
     shutil.copytree(source, existing)
-    before = _size_and_digest(existing)
+    before = artifact_digest(existing)
     fresh = tmp_path / "fresh.mlpackage"
     job = _tiny_job()
     monkeypatch.setattr(ct.models.MLModel, "save", save_then_interrupt)
     for target in (existing, fresh):
         with pytest.raises(KeyboardInterrupt):
             coreml.export(job, "fp16", target)
-    assert _size_and_digest(existing) == before
+    assert artifact_digest(existing) == before
     assert not fresh.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [existing.name]
 

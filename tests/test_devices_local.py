@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness_fixtures import INJECTION_NAME, no_new_pwned
-from mbdeploy import sensors
+from mbdeploy.devices import sensors
 from mbdeploy.devices.config import load_config
 from mbdeploy.devices.local import LocalDevice
 from mbdeploy.devices.registry import resolve

@@ -7,8 +7,8 @@ import math
 import pytest
 
 from mbdeploy.errors import ResultsError
-from mbdeploy.peak import parse_cpuinfo
-from mbdeploy.report.fit import fit_groups, fit_power_law
+from mbdeploy.devices.peak import parse_cpuinfo
+from mbdeploy.records.fit import fit_groups, fit_power_law
 from mbdeploy.report.pareto import pareto_front
 
 MACS = [14e6, 21e6, 34e6, 41e6, 49e6, 77e6, 110e6, 150e6, 186e6, 291e6, 418e6, 569e6]

@@ -23,7 +23,7 @@ import pytest
 from mbdeploy.devices import ios
 from mbdeploy.devices.base import DeviceInfo
 from mbdeploy.errors import DeviceError, InvalidInput, ResultsError
-from mbdeploy.stats import summarize
+from mbdeploy.records.stats import summarize
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "ios"
 UDID = "00008120-001A2B3C4D5E601E"
@@ -434,7 +434,8 @@ NO_ADB = ["--adb-host", "192.0.2.1:5037"]  # a documentation address: no adb ser
 
 
 def _records(out: Path) -> list[dict]:
-    from mbdeploy.results import read_records, validate_record
+    from mbdeploy.records.schema import validate_record
+    from mbdeploy.records.store import read_records
 
     [run] = out.iterdir()
     records = read_records(run / "results.jsonl")
@@ -454,7 +455,7 @@ def test_devices_lists_the_iphone(fake_phone):
 
 def test_cli_bench_iphone_times_the_mlpackage_in_the_app(fake_phone, coreml_models):
     from harness_fixtures import mbdeploy
-    from mbdeploy.bench import size_and_digest
+    from mbdeploy.manifest import artifact_digest as size_and_digest
     from mbdeploy.manifest import load_manifest
 
     result = mbdeploy(["bench", "--device", "iphone", "--formats", "coreml", "--models", str(coreml_models),
@@ -519,7 +520,7 @@ def test_cli_bench_iphone_one_record_per_compute_unit_and_coreml_by_default(fake
 
 def test_a_model_that_arrives_incomplete_is_a_failed_record(fake_phone, coreml_models, monkeypatch):
     from mbdeploy.bench import BenchOptions, collect_artifacts, run_sweep
-    from mbdeploy.results import RunFolder
+    from mbdeploy.records.store import RunFolder
     from mbdeploy.runners.base import TimingOptions
 
     monkeypatch.setenv("FAKE_IOS_APP", "plan")

@@ -19,7 +19,7 @@ from mbdeploy.architecture import ModelSpec, grid_specs
 from mbdeploy.errors import ResultsError
 from mbdeploy.published import PUBLISHED
 from mbdeploy.report import write_report
-from mbdeploy.report.data import load_run
+from mbdeploy.records.reader import load_run
 
 FIGURES = ("latency_vs_macs", "energy_vs_macs", "accuracy_vs_latency", "speedup_over_fp32", "model_size", "throughput")
 INT8_SPEEDUP = 2.5
@@ -90,18 +90,15 @@ def test_results_csv_holds_the_records_numbers(full_report):
         assert row["fraction_of_peak"] == ""
 
 
-def test_fraction_of_peak_only_for_fp32_on_this_host(tmp_path):
-    import platform
+def test_fraction_of_peak_only_for_fp32_from_the_peak_the_device_recorded(tmp_path):
+    from mbdeploy.devices.peak import CpuPeak
 
-    from mbdeploy.peak import host_peak
-
-    peak = host_peak()
-    if peak is None:
-        pytest.skip("this host's peak is unknown (not x86 or no clock in /proc/cpuinfo)")
+    peak = CpuPeak("Test CPU @ 2.50GHz", "avx2+fma", 16, 2.5, "model name", 2)
     spec = ModelSpec(0.25, 128)
-    write_run(tmp_path / "results", "here", [make_record("here", spec, median=2.0, threads=1),
-                                             make_record("here", spec, median=1.0, precision="int8")],
-              meta={"host": {"hostname": platform.node()}})
+    records = [make_record("here", spec, median=2.0, threads=1), make_record("here", spec, median=1.0, precision="int8")]
+    for record in records:
+        record["device"]["extra"] = {"cpu_peak": peak.to_dict()}
+    write_run(tmp_path / "results", "here", records)
     report = write_report([tmp_path / "results"], tmp_path / "out")
     with open(report.csv) as handle:
         fp32, int8 = list(csv.DictReader(handle))

@@ -11,7 +11,9 @@ import time
 import pytest
 
 from mbdeploy.errors import InvalidInput, ResultsError
-from mbdeploy.results import DeviceLock, RunFolder, read_records, record_key, validate_record
+from mbdeploy.devices.lock import DeviceLock
+from mbdeploy.records.schema import validate_record
+from mbdeploy.records.store import RunFolder, read_records, record_key
 
 GOOD = {
     "schema": "mbdeploy.record/1", "run_id": "r1", "status": "ok", "error": None,
@@ -109,7 +111,7 @@ def test_run_folders(tmp_path):
 HOLDER = """
 import sys, time
 from pathlib import Path
-from mbdeploy.results import DeviceLock
+from mbdeploy.devices.lock import DeviceLock
 lock = DeviceLock("ssh://pi@10.0.0.5", directory=Path(sys.argv[1]))
 lock.acquire()
 print("locked", flush=True)

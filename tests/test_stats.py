@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from mbdeploy import stats
+from mbdeploy.records import stats
 from mbdeploy.runners.litert import DEVICE_SCRIPT
 
 

@@ -113,11 +113,10 @@ def bench(device_name, models, precisions, formats, out, resume, runner_name, th
     """
     from mbdeploy import bench as library
     from mbdeploy.devices.registry import describe, resolve
-    from mbdeploy.errors import DeviceError, InvalidInput, RunnerError
+    from mbdeploy.errors import RunnerError
     from mbdeploy.runners.base import TimingOptions
+    from mbdeploy.runners.registry import runner_option_sets
 
-    if min_secs > max_secs:
-        raise InvalidInput(f"--min-secs ({min_secs}) must not exceed --max-secs ({max_secs})")
     options = library.BenchOptions(
         timing=TimingOptions(threads=threads, xnnpack=not no_xnnpack, warmup_runs=warmup, min_secs=min_secs,
                              max_secs=max_secs, runs=runs, target_ci=target_ci),
@@ -130,41 +129,24 @@ def bench(device_name, models, precisions, formats, out, resume, runner_name, th
             "compute_units": tuple(dict.fromkeys(_split(compute_units))) or None}.items()
             if value not in (None, False)},
     )
-    if runner_name is not None:
-        # An unknown runner or a knob it does not take fails before any device work.
-        library.make_runners(runner_name, options.timing, options.runner_options)
+    library.check_options(options)
     model_paths = list(models) or [Path("models")]
-
-    def collect(chosen_formats: list[str]) -> list:
-        found = library.collect_artifacts(model_paths, _split(precisions) or None, chosen_formats)
-        if not found:
-            raise InvalidInput(f"no artifacts to bench under {', '.join(map(str, model_paths))} "
-                               f"(formats {', '.join(chosen_formats)}"
-                               + (f", precisions {', '.join(_split(precisions))})" if precisions else ")"))
-        return found
-
     # With --formats, bad model folders fail before any device is looked for; without, the devices decide.
-    artifacts = collect(_split(formats)) if formats else None
+    artifacts = library.artifacts_to_bench(model_paths, _split(precisions), _split(formats)) if formats else None
     with warnings_to_stderr():
         devices = resolve(device_name, adb_host)
     for device in devices:
-        if hasattr(device, "keep"):  # kinds that clean a work folder on close
-            device.keep = keep
+        device.keep = keep
     try:
         infos = [describe(device).to_dict() for device in devices]
-        offline = [info for info in infos if info["state"] != "online"]
-        if offline:
-            raise DeviceError("; ".join(f"{i['id']} is {i['state']}: {i.get('extra', {}).get('error', '')}"
-                                        for i in offline))
+        library.check_devices(infos)
         if artifacts is None:
-            artifacts = collect(list(library.default_formats(devices)))
-        for device in devices:  # a runner that cannot be built fails before a run folder exists
-            runners = library.make_runners(runner_name or library.default_runner_name(device), options.timing,
-                                           options.runner_options)
-            library.check_formats(runners, artifacts, device.id)
+            artifacts = library.artifacts_to_bench(model_paths, _split(precisions),
+                                                   list(library.default_formats(devices)))
+        library.check_runners(devices, artifacts, options)
         folder = library.start_run(out, options, model_paths, infos, resume=resume, command=sys.argv)
         skipped = 0
-        total = len(devices) * len(artifacts) * len(library.runner_option_sets(options.runner_options))
+        total = len(devices) * len(artifacts) * len(runner_option_sets(options.runner_options))
         with progress("bench", total=total, enabled=not as_json) as bar:
             def on_event(kind: str, data: dict) -> None:
                 nonlocal skipped

@@ -22,7 +22,7 @@ import time
 SCHEMA = "mbdeploy.litert_runner/1"
 
 
-# --- A self-contained copy of mbdeploy.stats.median_ci / stop_reason --------
+# --- A self-contained copy of mbdeploy.records.stats.median_ci / stop_reason --------
 # Kept here because this script must run on a board without mbdeploy;
 # tests/test_stats.py checks both copies give the same answers.
 def _ci_rank(n, tail):
@@ -76,7 +76,7 @@ def stop_reason(samples, elapsed_s, min_secs, max_secs, runs, target_ci):
 
 
 # --- Energy over exactly the timed loop (Linux RAPL) ----------------------------
-# Same zone rules as mbdeploy.sensors.parse_rapl: top-level zones only, and no
+# Same zone rules as mbdeploy.devices.sensors.parse_rapl: top-level zones only, and no
 # `psys` when package zones exist (it contains them).
 def read_rapl(root):
     import glob

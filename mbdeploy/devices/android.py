@@ -213,6 +213,7 @@ _SENSOR_SCRIPT = (
 
 class AndroidDevice(Device):
     kind = "android"
+    default_runner = "benchmark_model"
 
     def __init__(
         self,
@@ -236,7 +237,7 @@ class AndroidDevice(Device):
         self._props: dict[str, str] | None = None
         self._workdir_made = False
         self._restore: list[list[str]] = []
-        self.settings_applied: list[str] = []
+        self._settings_applied: list[str] = []
         self._settings_wanted = benchmark_settings
         self._power_shared: dict = {}  # kept by every power meter of this device (gauge probe, pushed sampler)
 
@@ -457,30 +458,34 @@ class AndroidDevice(Device):
         )
 
     # ------------------------------------------------------------ benchmark conditions
+    @property
+    def settings_applied(self) -> list[str]:
+        return list(self._settings_applied)
+
     def apply_benchmark_settings(self, fixed_performance: bool = True, keep_screen_on: bool = True) -> list[str]:
         """Stable clocks and a steady screen for the timed runs; returns what was applied (restored on close)."""
         sdk = self.properties().get("ro.build.version.sdk", "0")
         if fixed_performance and sdk.isdigit() and int(sdk) >= 30:
             # Android 11+: the platform's own fixed-performance mode (no root needed).
             if self.shell(["cmd", "power", "set-fixed-performance-mode-enabled", "true"]).ok:
-                self.settings_applied.append("fixed_performance_mode")
+                self._settings_applied.append("fixed_performance_mode")
                 self._restore.append(["cmd", "power", "set-fixed-performance-mode-enabled", "false"])
         if keep_screen_on:
             # A screen that turns off mid-run changes scheduling and power draw; keep it on while plugged in.
             before = self.shell(["settings", "get", "global", "stay_on_while_plugged_in"])
             if before.ok and self.shell(["svc", "power", "stayon", "true"]).ok:
-                self.settings_applied.append("stay_awake")
+                self._settings_applied.append("stay_awake")
                 old = before.stdout.strip()
                 self._restore.append(
                     ["settings", "put", "global", "stay_on_while_plugged_in", old if old.isdigit() else "0"]
                 )
-        return list(self.settings_applied)
+        return list(self._settings_applied)
 
     def restore_settings(self) -> None:
         while self._restore:
             self.shell(self._restore.pop())
 
     def power_meter(self, allow_charging: bool = False):
-        from mbdeploy.android_power import AndroidPowerMeter
+        from mbdeploy.devices.android_power import AndroidPowerMeter
 
         return AndroidPowerMeter(self, allow_charging=allow_charging, shared=self._power_shared)

@@ -11,6 +11,10 @@ import abc
 import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mbdeploy.devices.power import PowerMeter
 
 
 @dataclass
@@ -61,9 +65,33 @@ def quote_argv(argv: list[str]) -> str:
 
 
 class Device(abc.ABC):
-    """push, pull, shell, properties, sensors; plus a work folder on the device."""
+    """push, pull, shell, properties, sensors; plus a work folder on the device.
+
+    Every capability the sweep uses is declared here with a default, so no
+    caller ever probes a device for an attribute.
+    """
 
     kind: str = "abstract"
+    # The runner and formats a bench uses on this kind when the user names none.
+    default_runner: str = "litert"
+    default_formats: tuple[str, ...] = ("tflite",)
+    # The interpreter device-side Python scripts run with (Linux kinds).
+    python: str = "python3"
+    # --keep: leave the device work folder in place after the run.
+    keep: bool = False
+
+    @property
+    def settings_applied(self) -> list[str]:
+        """Device settings a bench changed to steady the clocks (e.g. Android's fixed performance mode)."""
+        return []
+
+    def power_meter(self, allow_charging: bool = False) -> "PowerMeter | None":
+        """The meter that reads this device's power around a timed run; None when it has no sensor reader."""
+        return None
+
+    def matches(self, name: str) -> bool:
+        """Whether a loose `--device` name (model, alias, family) means this device; ids are matched elsewhere."""
+        return False
 
     @property
     @abc.abstractmethod

@@ -206,8 +206,8 @@ def parse_app_results(text: str, device: DeviceInfo | None = None, source: str =
     with the same statistics as every other runner; the device's id is the
     host's (the app cannot read its UDID).
     """
-    from mbdeploy.results import validate_record
-    from mbdeploy.stats import summarize
+    from mbdeploy.records.schema import validate_record
+    from mbdeploy.records.stats import summarize
 
     try:
         document = json.loads(text)
@@ -253,9 +253,9 @@ def _match_key(text: str) -> str:
 
 def _pushed_artifact(name: str, local: Path) -> dict:
     """The plan's artifact block for a model the host copied: the app checks `bytes` on arrival."""
-    from mbdeploy.bench import size_and_digest
+    from mbdeploy.manifest import artifact_digest
 
-    size, digest = size_and_digest(local)
+    size, digest = artifact_digest(local)
     return {"name": Path(name).stem, "format": "coreml", "precision": "unknown", "sha256": digest, "bytes": size,
             "macs": None, "params": None}
 
@@ -265,6 +265,8 @@ class IosDevice(Device):
     """An iPhone or iPad reached with devicectl or pymobiledevice3; the app does the timing."""
 
     kind = "ios"
+    default_runner = "coreml_app"
+    default_formats = ("coreml",)
 
     def __init__(self, info: DeviceInfo, tool: str, run: Run = subprocess.run) -> None:
         if tool not in (DEVICECTL, PYMOBILEDEVICE3):

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mbdeploy import sensors
+from mbdeploy.devices import peak, sensors
 from mbdeploy.atomic import sha256_file
 from mbdeploy.devices.base import Device, DeviceInfo, SensorReading, ShellResult
 from mbdeploy.errors import DeviceError
@@ -90,7 +90,12 @@ class LocalDevice(Device):
     def info(self) -> DeviceInfo:
         props = self.properties()
         files = sensors.read_snapshot(sensors.SENSOR_GLOBS, self._root)
-        return linux_device_info(self.kind, self.id, props, files, python=props.get("python"))
+        info = linux_device_info(self.kind, self.id, props, files, python=props.get("python"))
+        # The fp32 vector peak, so a report can say how much of this machine a model uses.
+        found = peak.peak_under(self._root)
+        if found is not None:
+            info.extra["cpu_peak"] = found.to_dict()
+        return info
 
     def sensors(self) -> SensorReading:
         return sensors.read_sensors(self._root)

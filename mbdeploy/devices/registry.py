@@ -105,7 +105,7 @@ def _match(name: str, key: str, infos: list[tuple[Device, DeviceInfo]], config: 
     by_id = [device for device, info in infos if info.id.lower() == key]
     matches = by_id or [device for device, info in infos if (info.model or "").lower() == key]
     # Kinds with looser names (a phone answers to serial, model, device, product name, "pixel").
-    matches = matches or [device for device, _ in infos if getattr(device, "matches", None) and device.matches(name)]
+    matches = matches or [device for device, _ in infos if device.matches(name)]
     if len(matches) == 1:
         return matches
     candidates = ", ".join(

@@ -16,32 +16,13 @@ import numpy as np
 
 from mbdeploy.architecture import ModelSpec
 from mbdeploy.errors import InvalidInput, MissingDependency
+from mbdeploy.formats import FORMATS, FormatInfo  # noqa: F401 - the registry, re-exported for exporters
 from mbdeploy.weights import ModelWeights
-
-
-@dataclass(frozen=True)
-class FormatInfo:
-    module: str
-    suffix: str
-    precisions: tuple[str, ...]
-    default_precisions: tuple[str, ...]
-    requires: tuple[str, ...]  # importable modules the format needs
-    extra: str | None  # the pip extra that installs them
-
-
-FORMATS: dict[str, FormatInfo] = {
-    "tflite": FormatInfo("mbdeploy.export.tflite", ".tflite", ("fp32", "fp16", "dynamic", "int8"),
-                         ("fp32", "fp16", "dynamic", "int8"), ("tensorflow",), None),
-    "coreml": FormatInfo("mbdeploy.export.coreml", ".mlpackage", ("fp32", "fp16", "int8", "w8a8"),
-                         ("fp16", "int8"), ("coremltools",), "coreml"),
-    "onnx": FormatInfo("mbdeploy.export.onnx", ".onnx", ("fp32", "int8"), ("fp32", "int8"),
-                       ("onnx", "onnxruntime"), "onnx"),
-}
 
 
 def format_installed(name: str) -> bool:
     info = FORMATS[name]
-    return importlib.util.find_spec(info.module) is not None and all(
+    return importlib.util.find_spec(info.exporter) is not None and all(
         importlib.util.find_spec(module) is not None for module in info.requires
     )
 
@@ -54,7 +35,7 @@ def require_format(name: str) -> None:
     if name not in FORMATS:
         raise InvalidInput(f"unknown format {name!r}; allowed: {', '.join(FORMATS)}")
     info = FORMATS[name]
-    if importlib.util.find_spec(info.module) is None:
+    if importlib.util.find_spec(info.exporter) is None:
         raise InvalidInput(f"format {name!r} is not available in this version of mbdeploy")
     for module in info.requires:
         if importlib.util.find_spec(module) is None:
@@ -105,4 +86,4 @@ class ExportJob:
 
 
 def exporter(name: str):
-    return importlib.import_module(FORMATS[name].module)
+    return importlib.import_module(FORMATS[name].exporter)

@@ -38,16 +38,15 @@ class Report:
 
 def write_report(results: Iterable[Path], out_dir: Path, model_dirs: Iterable[Path] = ()) -> Report:
     """Read runs (folders or a results root), write figures, results.csv and index.html into out_dir."""
-    from mbdeploy.peak import host_peak
-    from mbdeploy.report.data import ManifestIndex, latest_ok, load_runs, tidy_rows, to_csv
+    from mbdeploy.records.reader import ManifestIndex, latest_ok, load_runs, tidy_rows, to_csv
     from mbdeploy.report.figures import render_all
-    from mbdeploy.report.fit import fit_groups
+    from mbdeploy.records.fit import fit_groups
     from mbdeploy.report.html import render_page
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = load_runs(list(results))
-    rows = tidy_rows(runs, ManifestIndex(model_dirs), host_peak())
+    rows = tidy_rows(runs, ManifestIndex(model_dirs))
     latest = latest_ok(rows)
     fits = fit_groups(latest)
     figures = render_all(latest, out_dir)

@@ -15,7 +15,7 @@ from typing import Callable
 
 from mbdeploy.architecture import format_alpha, parse_model_name
 from mbdeploy.atomic import write_bytes
-from mbdeploy.report.fit import fit_groups
+from mbdeploy.records.fit import fit_groups
 from mbdeploy.report.pareto import pareto_front
 
 

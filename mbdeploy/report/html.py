@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from mbdeploy.report.figures import FigureOutput, short_label
-from mbdeploy.report.fit import PowerLawFit
+from mbdeploy.records.fit import PowerLawFit
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}

@@ -41,6 +41,8 @@ class RunOutcome:
     peak_memory_mb: float | None = None
     stop_reason: str | None = None  # "target_ci", "max_secs", "runs", or the runner's own
     extra: dict = field(default_factory=dict)  # e.g. delegate coverage, op profile
+    # Throttling the runner itself saw (e.g. the iOS app's thermal state); joins the sensors' verdict.
+    throttle_reasons: list[str] = field(default_factory=list)
 
 
 class Runner(abc.ABC):

@@ -137,6 +137,5 @@ class BenchmarkAppRunner(Runner):
                 raise RunnerError(f"the benchmark app printed no result within {wait_s:.0f} s (logcat tag {LOG_TAG})")
             time.sleep(self.poll_s)
         outcome = parse_output(messages, self.options)
-        outcome.extra["device_settings"] = list(getattr(device, "settings_applied", []))
         outcome.extra["command"] = self.start_command(plain)
         return outcome

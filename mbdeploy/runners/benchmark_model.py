@@ -364,6 +364,5 @@ class BenchmarkModelRunner(Runner):
             tail = " | ".join(line.strip() for line in text.splitlines() if line.strip())[-300:]
             raise RunnerError(f"benchmark_model exited with {result.exit_code}: {tail}")
         outcome = parse_output(text, self.options)
-        outcome.extra["device_settings"] = list(getattr(device, "settings_applied", []))
         outcome.extra["command"] = self.command(self._remote, remote_model)
         return outcome

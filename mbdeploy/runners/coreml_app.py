@@ -18,7 +18,7 @@ import math
 import uuid
 
 from mbdeploy.devices.base import Device
-from mbdeploy.devices.ios import COMPUTE_UNITS
+from mbdeploy.devices.ios import COMPUTE_UNITS, IosDevice
 from mbdeploy.errors import InvalidInput, RunnerError
 from mbdeploy.runners.base import RunOutcome, Runner, TimingOptions
 
@@ -77,11 +77,12 @@ class CoreMLAppRunner(Runner):
                 "threads": None, "warmup_runs": self.options.warmup_runs, "runs": self.runs}
 
     def prepare(self, device: Device) -> None:
-        if not callable(getattr(device, "bench_pushed", None)):
+        if not isinstance(device, IosDevice):
             raise RunnerError(f"the coreml_app runner needs an iPhone or iPad; {device.id} is a {device.kind} device")
 
     def run(self, device: Device, remote_model: str) -> RunOutcome:
         self.prepare(device)
+        assert isinstance(device, IosDevice)
         # A fresh id per launch: a done marker left by an earlier launch is never taken for this one's.
         run_id = f"{self.name}-{uuid.uuid4().hex[:12]}"
         records = device.bench_pushed(remote_model, run_id, runs=self.runs, warmup=self.options.warmup_runs,

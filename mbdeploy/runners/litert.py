@@ -95,7 +95,7 @@ class LiteRTRunner(Runner):
 
     def command(self, device: Device, remote_model: str) -> list[str]:
         options = self.options
-        argv = [getattr(device, "python", "python3"), self._scripts[device.id], "--model", remote_model,
+        argv = [device.python, self._scripts[device.id], "--model", remote_model,
                 "--threads", str(options.threads), "--warmup", str(options.warmup_runs),
                 "--min-secs", str(options.min_secs), "--max-secs", str(options.max_secs),
                 "--target-ci", str(options.target_ci)]

@@ -32,6 +32,15 @@ class PowerResult:
 
 
 class PowerMeter(abc.ABC):
+    """A device's power reader. `source` is None when the device has no sensor it can read."""
+
+    source: str | None = None
+
+    @property
+    def idle_power_mw(self) -> float | None:
+        """The idle baseline from the last `measure_idle`, when one was taken."""
+        return None
+
     @abc.abstractmethod
     def measure_idle(self, seconds: float) -> None:
         """Sample the idle baseline before a model runs."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mbdeploy.errors import DeviceError
-from mbdeploy.power import PowerMeter, PowerResult
+from mbdeploy.devices.power import PowerMeter, PowerResult
 
 SAMPLER_NAME = "android_sampler.sh"
 # Same lookup as the sampler: $MBDEPLOY_SYSFS (the adb test device's stand-in) or /sys.
@@ -161,7 +161,7 @@ def compute(idle: SamplerTrace, load: SamplerTrace, latency_ms: float, charging:
 
 
 def sampler_source() -> Path:
-    return Path(__file__).resolve().parent / "device_side" / SAMPLER_NAME
+    return Path(__file__).resolve().parents[1] / "device_side" / SAMPLER_NAME
 
 
 class AndroidPowerMeter(PowerMeter):

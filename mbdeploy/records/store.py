@@ -1,4 +1,4 @@
-"""Run folders, the append-only record file, and the per-device lock.
+"""Run folders and the append-only record file.
 
     results/<run-id>/run.json        host, tool versions, options, devices (rewritten atomically)
     results/<run-id>/results.jsonl   one record per (device, artifact, runner config), append-only
@@ -20,15 +20,14 @@ import os
 import re
 import secrets
 import time
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
 from mbdeploy.atomic import append_line, write_json
 from mbdeploy.errors import InvalidInput, ResultsError
+from mbdeploy.records.schema import validate_record
 
 RUN_SCHEMA = "mbdeploy.run/1"
-RECORD_SCHEMA = "mbdeploy.record/1"
 RUN_FILE = "run.json"
 RECORDS_FILE = "results.jsonl"
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -41,22 +40,6 @@ def utc_now() -> str:
 def new_run_id() -> str:
     """Sortable and unique: UTC time plus a short random suffix."""
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
-
-
-@lru_cache(maxsize=1)
-def record_schema() -> dict:
-    return json.loads((Path(__file__).parent / "schemas" / "record.schema.json").read_text())
-
-
-def validate_record(record: dict) -> None:
-    """Raise ResultsError naming the first violation of the record schema."""
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(record_schema())
-    error = jsonschema.exceptions.best_match(validator.iter_errors(record))
-    if error is not None:
-        where = "/".join(str(part) for part in error.absolute_path) or "(record)"
-        raise ResultsError(f"record rejected by the schema at {where}: {error.message}")
 
 
 def record_key(record: dict) -> tuple[str, str, str, str]:
@@ -187,61 +170,3 @@ class RunFolder:
         """Validate, then append the record as one line."""
         validate_record(record)
         append_line(self.records_file, json.dumps(record, separators=(",", ":"), allow_nan=False))
-
-
-def lock_dir() -> Path:
-    if os.environ.get("MBDEPLOY_LOCK_DIR"):
-        return Path(os.environ["MBDEPLOY_LOCK_DIR"])
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "mbdeploy" / "locks"
-
-
-class DeviceLock:
-    """An exclusive fcntl lock per device, so two benches never time one device at once.
-
-    The kernel drops the lock when the process dies, so a killed bench never
-    leaves a stale lock behind.
-    """
-
-    def __init__(self, device_id: str, wait: bool = True, on_wait: Callable[[str], None] | None = None,
-                 directory: Path | None = None) -> None:
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", device_id).strip("_") or "device"
-        self.device_id = device_id
-        self.path = Path(directory or lock_dir()) / f"{safe}.lock"
-        self.wait = wait
-        self.on_wait = on_wait
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                os.close(fd)
-                raise
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-            if not self.wait:
-                os.close(fd)
-                raise ResultsError(f"device {self.device_id} is busy: a bench ({holder}) holds {self.path}; "
-                                   "wait for it or run without --no-wait", device=self.device_id) from None
-            if self.on_wait:
-                self.on_wait(f"device {self.device_id} is busy ({holder}); waiting for its lock")
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%H:%M:%S')}".encode(), 0)
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self) -> "DeviceLock":
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from mbdeploy.devices.base import SensorReading
-from mbdeploy.power import PowerMeter, PowerResult
+from mbdeploy.devices.power import PowerMeter, PowerResult
 
 THERMAL_GLOBS = ("/sys/class/thermal/thermal_zone*/type", "/sys/class/thermal/thermal_zone*/temp")
 CPUFREQ_GLOBS = (

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import csv
 import io
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from mbdeploy.errors import ManifestError, ResultsError
 from mbdeploy.manifest import artifact_key, find_manifests, load_manifest
-from mbdeploy.results import RECORDS_FILE, RUN_FILE, RunFolder, read_records, validate_record
+from mbdeploy.records.schema import validate_record
+from mbdeploy.records.store import RECORDS_FILE, RUN_FILE, RunFolder, read_records
 
 OFFICIAL_SOURCES = frozenset({"slim-checkpoint", "tflite", "keras"})
 FLOAT_PRECISIONS = frozenset({"fp32", "fp16"})
@@ -187,7 +187,7 @@ def accuracy_of(manifest: dict | None, artifact: dict, name: str, weights_source
 # --- tidy rows ------------------------------------------------------------------
 
 
-def record_row(record: dict, entry: ManifestEntry | None, peak=None, run_meta: dict | None = None) -> dict:  # noqa: ANN001
+def record_row(record: dict, entry: ManifestEntry | None) -> dict:
     """One record as a flat row of plain values; units in the column names."""
     device = record["device"]
     artifact = record["artifact"]
@@ -202,16 +202,16 @@ def record_row(record: dict, entry: ManifestEntry | None, peak=None, run_meta: d
     weights_source = artifact.get("weights_source") or (manifest or {}).get("weights", {}).get("source")
     gmacs = macs / median / 1e6 if macs and median else None
     peak_gmacs = None
-    # The peak is this host's fp32 vector peak: it applies to fp32 models run
-    # on this very host (device kind "local", run.json naming this hostname).
-    bench_host = (run_meta or {}).get("host", {}).get("hostname")
-    on_this_host = device["kind"] == "local" and bench_host in (None, platform.node())
+    # The device's fp32 vector peak, as its info recorded it at bench time: it applies to fp32 models.
+    peak = (device.get("extra") or {}).get("cpu_peak")
     peak_basis = None
-    if peak is not None and on_this_host and artifact["precision"] == "fp32":
-        peak_gmacs = peak.gmacs_per_s(runner.get("threads"))
-        used = round(peak_gmacs / (peak.macs_per_cycle * peak.clock_ghz))
-        peak_basis = (f"{peak.vector}: {peak.macs_per_cycle} MAC/cycle x {peak.clock_ghz:.2f} GHz "
-                      f"({peak.clock_source}) x {used} core(s)")
+    if isinstance(peak, dict) and artifact["precision"] == "fp32":
+        cores = peak.get("cores") or 1
+        threads = runner.get("threads")
+        used = cores if threads is None else max(1, min(threads, cores))
+        peak_gmacs = peak["macs_per_cycle"] * peak["clock_ghz"] * used
+        peak_basis = (f"{peak['vector']}: {peak['macs_per_cycle']} MAC/cycle x {peak['clock_ghz']:.2f} GHz "
+                      f"({peak['clock_source']}) x {used} core(s)")
     return {
         "run_id": record["run_id"],
         "status": record["status"],
@@ -259,12 +259,12 @@ def record_row(record: dict, entry: ManifestEntry | None, peak=None, run_meta: d
     }
 
 
-def tidy_rows(runs: Iterable[Run], index: ManifestIndex | None = None, peak=None) -> list[dict]:  # noqa: ANN001
+def tidy_rows(runs: Iterable[Run], index: ManifestIndex | None = None) -> list[dict]:
     index = index or ManifestIndex()
     rows = []
     for run in runs:
         for record in run.records:
-            rows.append(record_row(record, index.for_record(record, run.path), peak, run.meta))
+            rows.append(record_row(record, index.for_record(record, run.path)))
     return rows
 
 

@@ -1,6 +1,6 @@
 """Theoretical fp32 peak of an x86 CPU, from its vector width and clock.
 
-The report divides measured throughput (MACs per second) by this to show how
+A local device records this in its info; the report divides measured throughput (MACs per second) by it to show how
 much of the machine a model uses. The peak is per core:
 
     MACs/cycle = FMA units x fp32 lanes per vector register
@@ -20,8 +20,8 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-CPUINFO = Path("/proc/cpuinfo")
-MAX_FREQ = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+CPUINFO = "proc/cpuinfo"
+MAX_FREQ = "sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq"
 
 # (flags required, name, fp32 MACs per cycle per core), widest first.
 _VECTOR_UNITS = (
@@ -85,14 +85,14 @@ def parse_cpuinfo(text: str, max_freq_khz: int | None = None) -> CpuPeak | None:
     return CpuPeak(model or "unknown x86", unit[0], unit[1], clock, source, max(cores, 1))
 
 
-def host_peak() -> CpuPeak | None:
-    """This host's peak, or None where it cannot be known."""
+def peak_under(root: Path | str = "/") -> CpuPeak | None:
+    """The peak of the machine whose /proc and /sys are under `root`, or None where it cannot be known."""
     try:
-        text = CPUINFO.read_text()
+        text = (Path(root) / CPUINFO).read_text()
     except OSError:
         return None
     try:
-        max_freq = int(MAX_FREQ.read_text().strip())
+        max_freq = int((Path(root) / MAX_FREQ).read_text().strip())
     except (OSError, ValueError):
         max_freq = None
     return parse_cpuinfo(text, max_freq)

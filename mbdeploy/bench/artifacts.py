@@ -1,0 +1,113 @@
+"""Which artifacts a bench times: manifest entries (checked against their digest) and plain model files."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+from mbdeploy.errors import InvalidInput, ManifestError
+from mbdeploy.formats import FORMAT_NAMES, PLAIN_SUFFIXES
+from mbdeploy.manifest import artifact_digest, artifact_file, find_manifests, load_manifest
+
+
+@dataclass
+class Artifact:
+    """One model file to time, with what its manifest (or `inspect`) says about it."""
+
+    name: str
+    format: str
+    precision: str
+    path: Path
+    sha256: str
+    bytes: int
+    macs: int | None = None
+    params: int | None = None
+    alpha: float | None = None
+    resolution: int | None = None
+    manifest: str | None = None
+    weights_source: str | None = None
+
+    def record_fields(self) -> dict:
+        fields = asdict(self)
+        fields.pop("path")
+        return fields
+
+
+def _inspect_counts(path: Path) -> dict:
+    """MACs/params/precision of a plain model file, read by `mbdeploy.inspection`."""
+    from mbdeploy.inspection import inspect_tflite
+
+    try:
+        return inspect_tflite(path)
+    except Exception:  # noqa: BLE001 - an uninspectable file is still benchable; counts stay null
+        return {}
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _from_manifest(manifest_file: Path, manifest: dict, entry: dict) -> Artifact:
+    path = artifact_file(manifest_file, entry)
+    if not path.exists():
+        raise ManifestError(f"{manifest_file} lists {entry.get('path')!r}, which does not exist")
+    size, digest = artifact_digest(path)
+    if entry.get("sha256") and entry["sha256"] != digest:
+        raise ManifestError(f"{path} changed since {manifest_file} was written (sha256 differs); convert it again")
+    spec = manifest.get("spec", {})
+    return Artifact(
+        name=manifest["name"], format=entry["format"], precision=str(entry["precision"]), path=path,
+        sha256=digest, bytes=size,
+        macs=_int_or_none(entry.get("macs", manifest.get("macs"))),
+        params=_int_or_none(entry.get("params", manifest.get("params"))),
+        alpha=spec.get("alpha"), resolution=spec.get("resolution"), manifest=str(manifest_file),
+        weights_source=(manifest.get("weights") or {}).get("source"),
+    )
+
+
+def _plain(path: Path) -> Artifact:
+    counts = _inspect_counts(path)
+    size, digest = artifact_digest(path)
+    return Artifact(
+        name=path.stem, format=PLAIN_SUFFIXES[path.suffix], precision=str(counts.get("precision") or "unknown"),
+        path=path, sha256=digest, bytes=size,
+        macs=_int_or_none(counts.get("macs")), params=_int_or_none(counts.get("params")),
+    )
+
+
+def collect_artifacts(paths: Sequence[Path], precisions: Sequence[str] | None = None,
+                      formats: Sequence[str] = ("tflite",)) -> list[Artifact]:
+    """Artifacts listed by manifests under `paths`, plus plain model files no manifest lists."""
+    bad = sorted(set(formats) - set(FORMAT_NAMES))
+    if bad:
+        raise InvalidInput(f"unknown format(s) {bad}; allowed: {', '.join(FORMAT_NAMES)}")
+    found: list[Artifact] = []
+    listed: set[Path] = set()
+    plain: list[Path] = []
+    for root in map(Path, paths):
+        if not root.exists():
+            raise InvalidInput(f"--models {root} does not exist")
+        manifests = list(find_manifests([root]))
+        if root.is_file() and root.name != "manifest.json":
+            beside = root.parent / "manifest.json"
+            manifests = [beside] if beside.is_file() else []
+            plain.append(root)
+        elif root.is_dir():
+            plain += sorted(p for p in root.rglob("*") if p.suffix in PLAIN_SUFFIXES and p.is_file())
+        for manifest_file in manifests:
+            manifest = load_manifest(manifest_file)
+            for entry in manifest["artifacts"]:
+                path = artifact_file(manifest_file, entry).resolve()
+                listed.add(path)
+                if root.is_file() and root.name != "manifest.json" and path != root.resolve():
+                    continue  # a single file was named: only its own entry
+                if entry.get("format") not in formats or (precisions and str(entry.get("precision")) not in precisions):
+                    continue  # not asked for: neither hashed nor checked
+                found.append(_from_manifest(manifest_file, manifest, entry))
+    for path in plain:
+        if path.resolve() not in listed and path.suffix in PLAIN_SUFFIXES:
+            found.append(_plain(path))
+    unique = {(a.sha256, a.format, a.precision, a.name): a for a in found}
+    chosen = [a for a in unique.values() if a.format in formats and (not precisions or a.precision in precisions)]
+    return sorted(chosen, key=lambda a: (a.name, a.format, a.precision))

@@ -1,0 +1,150 @@
+"""The sweep: artifacts x devices -> validated records in a run folder, one worker thread per device."""
+
+from __future__ import annotations
+
+import os
+import platform
+import posixpath
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Iterable
+
+from mbdeploy.bench.artifacts import Artifact
+from mbdeploy.bench.measure import measure_one, measure_one_failed
+from mbdeploy.bench.options import BenchOptions
+from mbdeploy.bench.thermal import cool_down
+from mbdeploy.devices.base import Device
+from mbdeploy.devices.lock import DeviceLock
+from mbdeploy.devices.power import PowerMeter
+from mbdeploy.errors import MbdeployError
+from mbdeploy.manifest import tool_versions
+from mbdeploy.records.store import RunFolder, utc_now
+from mbdeploy.runners.base import Runner
+from mbdeploy.runners.registry import make_runners
+
+Event = Callable[[str, dict], None]  # (kind, data): "start", "record", "skip", "unsupported", "wait"
+
+
+def host_meta() -> dict:
+    return {"hostname": platform.node(), "platform": platform.platform(), "machine": platform.machine(),
+            "python": platform.python_version(), "pid": os.getpid()}
+
+
+def start_run(out: Path, options: BenchOptions, models: Iterable[Path], device_infos: list[dict],
+              resume: str | None = None, command: list[str] | None = None) -> RunFolder:
+    if resume:
+        folder = RunFolder.open(out, resume)
+        folder.drop_partial_line()
+        resumed = folder.meta().get("resumed_at", [])
+        folder.update_meta(resumed_at=[*resumed, utc_now()])
+        return folder
+    meta = {"host": host_meta(), "tools": tool_versions(), "options": asdict(options),
+            "models": [str(m) for m in models], "devices": device_infos, "command": command}
+    return RunFolder.create(out, meta)
+
+
+def device_runners(device: Device, options: BenchOptions) -> list[Runner]:
+    """The runner configs this device times with: the chosen runner, else its kind's default."""
+    return make_runners(options.runner or device.default_runner, options.timing, options.runner_options)
+
+
+def clean_device(device: Device) -> None:
+    """Remove the models this sweep pushed, unless --keep (best effort: the record matters more)."""
+    if device.keep:
+        return
+    try:
+        device.shell(["rm", "-rf", "--", posixpath.join(device.workdir, "models")], timeout=60)
+    except Exception:  # noqa: BLE001
+        pass
+
+
+class _Sweep:
+    """What every device worker shares: the run folder, the records so far, the event sink."""
+
+    def __init__(self, folder: RunFolder, options: BenchOptions, emit: Event) -> None:
+        self.folder = folder
+        self.options = options
+        self.emit = emit
+        self.done = folder.recorded_keys()
+        self.write_lock = threading.Lock()
+        self.records: list[dict] = []
+
+    def store(self, record: dict) -> None:
+        with self.write_lock:
+            self.folder.append(record)
+            self.records.append(record)
+        self.emit("record", record)
+
+    def device(self, device: Device, info: dict, artifacts: list[Artifact]) -> None:
+        for runner in device_runners(device, self.options):
+            self.runner(device, info, runner, artifacts)
+
+    def runner(self, device: Device, info: dict, runner: Runner, artifacts: list[Artifact]) -> None:
+        emit = self.emit
+        for artifact in artifacts:
+            if artifact.format not in runner.formats:
+                emit("unsupported", {"device": device.id, "artifact": artifact.name, "precision": artifact.precision})
+        artifacts = [a for a in artifacts if a.format in runner.formats]
+        todo = [a for a in artifacts if (device.id, a.name, a.sha256, runner.config_key()) not in self.done]
+        for artifact in artifacts:
+            if artifact not in todo:
+                emit("skip", {"device": device.id, "artifact": artifact.name, "precision": artifact.precision})
+        if not todo:
+            return
+        lock = DeviceLock(device.id, wait=self.options.wait_for_lock,
+                          on_wait=lambda msg: emit("wait", {"message": msg}))
+        with lock:
+            meter: PowerMeter | None = None
+            try:
+                runner.prepare(device)
+                # Once per device: finding the sensors costs a round trip.
+                meter = device.power_meter(allow_charging=self.options.allow_charging)
+            except MbdeployError as exc:
+                prepare_error: str | None = exc.message
+            else:
+                prepare_error = None
+            try:
+                self.models(device, info, runner, todo, prepare_error, meter)
+            finally:
+                clean_device(device)
+
+    def models(self, device: Device, info: dict, runner: Runner, todo: list[Artifact], prepare_error: str | None,
+               meter: PowerMeter | None) -> None:
+        options = self.options
+        for index, artifact in enumerate(todo):
+            self.emit("start", {"device": device.id, "artifact": artifact.name, "precision": artifact.precision})
+            cooldown = None
+            if index > 0:
+                cooldown = cool_down(device, options.cooldown_s, options.cooldown_temp_c, options.cooldown_max_s)
+            if prepare_error is None:
+                record = measure_one(device, info, runner, artifact, self.folder.run_id, options, cooldown, meter)
+            else:
+                record = measure_one_failed(device, info, runner, artifact, self.folder.run_id, prepare_error)
+            self.store(record)
+
+
+def run_sweep(devices: list[Device], device_infos: list[dict], artifacts: list[Artifact], folder: RunFolder,
+              options: BenchOptions, emit: Event | None = None) -> list[dict]:
+    """Bench every artifact on every device (one thread per device); return the new records."""
+    sweep = _Sweep(folder, options, emit or (lambda kind, data: None))
+    errors: list[BaseException] = []
+
+    def work(device: Device, info: dict) -> None:
+        try:
+            sweep.device(device, info, artifacts)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
+            errors.append(exc)
+
+    if len(devices) == 1:
+        work(devices[0], device_infos[0])
+    else:
+        threads = [threading.Thread(target=work, args=(d, i), name=f"bench-{d.id}", daemon=True)
+                   for d, i in zip(devices, device_infos)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise errors[0]
+    return sweep.records

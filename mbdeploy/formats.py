@@ -1,0 +1,40 @@
+"""The format registry: every list of formats, click choice and schema enum derives from it.
+
+Light on purpose (no numpy, no exporter): the sweep, `select` and the CLI read
+it without loading any conversion library. The exporter and the host runtime
+of each format are the modules it names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FormatInfo:
+    name: str
+    exporter: str  # module with export(job, precision, path) and verify(job, precision, path)
+    runtime: str  # module with predictor(path): the host runtime verify and eval share
+    suffix: str
+    precisions: tuple[str, ...]
+    default_precisions: tuple[str, ...]
+    requires: tuple[str, ...]  # importable modules the format needs
+    extra: str | None  # the pip extra that installs them
+    folder: bool = False  # the artifact is a folder (.mlpackage), not a file
+
+
+FORMATS: dict[str, FormatInfo] = {info.name: info for info in (
+    FormatInfo("tflite", "mbdeploy.export.tflite", "mbdeploy.export.tflite", ".tflite",
+               ("fp32", "fp16", "dynamic", "int8"), ("fp32", "fp16", "dynamic", "int8"), ("tensorflow",), None),
+    FormatInfo("coreml", "mbdeploy.export.coreml", "mbdeploy.export.coreml", ".mlpackage",
+               ("fp32", "fp16", "int8", "w8a8"), ("fp16", "int8"), ("coremltools",), "coreml", folder=True),
+    FormatInfo("onnx", "mbdeploy.export.onnx", "mbdeploy.export.onnx", ".onnx",
+               ("fp32", "int8"), ("fp32", "int8"), ("onnx", "onnxruntime"), "onnx"),
+)}
+FORMAT_NAMES: tuple[str, ...] = tuple(FORMATS)
+# Plain model files `bench` takes without a manifest, by suffix.
+PLAIN_SUFFIXES: dict[str, str] = {".tflite": "tflite"}
+
+
+def format_of_suffix(suffix: str) -> str | None:
+    return next((info.name for info in FORMATS.values() if info.suffix == suffix), None)
