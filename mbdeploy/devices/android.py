@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mbdeploy.atomic import sha256_file
-from mbdeploy.devices.base import Device, DeviceInfo, SensorReading, ShellResult, quote_argv
+from mbdeploy.devices.base import Device, DeviceInfo, SensorReading, ShellResult, device_name_key, quote_argv
 from mbdeploy.errors import DeviceDisconnected, DeviceError, DeviceNotFound, InvalidInput
 
 DEFAULT_PORT = 5037
@@ -157,10 +157,6 @@ def resolve(name: str | None = None, adb_host: str | None = None) -> "AndroidDev
             f"or ANDROID_SERIAL; adb sees: {seen}"
         )
     return online[0]
-
-
-def _normalise(text: str) -> str:
-    return re.sub(r"[\s_\-]+", "_", text.strip().lower())
 
 
 def parse_getprop(text: str) -> dict[str, str]:
@@ -402,12 +398,12 @@ class AndroidDevice(Device):
             keys += [model.split()[0] if model.split() else ""]
         out: list[str] = []
         for key in keys:
-            if key and _normalise(key) not in out:
-                out.append(_normalise(key))
+            if key and device_name_key(key) not in out:
+                out.append(device_name_key(key))
         return out
 
     def matches(self, name: str) -> bool:
-        return _normalise(name) in self.match_keys()
+        return device_name_key(name) in self.match_keys()
 
     def battery(self) -> dict:
         return parse_battery(self._check(["dumpsys", "battery"]))

@@ -8,6 +8,7 @@ file name with spaces, quotes or `;` can never run anything extra.
 from __future__ import annotations
 
 import abc
+import re
 import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -62,6 +63,11 @@ class SensorReading:
 def quote_argv(argv: list[str]) -> str:
     """One POSIX shell command line from an argv list, every word quoted."""
     return " ".join(shlex.quote(str(word)) for word in argv)
+
+
+def device_name_key(text: str) -> str:
+    """A `--device` name or a device's own name, compared loosely: case, spaces, `_` and `-` do not count."""
+    return re.sub(r"[\s_\-]+", "_", text.strip().lower())
 
 
 class Device(abc.ABC):

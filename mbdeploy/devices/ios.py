@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from mbdeploy.atomic import write_json
-from mbdeploy.devices.base import Device, DeviceInfo, SensorReading, ShellResult, quote_argv
+from mbdeploy.devices.base import Device, DeviceInfo, SensorReading, ShellResult, device_name_key, quote_argv
 from mbdeploy.errors import DeviceError, InvalidInput, ResultsError
 
 BUNDLE_ID = "org.mbdeploy.bench"  # ios_harness/project.yml
@@ -247,10 +247,6 @@ def parse_app_results(text: str, device: DeviceInfo | None = None, source: str =
     return parsed
 
 
-def _match_key(text: str) -> str:
-    return re.sub(r"[\s_\-]+", "_", text.strip().lower())
-
-
 def _pushed_artifact(name: str, local: Path) -> dict:
     """The plan's artifact block for a model the host copied: the app checks `bytes` on arrival."""
     from mbdeploy.manifest import artifact_digest
@@ -319,10 +315,10 @@ class IosDevice(Device):
         # "iPhone 15 Pro" and "iPhone16,1" both belong to the family "iphone".
         keys += [match.group(0) for key in (info.model or "", info.soc or "")
                  if (match := re.match(r"i(Phone|Pad|Pod)", key, flags=re.IGNORECASE))]
-        return list(dict.fromkeys(_match_key(key) for key in keys if key))
+        return list(dict.fromkeys(device_name_key(key) for key in keys if key))
 
     def matches(self, name: str) -> bool:
-        return _match_key(name) in self.match_keys()
+        return device_name_key(name) in self.match_keys()
 
     def _call(self, argv: list[str], what: str, timeout: float = 300) -> subprocess.CompletedProcess:
         try:
