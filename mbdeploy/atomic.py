@@ -6,6 +6,7 @@ rename is atomic on one filesystem) and renamed into place only when whole.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -79,19 +80,33 @@ def _umask() -> int:
 
 
 def append_line(path: Path, line: str) -> None:
-    """Append one whole line with a single write, then fsync.
+    """Append one whole line, then fsync; on any failure cut the file back to where it was.
 
-    One `write` of a line under PIPE_BUF-ish size on a local filesystem in
-    append mode lands whole or not at all; readers also drop a last line that
-    lacks its newline, so a crash mid-write can never leave a partial record.
+    One `write` in append mode lands whole on a local filesystem, but a full
+    disk makes it short: the rest is retried (which then fails with the reason),
+    and on any failure the bytes that did land are cut off again, so the next append never fuses with half a record. The
+    caller gets the OSError and must stop (nothing was stored).
     """
     if "\n" in line:
         raise ValueError("a record must be a single line")
     data = (line + "\n").encode("utf-8")
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
+        start = os.fstat(fd).st_size
+        try:
+            done = 0
+            while done < len(data):  # a short write is retried: the retry fails with the real reason (ENOSPC)
+                written = os.write(fd, data[done:])
+                if written == 0:
+                    raise OSError(errno.EIO, f"write of {path} made no progress")
+                done += written
+            os.fsync(fd)
+        except OSError:
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                pass  # the reader still drops a last line without its newline; --resume repairs the rest
+            raise
     finally:
         os.close(fd)
 

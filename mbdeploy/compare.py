@@ -10,6 +10,7 @@ model that ran in the baseline but failed now is a regression too.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,6 +52,7 @@ class PairedRecord:
 class Comparison:
     threshold: float
     pairs: list[PairedRecord] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # lines of either run that were skipped, with the reason
 
     @property
     def regressions(self) -> list[PairedRecord]:
@@ -58,7 +60,7 @@ class Comparison:
 
     def to_dict(self) -> dict:
         return {"threshold": self.threshold, "regressions": len(self.regressions),
-                "pairs": [asdict(p) | {"regressed": p.regressed} for p in self.pairs]}
+                "pairs": [asdict(p) | {"regressed": p.regressed} for p in self.pairs], "unreadable": self.unreadable}
 
 
 def parse_threshold(text: str | float) -> float:
@@ -85,6 +87,11 @@ def judge(baseline: dict | None, current: dict | None, threshold: float) -> tupl
     if baseline is None:
         return None, ONLY_CURRENT
     base_ms, cur_ms = baseline["latency_ms_median"], current["latency_ms_median"]
+    for row in (baseline, current):
+        for key in ("latency_ms_median", "latency_ms_ci95_low", "latency_ms_ci95_high"):
+            if row[key] is not None and not math.isfinite(row[key]):
+                raise ResultsError(f"{row['run_id']}: {row['model']} has a non-finite {key} ({row[key]!r}); "
+                                   "no verdict can rest on it")
     if baseline["status"] != "ok" or base_ms is None:
         return None, ONLY_CURRENT if current["status"] == "ok" else UNCHANGED
     if current["status"] != "ok" or cur_ms is None:
@@ -120,13 +127,14 @@ def compare_runs(baseline: Path, current: Path, threshold: float = 0.05) -> Comp
     """Pair the records of two runs (folders, results.jsonl files or run ids) and judge each pair."""
     if not 0 < threshold < 1:
         raise InvalidInput(f"threshold must be a fraction in (0, 1), got {threshold}")
-    before = _latest(tidy_rows(load_runs([_run_path(baseline)])))
-    after = _latest(tidy_rows(load_runs([_run_path(current)])))
+    baseline_runs, current_runs = load_runs([_run_path(baseline)]), load_runs([_run_path(current)])
+    before = _latest(tidy_rows(baseline_runs))
+    after = _latest(tidy_rows(current_runs))
     if not set(before) & set(after):
         raise ResultsError(
             f"no record of {current} matches one of {baseline} by (device, model, format, precision, runner config)"
         )
-    comparison = Comparison(threshold)
+    comparison = Comparison(threshold, unreadable=[line for run in baseline_runs + current_runs for line in run.skipped])
     for key in sorted(set(before) | set(after)):
         b, c = before.get(key), after.get(key)
         change, verdict = judge(b, c, threshold)

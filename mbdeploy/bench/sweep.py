@@ -6,6 +6,7 @@ import os
 import platform
 import posixpath
 import threading
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Iterable
@@ -17,7 +18,7 @@ from mbdeploy.bench.thermal import cool_down
 from mbdeploy.devices.base import Device
 from mbdeploy.devices.lock import DeviceLock
 from mbdeploy.devices.power import PowerMeter
-from mbdeploy.errors import MbdeployError
+from mbdeploy.errors import MbdeployError, ResultsError
 from mbdeploy.manifest import tool_versions
 from mbdeploy.records.store import RunFolder, utc_now
 from mbdeploy.runners.base import Runner
@@ -35,7 +36,10 @@ def start_run(out: Path, options: BenchOptions, models: Iterable[Path], device_i
               resume: str | None = None, command: list[str] | None = None) -> RunFolder:
     if resume:
         folder = RunFolder.open(out, resume)
-        folder.drop_partial_line()
+        dropped, bad = folder.repair()
+        if dropped:
+            warnings.warn(f"{folder.records_file}: dropped {dropped} unreadable line(s) before resuming; "
+                          f"the file as it was is kept as {bad.name}", stacklevel=2)
         resumed = folder.meta().get("resumed_at", [])
         folder.update_meta(resumed_at=[*resumed, utc_now()])
         return folder
@@ -69,10 +73,15 @@ class _Sweep:
         self.done = folder.recorded_keys()
         self.write_lock = threading.Lock()
         self.records: list[dict] = []
+        self.stopped = threading.Event()  # a record could not be stored: every worker stops after its model
 
     def store(self, record: dict) -> None:
         with self.write_lock:
-            self.folder.append(record)
+            try:
+                self.folder.append(record)
+            except ResultsError:
+                self.stopped.set()
+                raise
             self.records.append(record)
         self.emit("record", record)
 
@@ -113,6 +122,8 @@ class _Sweep:
                meter: PowerMeter | None) -> None:
         options = self.options
         for index, artifact in enumerate(todo):
+            if self.stopped.is_set():
+                return
             self.emit("start", {"device": device.id, "artifact": artifact.name, "precision": artifact.precision})
             cooldown = None
             if index > 0:

@@ -144,7 +144,8 @@ def bench(device_name, models, precisions, formats, out, resume, runner_name, th
             artifacts = library.artifacts_to_bench(model_paths, _split(precisions),
                                                    list(library.default_formats(devices)))
         library.check_runners(devices, artifacts, options)
-        folder = library.start_run(out, options, model_paths, infos, resume=resume, command=sys.argv)
+        with warnings_to_stderr():  # --resume says what it repaired
+            folder = library.start_run(out, options, model_paths, infos, resume=resume, command=sys.argv)
         skipped = 0
         total = len(devices) * len(artifacts) * len(runner_option_sets(options.runner_options))
         with progress("bench", total=total, enabled=not as_json) as bar:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mbdeploy.cli.output import console, emit, json_option
+from mbdeploy.cli.output import console, emit, json_option, warnings_to_stderr
 
 
 @click.command(help="Compare two result runs. Exits non-zero when a median latency grew beyond the "
@@ -19,7 +19,8 @@ def compare(baseline: Path, current: Path, threshold: str, as_json: bool) -> Non
     from mbdeploy.compare import compare_runs, parse_threshold
     from mbdeploy.errors import ResultsError
 
-    result = compare_runs(baseline, current, parse_threshold(threshold))
+    with warnings_to_stderr():  # each skipped line is named on its own Warning: line
+        result = compare_runs(baseline, current, parse_threshold(threshold))
     emit(result.to_dict(), as_json, lambda _: _render(result))
     if result.regressions:
         worst = max(result.regressions, key=lambda p: p.change or 0)
@@ -28,6 +29,10 @@ def compare(baseline: Path, current: Path, threshold: str, as_json: bool) -> Non
             f"{100 * result.threshold:g}% (worst: {worst.model} {worst.format} {worst.precision} on {worst.device}, "
             + (f"{100 * worst.change:+.1f}%)" if worst.change is not None else f"{worst.verdict})")
         )
+    if result.unreadable:
+        # A gate must not pass on data it could not read: the other pairs are judged above, the exit says so.
+        raise ResultsError(f"{len(result.unreadable)} line(s) of the runs could not be read (named above); "
+                           "no regression among the rest, but the gate fails until they are fixed or removed")
 
 
 def _ci(ci: tuple) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mbdeploy.cli.output import console, emit, json_option
+from mbdeploy.cli.output import console, emit, json_option, warnings_to_stderr
 
 
 @click.command(help="The most accurate model within a latency budget on one device, measured or predicted "
@@ -27,7 +27,8 @@ def select(device: str, budget_ms: float, metric: str, formats: tuple, max_size_
     from mbdeploy.errors import ResultsError
     from mbdeploy.select import select_model
 
-    selection = select_model(device, budget_ms, results, models, metric, formats or None, max_size_mb)
+    with warnings_to_stderr():  # a skipped record line is named, and the choice goes on
+        selection = select_model(device, budget_ms, results, models, metric, formats or None, max_size_mb)
     emit(selection.to_dict(), as_json, lambda _: _render(selection))
     if selection.chosen is None:
         raise ResultsError(f"no model with known accuracy fits {budget_ms:g} ms ({metric}) on {device}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -20,7 +21,7 @@ from typing import Iterable
 from mbdeploy.errors import ManifestError, ResultsError
 from mbdeploy.manifest import artifact_key, find_manifests, load_manifest
 from mbdeploy.records.schema import validate_record
-from mbdeploy.records.store import RECORDS_FILE, RUN_FILE, RunFolder, read_records
+from mbdeploy.records.store import RECORDS_FILE, RUN_FILE, RunFolder, read_numbered_records
 
 OFFICIAL_SOURCES = frozenset({"slim-checkpoint", "tflite", "keras"})
 FLOAT_PRECISIONS = frozenset({"fp32", "fp16"})
@@ -45,6 +46,7 @@ class Run:
     path: Path
     meta: dict
     records: list[dict] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # one line per line or file left out, with the reason
 
 
 # --- reading result runs ------------------------------------------------------
@@ -71,25 +73,37 @@ def _is_run(path: Path) -> bool:
 
 
 def load_run(path: Path) -> Run:
-    """One run folder: run.json (metadata) and every whole record of results.jsonl, each checked by the schema."""
+    """One run folder: run.json (metadata) and every whole record of results.jsonl, each checked by the schema.
+
+    A line that does not parse or a record the schema rejects is skipped with a
+    warning naming the file and line (and listed in `Run.skipped`); every other
+    record is read, so one damaged line never hides a results folder.
+    """
     folder = RunFolder(Path(path))
-    meta = folder.meta() if folder.run_file.is_file() else {}
-    problems: list[str] = []
+    skipped: list[str] = []
+    meta: dict = {}
+    if folder.run_file.is_file():
+        try:
+            meta = folder.meta()
+        except ResultsError as exc:
+            skipped.append(f"{exc.message}; its metadata is left out")
 
-    def skipped(number: int, reason: str) -> None:
+    def unparsable(number: int, reason: str) -> None:
         if not reason.startswith("partial last line"):  # a write in progress, by contract not a record yet
-            problems.append(f"{folder.records_file}:{number}: {reason}")
+            skipped.append(f"{folder.records_file}:{number}: {reason}")
 
-    records = read_records(folder.records_file, skipped)
-    if problems:
-        raise ResultsError(problems[0])
-    for number, record in enumerate(records, 1):
+    records = []
+    for number, record in read_numbered_records(folder.records_file, unparsable):
         try:
             validate_record(record)
         except ResultsError as exc:
-            raise ResultsError(f"{folder.records_file}, record {number}: {exc.message}") from None
+            skipped.append(f"{folder.records_file}:{number}: {exc.message}; record skipped")
+            continue
+        records.append(record)
+    for problem in skipped:
+        warnings.warn(problem, stacklevel=2)
     run_id = str(meta.get("run_id") or (records[0]["run_id"] if records else folder.path.name))
-    return Run(run_id, folder.path, meta, records)
+    return Run(run_id, folder.path, meta, records, skipped)
 
 
 def load_runs(paths: Iterable[Path]) -> list[Run]:
@@ -282,10 +296,23 @@ def latest_ok(rows: Iterable[dict]) -> list[dict]:
     return list(chosen.values())
 
 
+# Spreadsheet tools run a cell that starts with one of these as a formula (OWASP, "CSV Injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A value as a CSV cell: None empty; text that a spreadsheet would run as a formula quoted with `'`."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def to_csv(rows: list[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({key: "" if row.get(key) is None else row[key] for key in COLUMNS})
+        writer.writerow({key: csv_cell(row.get(key)) for key in COLUMNS})
     return buffer.getvalue()

@@ -7,6 +7,7 @@ between every runner and every reader.
 from __future__ import annotations
 
 import json
+import math
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,13 +23,38 @@ def record_schema() -> dict:
 
 
 def validate_record(record: dict) -> None:
-    """Raise ResultsError naming the first violation of the record schema."""
+    """Raise ResultsError naming the first violation of the record schema (or a non-finite number)."""
     import jsonschema
 
+    _check_finite(record)
     validator = jsonschema.Draft202012Validator(record_schema())
-    error = jsonschema.exceptions.best_match(validator.iter_errors(record))
+    try:
+        error = jsonschema.exceptions.best_match(validator.iter_errors(record))
+    except RecursionError:
+        raise ResultsError("record rejected: nested too deeply") from None
     if error is not None:
         where = "/".join(str(part) for part in error.absolute_path) or "(record)"
         raise ResultsError(f"record rejected by the schema at {where}: {error.message}")
 
 
+
+
+FLOAT_MAX = 1.7976931348623157e308
+
+
+def _check_finite(record: object) -> None:
+    """NaN, Infinity and integers no float can hold are not measurements (JSON Schema's `number` allows them).
+
+    Walked with a stack, not recursion: a record is untrusted and may nest deeply.
+    """
+    stack: list[tuple[str, object]] = [("", record)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((f"{where}/{key}", item) for key, item in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{where}/{index}", item) for index, item in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value) or (
+                isinstance(value, int) and not isinstance(value, bool) and abs(value) > FLOAT_MAX):
+            text = repr(value) if isinstance(value, float) else f"an integer of {value.bit_length()} bits"
+            raise ResultsError(f"record rejected at {where.lstrip('/') or '(record)'}: {text} is not a finite number")

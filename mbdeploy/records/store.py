@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from mbdeploy.atomic import append_line, write_json
+from mbdeploy.atomic import append_line, write_bytes, write_json
 from mbdeploy.errors import InvalidInput, ResultsError
 from mbdeploy.records.schema import validate_record
 
@@ -50,12 +50,35 @@ def record_key(record: dict) -> tuple[str, str, str, str]:
     return record["device"]["id"], record["artifact"]["name"], record["artifact"]["sha256"], record["config_key"]
 
 
-def read_records(path: Path, on_skip: Callable[[int, str], None] | None = None) -> list[dict]:
-    """Every whole record in a results.jsonl.
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a finite number")
+
+
+def parse_record_line(raw: bytes) -> dict:
+    """One results.jsonl line as a record; ValueError saying why it is not one.
+
+    NaN and Infinity (which Python's json would accept), integers beyond its
+    digit limit and nesting beyond its recursion limit are refused here, so a
+    hostile or damaged line costs one line, never the run.
+    """
+    try:
+        record = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except ValueError as exc:  # also JSONDecodeError, UnicodeDecodeError and the int digit limit
+        raise ValueError(str(exc)[:120]) from None
+    if not isinstance(record, dict):
+        raise ValueError(f"a JSON {type(record).__name__}, not a record object")
+    return record
+
+
+def read_numbered_records(path: Path, on_skip: Callable[[int, str], None] | None = None) -> list[tuple[int, dict]]:
+    """(line number, record) for every whole record in a results.jsonl.
 
     A last line without a newline is a write cut short by a crash and is
-    ignored; an unparsable line elsewhere (should never happen) is reported
-    through `on_skip(line_number, reason)` and skipped.
+    ignored; an unparsable line elsewhere (a damaged disk, an old full-disk
+    bug, an edited file) is reported through `on_skip(line_number, reason)`
+    and skipped: every other record is still read.
     """
     try:
         data = Path(path).read_bytes()
@@ -70,14 +93,16 @@ def read_records(path: Path, on_skip: Callable[[int, str], None] | None = None) 
         if not raw.strip():
             continue
         try:
-            record = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            records.append((number, parse_record_line(raw)))
+        except ValueError as exc:
             if on_skip:
                 on_skip(number, f"unparsable line skipped: {exc}")
-            continue
-        if isinstance(record, dict):
-            records.append(record)
     return records
+
+
+def read_records(path: Path, on_skip: Callable[[int, str], None] | None = None) -> list[dict]:
+    """Every whole record in a results.jsonl (see `read_numbered_records`)."""
+    return [record for _, record in read_numbered_records(path, on_skip)]
 
 
 class RunFolder:
@@ -166,7 +191,51 @@ class RunFolder:
         os.truncate(self.records_file, keep)
         return len(data) - keep
 
+    def repair(self) -> tuple[int, Path | None]:
+        """Before appending to an old run: drop every line a reader would skip; (lines dropped, .bad copy).
+
+        A half-written last line is cut as `drop_partial_line` does. Whole lines
+        that do not parse or break the schema (left by a disk that filled up
+        before appends were checked, or by a hand edit) are dropped too, after
+        the file as it was is kept beside it as `results.jsonl.bad`.
+        """
+        self.drop_partial_line()
+        try:
+            data = self.records_file.read_bytes()
+        except FileNotFoundError:
+            return 0, None
+        good, dropped = [], 0
+        for raw in data.split(b"\n")[:-1]:
+            if not raw.strip():
+                continue
+            try:
+                validate_record(parse_record_line(raw))
+            except (ValueError, ResultsError):
+                dropped += 1
+                continue
+            good.append(raw + b"\n")
+        if not dropped:
+            return 0, None
+        bad = self.records_file.with_name(RECORDS_FILE + ".bad")
+        number = 1
+        while bad.exists():
+            bad = self.records_file.with_name(f"{RECORDS_FILE}.bad.{number}")
+            number += 1
+        try:
+            write_bytes(bad, data)
+            write_bytes(self.records_file, b"".join(good))
+        except OSError as exc:
+            raise ResultsError(f"cannot repair {self.records_file}: {exc.strerror or exc}") from None
+        return dropped, bad
+
     def append(self, record: dict) -> None:
-        """Validate, then append the record as one line."""
+        """Validate, then append the record as one line; a failed write leaves the file as it was."""
         validate_record(record)
-        append_line(self.records_file, json.dumps(record, separators=(",", ":"), allow_nan=False))
+        try:
+            append_line(self.records_file, json.dumps(record, separators=(",", ":"), allow_nan=False))
+        except OSError as exc:
+            raise ResultsError(
+                f"cannot store a record in {self.records_file}: {exc.strerror or exc}; the run stops here with "
+                f"every stored record whole: free space, then finish it with --resume {self.run_id}",
+                run_id=self.run_id,
+            ) from None
