@@ -74,9 +74,14 @@ class _Sweep:
         self.write_lock = threading.Lock()
         self.records: list[dict] = []
         self.stopped = threading.Event()  # a record could not be stored: every worker stops after its model
+        # Set when the bench is interrupted: workers start no new model and store nothing more
+        # (a model cut short by the interruption is no failure of the model; --resume times it).
+        self.interrupted = threading.Event()
 
     def store(self, record: dict) -> None:
         with self.write_lock:
+            if self.interrupted.is_set():
+                return
             try:
                 self.folder.append(record)
             except ResultsError:
@@ -101,9 +106,10 @@ class _Sweep:
                 emit("skip", {"device": device.id, "artifact": artifact.name, "precision": artifact.precision})
         if not todo:
             return
-        lock = DeviceLock(device.id, wait=self.options.wait_for_lock,
-                          on_wait=lambda msg: emit("wait", {"message": msg}))
+        lock = DeviceLock(device.lock_key, wait=self.options.wait_for_lock,
+                          on_wait=lambda msg: emit("wait", {"message": msg}), name=device.id)
         with lock:
+            device.lock = lock
             meter: PowerMeter | None = None
             try:
                 runner.prepare(device)
@@ -117,12 +123,13 @@ class _Sweep:
                 self.models(device, info, runner, todo, prepare_error, meter)
             finally:
                 clean_device(device)
+                device.lock = None
 
     def models(self, device: Device, info: dict, runner: Runner, todo: list[Artifact], prepare_error: str | None,
                meter: PowerMeter | None) -> None:
         options = self.options
         for index, artifact in enumerate(todo):
-            if self.stopped.is_set():
+            if self.stopped.is_set() or self.interrupted.is_set():
                 return
             self.emit("start", {"device": device.id, "artifact": artifact.name, "precision": artifact.precision})
             cooldown = None
@@ -154,8 +161,12 @@ def run_sweep(devices: list[Device], device_infos: list[dict], artifacts: list[A
                    for d, i in zip(devices, device_infos)]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        try:
+            for thread in threads:
+                thread.join()
+        except BaseException:  # Ctrl-C, SIGTERM: the caller closes the devices, which ends their work
+            sweep.interrupted.set()
+            raise
     if errors:
         raise errors[0]
     return sweep.records

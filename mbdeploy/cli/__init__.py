@@ -9,6 +9,7 @@ exit codes.
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 
 import click
@@ -53,9 +54,37 @@ class LazyGroup(click.Group):
         except MbdeployError as exc:
             click.echo(f"Error: {exc.message}", err=True)
             ctx.exit(exc.exit_code)
+        except Interrupted as exc:
+            name = signal.Signals(exc.signum).name
+            click.echo(f"Error: interrupted ({name}); finished outputs are kept, partial ones were discarded",
+                       err=True)
+            ctx.exit(128 + exc.signum)
         except KeyboardInterrupt:
             click.echo("Error: interrupted; finished outputs are kept, partial ones were discarded", err=True)
             ctx.exit(130)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where Ctrl-C would be, so the same clean-up runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    # The clean-up after this (restoring a phone's settings, ending device processes) must not be cut short
+    # by a second TERM or HUP; SIGKILL still ends everything, and our children die with us (devices/lifeline.py).
+    for other in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(other, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+def handle_termination_signals() -> None:
+    """Treat SIGTERM (kill, systemd, CI cancel) and SIGHUP (a closed terminal or ssh session) as Ctrl-C."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # nohup asked for HUP to be ignored: keep it so
+            signal.signal(signum, _interrupt)
 
 
 def _available(name: str) -> bool:
@@ -70,6 +99,7 @@ def cli() -> None:
 
 
 def main() -> None:
+    handle_termination_signals()
     cli(prog_name="mbdeploy")
 
 

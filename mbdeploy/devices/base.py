@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from mbdeploy.devices.lock import DeviceLock
     from mbdeploy.devices.power import PowerMeter
 
 
@@ -85,6 +86,13 @@ class Device(abc.ABC):
     python: str = "python3"
     # --keep: leave the device work folder in place after the run.
     keep: bool = False
+    # The bench's lock on this device while a sweep holds it; work started on the device may hold it too.
+    lock: "DeviceLock | None" = None
+
+    @property
+    def lock_key(self) -> str:
+        """What the per-device lock is named after: one name per physical device, however it was spelled."""
+        return self.id
 
     @property
     def settings_applied(self) -> list[str]:

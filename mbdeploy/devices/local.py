@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mbdeploy.devices import peak, sensors
+from mbdeploy.devices import lifeline, peak, sensors
 from mbdeploy.atomic import sha256_file
 from mbdeploy.devices.base import Device, DeviceInfo, SensorReading, ShellResult
 from mbdeploy.errors import DeviceError
@@ -132,13 +132,17 @@ class LocalDevice(Device):
 
     def shell(self, argv: list[str], timeout: float | None = None) -> ShellResult:
         words = [str(word) for word in argv]
+        # Its own process group, killed with us (lifeline); it inherits the device lock, so the lock
+        # stays taken for as long as anything we started here still runs.
+        held = (self.lock.fileno(),) if self.lock is not None and self.lock.held else ()
         try:
-            done = subprocess.run(words, capture_output=True, text=True, timeout=timeout, check=False)
-        except FileNotFoundError:
-            return ShellResult(exit_code=127, stdout="", stderr=f"{words[0]}: command not found")
+            code, out, err = lifeline.run(words, timeout=timeout, pass_fds=held)
         except subprocess.TimeoutExpired:
             raise DeviceError(f"{words[0]} did not finish within {timeout:.0f} s on local") from None
-        return ShellResult(exit_code=done.returncode, stdout=done.stdout, stderr=done.stderr)
+        stderr = err.decode(errors="replace")
+        if code == 127 and stderr.startswith(f"{words[0]}: "):
+            stderr = f"{words[0]}: command not found"
+        return ShellResult(exit_code=code, stdout=out.decode(errors="replace"), stderr=stderr)
 
 
 def linux_device_info(kind: str, device_id: str, props: dict, files: dict, python: str | None) -> DeviceInfo:

@@ -27,10 +27,11 @@ class DeviceLock:
     leaves a stale lock behind.
     """
 
-    def __init__(self, device_id: str, wait: bool = True, on_wait: Callable[[str], None] | None = None,
-                 directory: Path | None = None) -> None:
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", device_id).strip("_") or "device"
-        self.device_id = device_id
+    def __init__(self, key: str, wait: bool = True, on_wait: Callable[[str], None] | None = None,
+                 directory: Path | None = None, name: str | None = None) -> None:
+        # `key` names the physical device (Device.lock_key); `name` is how messages call it (its id).
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_") or "device"
+        self.device_id = name or key
         self.path = Path(directory or lock_dir()) / f"{safe}.lock"
         self.wait = wait
         self.on_wait = on_wait
@@ -56,6 +57,16 @@ class DeviceLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%H:%M:%S')}".encode(), 0)
         self._fd = fd
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def fileno(self) -> int:
+        """The locked descriptor: a child that inherits it keeps the device locked while it lives."""
+        if self._fd is None:
+            raise ValueError("the lock is not held")
+        return self._fd
 
     def release(self) -> None:
         if self._fd is not None:

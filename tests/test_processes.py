@@ -1,0 +1,140 @@
+"""Processes and signals on the local host: a killed or terminated bench leaves nothing timing.
+
+Every test drives the real CLI in a subprocess, waits for the event it needs
+(the runner process appearing, a process exiting: pidfd) and kills whatever
+it started on the way out, pass or fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from harness_fixtures import PYTHON, harness_env, mbdeploy, tiny_tflite
+from mbdeploy.devices.local import LocalDevice
+from mbdeploy.devices.lock import DeviceLock
+
+LONG = ["--min-secs", "120", "--max-secs", "120", "--warmup", "0"]
+
+
+def wait_for(predicate, timeout: float, what: str):  # noqa: ANN001, ANN201
+    """Poll `predicate` until it returns something truthy; fail naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.02)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+def processes_mentioning(*words: str) -> list[int]:
+    """Pids whose command line contains every word (read from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if all(word in cmdline for word in words):
+            found.append(int(entry.name))
+    return found
+
+
+def exits_within(pid: int, timeout: float) -> bool:
+    """Whether process `pid` ends within `timeout` s, told by the kernel through a pidfd."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        return bool(ready)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def killed_afterwards(*words: str):
+    """Whatever runs mentioning `words` when the block ends is SIGKILLed: no test leaves a process behind."""
+    try:
+        yield
+    finally:
+        for pid in processes_mentioning(*words):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _start_bench(tmp_path: Path, *extra: str) -> subprocess.Popen:
+    tiny_tflite(tmp_path / "models" / "m.tflite", channels=8)
+    return subprocess.Popen([PYTHON, "-m", "mbdeploy", "bench", "--device", "local", "--models", "models",
+                             "--out", "results", *LONG, *extra], cwd=tmp_path, env=harness_env(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _runner_of(tmp_path: Path) -> int:
+    [pid] = wait_for(lambda: processes_mentioning("litert_runner.py", str(tmp_path)), 90, "the runner to start")
+    return pid
+
+
+def test_a_killed_bench_leaves_no_runner_and_frees_the_device(tmp_path):
+    with killed_afterwards("litert_runner.py", str(tmp_path)):
+        bench = _start_bench(tmp_path)
+        try:
+            runner = _runner_of(tmp_path)
+        finally:
+            bench.kill()
+            bench.communicate()
+        assert exits_within(runner, 10), "the runner kept timing after its bench was killed"
+    # Nothing of the dead bench holds the device: a new bench gets the lock at once.
+    DeviceLock("local", wait=False, directory=tmp_path / "cache" / "mbdeploy" / "locks").acquire()
+
+
+def test_device_work_holds_the_device_lock_while_it_runs(tmp_path):
+    device = LocalDevice(workdir=tmp_path / "work")
+    with DeviceLock("local", wait=False, directory=tmp_path / "locks") as lock:
+        device.lock = lock
+        held = device.shell(["sh", "-c", 'ls -l "/proc/$$/fd"'])
+        device.lock = None
+        free = device.shell(["sh", "-c", 'ls -l "/proc/$$/fd"'])
+    assert str(lock.path) in held.stdout  # the child has the locked file open: the lock lives as long as it does
+    assert str(lock.path) not in free.stdout
+
+
+def test_device_work_runs_in_its_own_process_group(tmp_path):
+    group = LocalDevice(workdir=tmp_path).shell(["sh", "-c", "ps -o pgid= -p $$"]).stdout.strip()
+    assert group and int(group) != os.getpgrp()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_end_a_bench_as_ctrl_c_does(tmp_path, signum):
+    with killed_afterwards("litert_runner.py", str(tmp_path)):
+        bench = _start_bench(tmp_path)
+        try:
+            runner = _runner_of(tmp_path)
+            bench.send_signal(signum)
+            _, stderr = bench.communicate(timeout=60)
+        finally:
+            bench.kill()
+        assert exits_within(runner, 10)
+    assert bench.returncode == 128 + signum, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"Error: interrupted ({signal.Signals(signum).name}); finished outputs are kept, partial ones were discarded")
+    assert "Traceback" not in stderr
+    # The work folder was cleaned up as after Ctrl-C.
+    workdir = tmp_path / "cache" / "mbdeploy" / "local-device"
+    assert not list(workdir.rglob("*.tflite"))
+    [run] = (tmp_path / "results").iterdir()
+    assert json.loads((run / "run.json").read_text())["options"]["timing"]["min_secs"] == 120
