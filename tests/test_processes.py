@@ -138,3 +138,60 @@ def test_sigterm_and_sighup_end_a_bench_as_ctrl_c_does(tmp_path, signum):
     assert not list(workdir.rglob("*.tflite"))
     [run] = (tmp_path / "results").iterdir()
     assert json.loads((run / "run.json").read_text())["options"]["timing"]["min_secs"] == 120
+
+
+# --- a phone's settings survive SIGTERM and SIGKILL (the adb test device through the real adb server) ---------
+
+def _phone_bench(tmp_path: Path, server, phone, *extra: str) -> list[str]:  # noqa: ANN001
+    tiny_tflite(tmp_path / "models" / "m.tflite", channels=8)
+    return [PYTHON, "-m", "mbdeploy", "bench", "--device", phone.serial, "--adb-host", server.address,
+            "--runner", "litert", "--models", "models", "--out", "results", *extra]
+
+
+def _phone_env(tmp_path: Path) -> dict:
+    env = harness_env(tmp_path)
+    (tmp_path / "mbdeploy.toml").write_text("")
+    env.update(MBDEPLOY_CONFIG=str(tmp_path / "mbdeploy.toml"), XDG_STATE_HOME=str(tmp_path / "state"))
+    env.pop("ANDROID_SERIAL", None)
+    return env
+
+
+def _stay_on(phone) -> str:  # noqa: ANN001
+    return (phone.state / "settings" / "global.stay_on_while_plugged_in").read_text().strip()
+
+
+def test_sigterm_restores_the_phone_and_a_killed_run_is_restored_from_the_host_copy(server, phone, tmp_path):
+    env = _phone_env(tmp_path)
+    (phone.state / "settings").mkdir(exist_ok=True)
+    (phone.state / "settings" / "global.stay_on_while_plugged_in").write_text("2\n")  # the user's own choice
+    words = ("litert_runner.py", str(phone.root))
+    with killed_afterwards(*words):
+        # SIGTERM mid-run: restored as after Ctrl-C.
+        bench = subprocess.Popen(_phone_bench(tmp_path, server, phone, *LONG), cwd=tmp_path, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: processes_mentioning(*words), 90, "the runner to start on the phone")
+            assert _stay_on(phone) == "7" and (phone.state / "fixed_performance_mode").read_text().strip() == "true"
+            bench.terminate()
+            _, stderr = bench.communicate(timeout=60)
+        finally:
+            bench.kill()
+        assert bench.returncode == 128 + signal.SIGTERM, stderr
+        assert _stay_on(phone) == "2" and (phone.state / "fixed_performance_mode").read_text().strip() == "false"
+
+        # SIGKILL mid-run: nothing can restore, but the originals wait on the host ...
+        bench = subprocess.Popen(_phone_bench(tmp_path, server, phone, *LONG), cwd=tmp_path, env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: processes_mentioning(*words), 90, "the runner to start on the phone")
+        finally:
+            bench.kill()
+            bench.wait()
+    assert _stay_on(phone) == "7"  # the forced value is what the phone now shows
+    saved = list((tmp_path / "state" / "mbdeploy" / "android-settings").glob("*.json"))
+    assert len(saved) == 1 and json.loads(saved[0].read_text())["originals"]["stay_on_while_plugged_in"] == "2"
+    # ... and the next run restores the user's value, not the forced one it would read from the phone.
+    done = subprocess.run(_phone_bench(tmp_path, server, phone, "--runs", "3", "--warmup", "0"), cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert _stay_on(phone) == "2" and not saved[0].exists()

@@ -13,6 +13,7 @@ without an exit status means the phone went away (DeviceDisconnected).
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import shutil
@@ -22,7 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from mbdeploy.atomic import sha256_file
+from mbdeploy.atomic import sha256_file, write_json
 from mbdeploy.devices.base import Device, DeviceInfo, SensorReading, ShellResult, device_name_key, quote_argv
 from mbdeploy.errors import DeviceDisconnected, DeviceError, DeviceNotFound, InvalidInput
 
@@ -157,6 +158,12 @@ def resolve(name: str | None = None, adb_host: str | None = None) -> "AndroidDev
             f"or ANDROID_SERIAL; adb sees: {seen}"
         )
     return online[0]
+
+
+def saved_settings_file(serial: str) -> Path:
+    """Where a phone's original settings wait on the host until they are restored (XDG state, not cache)."""
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return state / "mbdeploy" / "android-settings" / (re.sub(r"[^A-Za-z0-9_.-]+", "_", serial) + ".json")
 
 
 def parse_getprop(text: str) -> dict[str, str]:
@@ -459,27 +466,49 @@ class AndroidDevice(Device):
         return list(self._settings_applied)
 
     def apply_benchmark_settings(self, fixed_performance: bool = True, keep_screen_on: bool = True) -> list[str]:
-        """Stable clocks and a steady screen for the timed runs; returns what was applied (restored on close)."""
+        """Stable clocks and a steady screen for the timed runs; returns what was applied (restored on close).
+
+        The originals are written to the host (`saved_settings_file`) before anything changes. A bench
+        killed before it restored them leaves that file, and the next run restores from it instead of
+        reading the phone, which would then show the forced values.
+        """
+        saved_file = saved_settings_file(self.serial)
+        try:
+            saved = json.loads(saved_file.read_text()).get("originals", {})
+        except (OSError, ValueError, AttributeError):
+            saved = {}
         sdk = self.properties().get("ro.build.version.sdk", "0")
-        if fixed_performance and sdk.isdigit() and int(sdk) >= 30:
-            # Android 11+: the platform's own fixed-performance mode (no root needed).
-            if self.shell(["cmd", "power", "set-fixed-performance-mode-enabled", "true"]).ok:
-                self._settings_applied.append("fixed_performance_mode")
-                self._restore.append(["cmd", "power", "set-fixed-performance-mode-enabled", "false"])
-        if keep_screen_on:
-            # A screen that turns off mid-run changes scheduling and power draw; keep it on while plugged in.
+        fixed = fixed_performance and sdk.isdigit() and int(sdk) >= 30  # Android 11+, no root needed
+        originals = dict(saved)
+        if keep_screen_on and "stay_on_while_plugged_in" not in originals:
             before = self.shell(["settings", "get", "global", "stay_on_while_plugged_in"])
-            if before.ok and self.shell(["svc", "power", "stayon", "true"]).ok:
-                self._settings_applied.append("stay_awake")
+            if before.ok:
                 old = before.stdout.strip()
-                self._restore.append(
-                    ["settings", "put", "global", "stay_on_while_plugged_in", old if old.isdigit() else "0"]
-                )
+                originals["stay_on_while_plugged_in"] = old if old.isdigit() else "0"
+        if fixed:
+            originals["fixed_performance_mode"] = "false"  # `cmd power` has no getter; off is Android's default
+        if not originals:
+            return []
+        write_json(saved_file, {"serial": self.serial, "originals": originals})
+        if fixed and self.shell(["cmd", "power", "set-fixed-performance-mode-enabled", "true"]).ok:
+            self._settings_applied.append("fixed_performance_mode")
+        if "fixed_performance_mode" in originals:
+            self._restore.append(["cmd", "power", "set-fixed-performance-mode-enabled",
+                                  originals["fixed_performance_mode"]])
+        # A screen that turns off mid-run changes scheduling and power draw; keep it on while plugged in.
+        if keep_screen_on and "stay_on_while_plugged_in" in originals and self.shell(["svc", "power", "stayon", "true"]).ok:
+            self._settings_applied.append("stay_awake")
+        if "stay_on_while_plugged_in" in originals:
+            self._restore.append(["settings", "put", "global", "stay_on_while_plugged_in",
+                                  originals["stay_on_while_plugged_in"]])
         return list(self._settings_applied)
 
     def restore_settings(self) -> None:
+        if not self._restore:
+            return  # nothing of ours to undo (a host copy left by a killed run waits for the next bench)
         while self._restore:
             self.shell(self._restore.pop())
+        saved_settings_file(self.serial).unlink(missing_ok=True)  # restored: the host copy has done its job
 
     def power_meter(self, allow_charging: bool = False):
         from mbdeploy.devices.android_power import AndroidPowerMeter

@@ -107,7 +107,14 @@ case "$1" in
 esac
 """,
     "input": 'echo "input $*" >> "$TD_STATE/cmd.log"\n',
-    "svc": 'echo "svc $*" >> "$TD_STATE/cmd.log"\n',
+    # `svc power stayon` writes the global setting as PowerCommand.java does (true = AC|USB|WIRELESS = 7).
+    "svc": r"""
+echo "svc $*" >> "$TD_STATE/cmd.log"
+if [ "$1 $2" = "power stayon" ]; then
+  case "$3" in true) v=7 ;; false) v=0 ;; usb) v=2 ;; ac) v=1 ;; wireless) v=4 ;; *) exit 1 ;; esac
+  mkdir -p "$TD_STATE/settings" && echo "$v" > "$TD_STATE/settings/global.stay_on_while_plugged_in"
+fi
+""",
     "am": 'echo "am $*" >> "$TD_STATE/cmd.log"\n',
     "pm": 'echo "pm $*" >> "$TD_STATE/cmd.log"\n',
     "logcat": '[ -f "$TD_STATE/logcat.txt" ] && cat "$TD_STATE/logcat.txt"\nexit 0\n',
