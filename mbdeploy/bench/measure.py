@@ -92,8 +92,7 @@ def measure_one(device: Device, device_info: dict, runner: Runner, artifact: Art
         median = (latency or {}).get("median")
         count = (latency or {}).get("count") or 0
         metering = False
-        power = meter.stop(count, median) if meter is not None else PowerResult.unavailable(
-            f"{device.kind} devices have no power sensor reader")
+        power = meter.stop(count, median) if meter is not None else PowerResult.unavailable(device.no_power_reason)
         # Energy the device itself read around its timed loop beats the host's wider window.
         loop_energy = (outcome.extra or {}).get("loop_energy")
         if isinstance(loop_energy, dict):

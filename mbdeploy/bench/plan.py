@@ -13,7 +13,7 @@ from mbdeploy.bench.artifacts import Artifact, collect_artifacts
 from mbdeploy.bench.options import BenchOptions
 from mbdeploy.devices.base import Device
 from mbdeploy.errors import DeviceError, InvalidInput
-from mbdeploy.runners.registry import check_formats, make_runners
+from mbdeploy.runners.registry import check_formats, make_runners, runner_knobs
 
 
 def check_options(options: BenchOptions) -> None:
@@ -52,5 +52,13 @@ def check_runners(devices: Sequence[Device], artifacts: Sequence[Artifact], opti
     """A runner that cannot be built, or can time none of the artifacts, fails before a run folder exists."""
     formats = [a.format for a in artifacts]
     for device in devices:
-        runners = make_runners(options.runner or device.default_runner, options.timing, options.runner_options)
+        runners = make_runners(options.runner or device.default_runner, options.timing, options.runner_options,
+                               strict=options.runner is not None)
         check_formats(runners, formats, device.id)
+    if options.runner is None:
+        # Each device takes the options its own runner knows; one that no runner takes is a mistake.
+        used = {name: runner_knobs(name) for name in {device.default_runner for device in devices}}
+        for key in options.runner_options:
+            if not any(key in knobs for knobs in used.values()):
+                raise InvalidInput(f"no runner of these devices takes the {key} option (runners: "
+                                   f"{', '.join(sorted(used))}); choose a device or --runner that does")

@@ -50,7 +50,8 @@ def start_run(out: Path, options: BenchOptions, models: Iterable[Path], device_i
 
 def device_runners(device: Device, options: BenchOptions) -> list[Runner]:
     """The runner configs this device times with: the chosen runner, else its kind's default."""
-    return make_runners(options.runner or device.default_runner, options.timing, options.runner_options)
+    return make_runners(options.runner or device.default_runner, options.timing, options.runner_options,
+                        strict=options.runner is not None)
 
 
 def clean_device(device: Device) -> None:
@@ -112,6 +113,7 @@ class _Sweep:
             device.lock = lock
             meter: PowerMeter | None = None
             try:
+                runner.bind_run(self.folder.path)
                 runner.prepare(device)
                 # Once per device: finding the sensors costs a round trip.
                 meter = device.power_meter(allow_charging=self.options.allow_charging)

@@ -60,9 +60,9 @@ def _render(result: dict) -> None:
 
 
 @click.command(name="bench")
-@click.option("--device", "device_name", default=None, metavar="NAME",
-              help="Device id, model, alias, ssh://user@host[:port], or 'all'. "
-                   "Default: $ANDROID_SERIAL, else the only online phone.")
+@click.option("--device", "device_names", multiple=True, metavar="NAME",
+              help="Device id, model, alias, ssh://user@host[:port], aihub:NAME (a hosted phone), or 'all' "
+                   "(repeatable). Default: $ANDROID_SERIAL, else the only online phone.")
 @click.option("--models", "models", multiple=True, type=click.Path(path_type=Path), metavar="DIR|FILE",
               help="Manifest folders or model files (repeatable; default: models/).")
 @click.option("--precisions", multiple=True, metavar="P[,P...]", help="Only these precisions (e.g. fp32,int8).")
@@ -72,8 +72,8 @@ def _render(result: dict) -> None:
               help="Folder that holds run folders.")
 @click.option("--resume", metavar="RUN", default=None, help="Continue run RUN (id or folder), skipping what it holds.")
 @click.option("--runner", "runner_name", default=None, metavar="NAME",
-              help="litert | benchmark_model | benchmark_app | coreml_app "
-                   "(default: benchmark_model on Android, coreml_app on iOS, litert elsewhere).")
+              help="litert | benchmark_model | benchmark_app | coreml_app | aihub "
+                   "(default: benchmark_model on Android, coreml_app on iOS, aihub on hosted phones, litert elsewhere).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Inference threads.")
 @click.option("--no-xnnpack", is_flag=True, help="Run without the XNNPACK delegate.")
 @click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed runs first.")
@@ -99,13 +99,15 @@ def _render(result: dict) -> None:
 @click.option("--compute-units", multiple=True, metavar="U[,U...]",
               help="coreml_app runner: cpuOnly, cpuAndGPU, cpuAndNeuralEngine, all (default: all); "
                    "one record per setting.")
+@click.option("--compute-unit", type=click.Choice(["all", "npu", "gpu", "cpu"]), default=None,
+              help="aihub runner: the compute unit AI Hub may use (default: all).")
 @click.option("--allow-charging", is_flag=True, help="Phones: measure power even while USB-powered.")
 @click.option("--keep", is_flag=True, help="Phones: leave the device work folder in place after the run.")
 @click.option("--adb-host", metavar="HOST[:PORT]", default=None, help="adb server for Android devices.")
 @json_option
-def bench(device_name, models, precisions, formats, out, resume, runner_name, threads, no_xnnpack, warmup,  # noqa: ANN001
+def bench(device_names, models, precisions, formats, out, resume, runner_name, threads, no_xnnpack, warmup,  # noqa: ANN001
           min_secs, max_secs, runs, target_ci, cooldown, cooldown_temp, no_wait, benchmark_binary, benchmark_apk,
-          delegate, op_profiling, cpu_mask, compute_units, allow_charging, keep, adb_host, as_json) -> None:
+          delegate, op_profiling, cpu_mask, compute_units, compute_unit, allow_charging, keep, adb_host, as_json) -> None:
     """Benchmark every artifact of the manifests under --models on a device.
 
     Results go to OUT/<run-id>/results.jsonl (one validated record per device,
@@ -126,7 +128,8 @@ def bench(device_name, models, precisions, formats, out, resume, runner_name, th
             "binary": benchmark_binary, "apk": benchmark_apk, "delegate": delegate, "op_profiling": op_profiling,
             "cpu_mask": cpu_mask,
             # A list: one runner config per compute-unit setting.
-            "compute_units": tuple(dict.fromkeys(_split(compute_units))) or None}.items()
+            "compute_units": tuple(dict.fromkeys(_split(compute_units))) or None,
+            "compute_unit": compute_unit}.items()
             if value not in (None, False)},
     )
     library.check_options(options)
@@ -134,7 +137,9 @@ def bench(device_name, models, precisions, formats, out, resume, runner_name, th
     # With --formats, bad model folders fail before any device is looked for; without, the devices decide.
     artifacts = library.artifacts_to_bench(model_paths, _split(precisions), _split(formats)) if formats else None
     with warnings_to_stderr():
-        devices = resolve(device_name, adb_host)
+        devices = []
+        for name in device_names or (None,):
+            devices += [d for d in resolve(name, adb_host) if d.id not in {seen.id for seen in devices}]
     for device in devices:
         device.keep = keep
     try:

@@ -25,12 +25,30 @@ def _short_os(text: str | None) -> str:
     return (text or "").split(" (kernel")[0]
 
 
+def _render_hosted(rows: list[dict]) -> None:
+    from rich.table import Table
+
+    table = Table("device (--device aihub:NAME)", "OS", "chipset (--device aihub:chipset:NAME)",
+                  title="Hosted devices on Qualcomm AI Hub")
+    for row in rows:
+        table.add_row(row["name"], row["os"], row["chipset"] or "")
+    console().print(table)
+
+
 @click.command(name="devices")
 @click.option("--adb-host", metavar="HOST[:PORT]", default=None, help="adb server to ask for Android devices.")
+@click.option("--hosted", is_flag=True, help="List the hosted phones Qualcomm AI Hub offers (cached for a day).")
+@click.option("--refresh", is_flag=True, help="With --hosted: ask the hub again instead of using the cache.")
 @json_option
-def devices(adb_host: str | None, as_json: bool) -> None:
-    """List every reachable device: this host, configured ssh boards, phones."""
+def devices(adb_host: str | None, hosted: bool, refresh: bool, as_json: bool) -> None:
+    """List every reachable device: this host, configured ssh boards, phones (--hosted: AI Hub's)."""
     from mbdeploy.devices.registry import describe, discover
+
+    if hosted:
+        from mbdeploy.devices.aihub import hosted_devices
+
+        emit([device.to_dict() for device in hosted_devices(refresh=refresh)], as_json, _render_hosted)
+        return
 
     with warnings_to_stderr():
         found = discover(adb_host)

@@ -99,6 +99,11 @@ class Device(abc.ABC):
         """Device settings a bench changed to steady the clocks (e.g. Android's fixed performance mode)."""
         return []
 
+    @property
+    def no_power_reason(self) -> str:
+        """Why a record of this device has no power figure when `power_meter()` gives no meter."""
+        return f"{self.kind} devices have no power sensor reader"
+
     def power_meter(self, allow_charging: bool = False) -> "PowerMeter | None":
         """The meter that reads this device's power around a timed run; None when it has no sensor reader."""
         return None

@@ -78,6 +78,11 @@ def resolve(name: str | None, adb_host: str | None = None, config: DeviceConfig 
         wanted = config.aliases[wanted.lower()]
     if wanted.startswith("ssh://"):
         return [ssh_device(wanted, config)]
+    if wanted.lower().startswith("aihub:"):
+        # Hosted phones are named, never discovered: `all` means the devices on the user's desk.
+        from mbdeploy.devices.aihub import AihubDevice
+
+        return [AihubDevice(wanted)]
 
     key = wanted.lower()
     # An exact id among this host and configured boards needs no phone discovery (which may start adb).

@@ -13,6 +13,7 @@ import abc
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from mbdeploy.devices.base import Device
 
@@ -60,6 +61,9 @@ class Runner(abc.ABC):
         """A short stable hash of the config, excluding knobs that do not change what is timed."""
         relevant = {k: v for k, v in self.config().items() if k not in {"min_secs", "max_secs", "runs", "target_ci"}}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
+
+    def bind_run(self, run_dir: Path) -> None:
+        """The run folder this runner times for; runners that keep state across a resume keep it there."""
 
     @abc.abstractmethod
     def prepare(self, device: Device) -> None:

@@ -15,6 +15,7 @@ RUNNERS = {
     "benchmark_model": ("mbdeploy.runners.benchmark_model", "BenchmarkModelRunner"),
     "benchmark_app": ("mbdeploy.runners.benchmark_app", "BenchmarkAppRunner"),
     "coreml_app": ("mbdeploy.runners.coreml_app", "CoreMLAppRunner"),
+    "aihub": ("mbdeploy.runners.aihub", "AihubRunner"),
 }
 
 
@@ -41,8 +42,25 @@ def runner_option_sets(runner_options: dict) -> list[dict]:
             for values in itertools.product(*(runner_options[key] for key in keys))]
 
 
-def make_runners(name: str, options: TimingOptions, runner_options: dict) -> list[Runner]:
-    """Every runner config a sweep times each artifact with (one record per artifact and config)."""
+def runner_knobs(name: str) -> frozenset[str]:
+    """The runner options (`--benchmark-binary`, `--compute-unit`, ...) a runner takes: its keyword parameters."""
+    import inspect
+
+    parameters = inspect.signature(runner_class(name).__init__).parameters.values()
+    return frozenset(p.name for p in parameters if p.name not in ("self", "options")
+                     and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+
+def make_runners(name: str, options: TimingOptions, runner_options: dict, strict: bool = True) -> list[Runner]:
+    """Every runner config a sweep times each artifact with (one record per artifact and config).
+
+    `strict` (the user named the runner): an option it does not take is an error. Otherwise
+    (each device's default runner, e.g. a desk phone beside a hosted one) a runner gets only
+    the options it takes; `bench` checks that each option is taken by some device's runner.
+    """
+    if not strict:
+        knobs = runner_knobs(name)
+        runner_options = {key: value for key, value in runner_options.items() if key in knobs}
     return [make_runner(name, options, **given) for given in runner_option_sets(runner_options)]
 
 
