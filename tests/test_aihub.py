@@ -183,7 +183,11 @@ def test_an_unknown_hosted_device_or_option_fails_before_any_upload(tmp_path, hu
     assert unknown.returncode != 0 and "AI Hub offers no device matching aihub:Nokia 3310" in unknown.stderr
     foreign = cli("bench", "--device", "local", "--compute-unit", "npu", "--models", str(fp32_model(small_models)),
                   "--out", str(tmp_path / "r"), env=env)
-    assert foreign.returncode != 0 and "takes the compute_unit option" in foreign.stderr
+    assert foreign.returncode != 0 and "the litert runner takes no compute_unit option" in foreign.stderr
+    # Two devices with their own runners: each takes its own options; one neither takes is refused.
+    neither = cli("bench", "--device", "local", "--device", S24, "--cpu-mask", "f0",
+                  "--models", str(fp32_model(small_models)), "--out", str(tmp_path / "r"), env=env)
+    assert neither.returncode != 0 and "no runner of these devices takes the cpu_mask option" in neither.stderr
     assert hub.saved()["models"] == {}
 
 

@@ -154,7 +154,7 @@ def test_cooldown_waits_for_a_temperature_when_a_sensor_exists(tmp_path):
 
 
 def test_runner_registry():
-    assert set(registry.RUNNERS) == {"litert", "benchmark_model", "benchmark_app", "coreml_app"}
+    assert set(registry.RUNNERS) == {"litert", "benchmark_model", "benchmark_app", "coreml_app", "aihub"}
     with pytest.raises(InvalidInput, match="unknown runner 'perf'; allowed: litert, benchmark_model"):
         registry.make_runner("perf", TimingOptions())
     assert LocalDevice().default_runner == "litert"

@@ -51,11 +51,13 @@ def check_devices(infos: Sequence[dict]) -> None:
 def check_runners(devices: Sequence[Device], artifacts: Sequence[Artifact], options: BenchOptions) -> None:
     """A runner that cannot be built, or can time none of the artifacts, fails before a run folder exists."""
     formats = [a.format for a in artifacts]
+    # One runner for every device: an option it does not take is its own error ("takes no X option").
+    strict = options.runner is not None or len({device.default_runner for device in devices}) == 1
     for device in devices:
         runners = make_runners(options.runner or device.default_runner, options.timing, options.runner_options,
-                               strict=options.runner is not None)
+                               strict=strict)
         check_formats(runners, formats, device.id)
-    if options.runner is None:
+    if not strict:
         # Each device takes the options its own runner knows; one that no runner takes is a mistake.
         used = {name: runner_knobs(name) for name in {device.default_runner for device in devices}}
         for key in options.runner_options:
