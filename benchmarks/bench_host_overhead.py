@@ -46,7 +46,7 @@ def models(out: Path) -> list[Path]:
 
 @contextmanager
 def loopback_sshd():
-    """A throwaway OpenSSH server on 127.0.0.1 as the current user (as tests/harness_fixtures.py does)."""
+    """A throwaway OpenSSH server on 127.0.0.1 as the current user (as tests/support/sshd.py does)."""
     folder = Path(tempfile.mkdtemp(prefix="mbd-sshd-"))
     for key in ("host_key", "user_key"):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / key)], check=True)

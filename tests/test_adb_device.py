@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 
-import pytest
+from support.skips import needs_adb
 
 
-pytestmark = pytest.mark.skipif(shutil.which("adb") is None, reason="the adb server is not installed (apt-get install adb)")
+pytestmark = needs_adb
 
 
 def test_adb_server_lists_the_test_device_with_its_banner(server, phone):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -17,8 +16,8 @@ from mbdeploy.devices import android
 from mbdeploy.devices.android import AndroidDevice, ServerAddress, server_address
 from mbdeploy.errors import DeviceDisconnected, DeviceError, DeviceNotFound, InvalidInput
 from mbdeploy.testing.adb_device import AdbTestDevice, free_port
-
-needs_adb = pytest.mark.skipif(shutil.which("adb") is None, reason="the adb server is not installed (apt-get install adb)")
+from support.paths import REFERENCE
+from support.skips import needs_adb
 
 NASTY = "a b; touch pwned 'x.tflite"
 
@@ -251,9 +250,8 @@ def test_first_use_applies_settings_and_close_restores_them(server, phone):
 
 
 # ---------------------------------------------------------------- the CLI end to end
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
-MODELS = [SHARED / "mobilenet_v1_0.25_128_quant.tflite", SHARED / "mobilenet_v1_0.5_160_quant.tflite"]
-needs_models = pytest.mark.skipif(not all(m.is_file() for m in MODELS), reason=f"shared reference models absent under {SHARED}")
+MODELS = [REFERENCE / "mobilenet_v1_0.25_128_quant.tflite", REFERENCE / "mobilenet_v1_0.5_160_quant.tflite"]
+needs_models = pytest.mark.skipif(not all(m.is_file() for m in MODELS), reason=f"shared reference models absent under {REFERENCE}")
 
 
 def _cli(*args: str, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:

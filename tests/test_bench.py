@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from harness_fixtures import INJECTION_NAME, PYTHON, harness_env, mbdeploy, no_new_pwned, tiny_tflite
+from support.cli import PYTHON, harness_env, mbdeploy
+from support.injection import INJECTION_NAME, no_new_pwned
+from support.tiny_model import tiny_tflite
 from mbdeploy import bench
 from mbdeploy.manifest import artifact_digest
 from mbdeploy.runners import registry

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers import run_cli
+from support.cli import run_cli
 from mbdeploy.cli import COMMANDS, cli
 
 README = Path(__file__).resolve().parents[1] / "README.md"

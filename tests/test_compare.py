@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from _report_fixtures import make_record, power_law_latency, write_run
-from helpers import run_cli
+from support.cli import run_cli
+from support.records import make_record, power_law_latency, write_run
 
 from mbdeploy.architecture import ModelSpec, grid_specs
 from mbdeploy.compare import FAILED_NOW, ONLY_BASELINE, REGRESSED, SLOWER_NOISE, UNCHANGED, compare_runs, parse_threshold

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import run_cli
+from support.cli import run_cli
 from mbdeploy.atomic import sha256_file
 from mbdeploy.convert import ConvertRequest, convert_model
 from mbdeploy.errors import VerificationError

@@ -22,7 +22,7 @@ from mbdeploy.errors import InvalidInput, MissingDependency, VerificationError  
 from mbdeploy.export import coreml  # noqa: E402
 from mbdeploy.export.coreml_executor import load_program, run_program  # noqa: E402
 from mbdeploy.inspection import inspect_model  # noqa: E402
-from helpers import run_cli  # noqa: E402
+from support.cli import run_cli  # noqa: E402
 
 PRECISIONS = ["fp32", "fp16", "int8", "w8a8"]
 SPEC = ModelSpec(0.25, 128)

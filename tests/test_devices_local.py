@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness_fixtures import INJECTION_NAME, no_new_pwned
+from support.injection import INJECTION_NAME, no_new_pwned
 from mbdeploy.devices import sensors
 from mbdeploy.devices.config import load_config
 from mbdeploy.devices.local import LocalDevice

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from support.cli import run_cli
 
 from mbdeploy.errors import InvalidInput
 from mbdeploy.evaluate import ClassNames, evaluate, load_dataset

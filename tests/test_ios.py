@@ -422,7 +422,7 @@ def coreml_models(tmp_path_factory) -> Path:
 
 
 def _cli_env(fake_phone: Path) -> dict:
-    from harness_fixtures import harness_env
+    from support.cli import harness_env
 
     env = {**harness_env(fake_phone), "FAKE_IOS_APP": "plan", "FAKE_IOS_SAMPLES": json.dumps(SAMPLES)}
     for key in ("PATH", "FAKE_IOS_CONTAINER", "FAKE_IOS_LOG", "FAKE_IOS_USBMUX", "FAKE_IOS_RESULTS"):
@@ -445,7 +445,7 @@ def _records(out: Path) -> list[dict]:
 
 
 def test_devices_lists_the_iphone(fake_phone):
-    from harness_fixtures import mbdeploy
+    from support.cli import mbdeploy
 
     result = mbdeploy(["devices", "--json", *NO_ADB], cwd=fake_phone, env=_cli_env(fake_phone))
     assert result.returncode == 0, result.stderr
@@ -454,7 +454,7 @@ def test_devices_lists_the_iphone(fake_phone):
 
 
 def test_cli_bench_iphone_times_the_mlpackage_in_the_app(fake_phone, coreml_models):
-    from harness_fixtures import mbdeploy
+    from support.cli import mbdeploy
     from mbdeploy.manifest import artifact_digest as size_and_digest
     from mbdeploy.manifest import load_manifest
 
@@ -493,7 +493,7 @@ def test_cli_bench_iphone_times_the_mlpackage_in_the_app(fake_phone, coreml_mode
 
 
 def test_cli_bench_iphone_one_record_per_compute_unit_and_coreml_by_default(fake_phone, coreml_models):
-    from harness_fixtures import mbdeploy
+    from support.cli import mbdeploy
 
     env = _cli_env(fake_phone)
     # No --formats: an iPhone defaults to coreml (the manifest folder also holds nothing else to pick).

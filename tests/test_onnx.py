@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("onnx", reason="onnx (the onnx extra) is not installed")
 pytest.importorskip("onnxruntime", reason="onnxruntime (the onnx extra) is not installed")
 
-from helpers import run_cli  # noqa: E402
+from support.cli import run_cli  # noqa: E402
 
 from mbdeploy.accounting import model_cost  # noqa: E402
 from mbdeploy.architecture import ModelSpec, layer_plan  # noqa: E402

@@ -12,8 +12,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from _report_fixtures import grid_run, make_record, power_law_latency, write_manifest, write_run
-from helpers import run_cli
+from support.cli import run_cli
+from support.records import grid_run, make_record, power_law_latency, write_manifest, write_run
 
 from mbdeploy.architecture import ModelSpec, grid_specs
 from mbdeploy.errors import ResultsError

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from _report_fixtures import make_record, power_law_latency, write_manifest, write_run
-from helpers import run_cli
+from support.cli import run_cli
+from support.records import make_record, power_law_latency, write_manifest, write_run
 
 from mbdeploy.accounting import model_cost
 from mbdeploy.architecture import ModelSpec, grid_specs

@@ -8,7 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from harness_fixtures import INJECTION_NAME, REFERENCE_MODEL, harness_env, mbdeploy, no_new_pwned, sshd, tiny_tflite
+from support.cli import harness_env, mbdeploy
+from support.injection import INJECTION_NAME, no_new_pwned
+from support.paths import REFERENCE_MODEL
+from support.sshd import sshd
+from support.tiny_model import tiny_tflite
 from mbdeploy import bench
 from mbdeploy.devices.config import DeviceConfig
 from mbdeploy.devices.local import LocalDevice

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from support.paths import ROOT
+from support.skips import needs_adb
+
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 SCRIPTS = [ROOT / "scripts" / "android-emulator-job.sh", ROOT / "scripts" / "lint-workflows.sh"]
 FULL_SHA = re.compile(r"^[^@\s]+@[0-9a-f]{40}$")
@@ -125,13 +127,12 @@ def test_scripts_pass_shellcheck(script):
 
 
 @pytest.mark.slow
+@needs_adb
 def test_emulator_job_script_runs_end_to_end_on_the_adb_test_device(tmp_path):
     # No emulator here: the adb test device stands in for it behind a private
     # real adb server, and the LiteRT runner replaces benchmark_model (an
     # Android binary cannot run on this host). Everything else is the CI job
     # as written: convert, devices, bench, report, record checks.
-    if shutil.which("adb") is None:
-        pytest.skip("the adb server is not installed (Debian package adb)")
     from mbdeploy.testing.adb_device import AdbServer, AdbTestDevice
 
     bin_dir = Path(sys.executable).parent

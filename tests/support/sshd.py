@@ -1,68 +1,16 @@
-"""Helpers shared by the benchmark-harness tests: tiny models and a real sshd on loopback.
-
-Imported by tests/test_{bench,ssh,devices_local,results}.py (not a conftest:
-fixtures here are plain functions and context managers).
-"""
+"""A real OpenSSH server on a loopback port, as the current user, for the ssh device tests."""
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-REFERENCE_MODEL = SHARED / "reference" / "mobilenet_v1_0.25_128_quant.tflite"
-PYTHON = sys.executable
-INJECTION_NAME = "a b; touch pwned 'x.tflite"
-
-
-@functools.lru_cache(maxsize=None)
-def _tiny_tflite_bytes(channels: int, size: int) -> bytes:
-    """A small float conv net converted with TensorFlow (a different width gives a different file)."""
-    import tensorflow as tf
-
-    tf.random.set_seed(channels)
-    model = tf.keras.Sequential([
-        tf.keras.Input((size, size, 3)),
-        tf.keras.layers.Conv2D(channels, 3, strides=2, activation="relu"),
-        tf.keras.layers.DepthwiseConv2D(3, activation="relu"),
-        tf.keras.layers.Conv2D(channels * 2, 1, activation="relu"),
-        tf.keras.layers.GlobalAveragePooling2D(),
-        tf.keras.layers.Dense(10),
-    ])
-    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
-
-
-def tiny_tflite(path: Path, channels: int = 8, size: int = 64) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(_tiny_tflite_bytes(channels, size))
-    return path
-
-
-def harness_env(tmp_path: Path) -> dict:
-    """Environment for a CLI subprocess: its own cache (device work folder, locks), no user config."""
-    env = dict(os.environ)
-    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
-    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
-    env.pop("MBDEPLOY_CONFIG", None)
-    env.pop("MBDEPLOY_LOCK_DIR", None)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-def mbdeploy(args: list[str], cwd: Path, env: dict, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([PYTHON, "-m", "mbdeploy", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
 
 
 def _free_port() -> int:
@@ -133,13 +81,3 @@ def sshd(folder: Path):
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
-
-
-@contextmanager
-def no_new_pwned(*folders: Path):
-    """Assert that nothing named `pwned` appears in the folders while the block runs."""
-    before = {folder: (folder / "pwned").exists() for folder in folders}
-    yield
-    for folder in folders:
-        if not before[folder]:
-            assert not (folder / "pwned").exists(), f"a file name was run as a command in {folder}"

@@ -14,8 +14,9 @@ from mbdeploy.accounting import model_cost
 from mbdeploy.architecture import ModelSpec, grid_specs
 from mbdeploy.manifest import PREPROCESSING, SCHEMA, save_manifest
 from mbdeploy.records.store import RunFolder
+from support.paths import ROOT
 
-SCHEMA_FILE = Path(__file__).resolve().parents[1] / "mbdeploy" / "schemas" / "record.schema.json"
+SCHEMA_FILE = ROOT / "mbdeploy" / "schemas" / "record.schema.json"
 
 
 def fake_sha(*parts: object) -> str:

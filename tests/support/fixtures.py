@@ -1,0 +1,55 @@
+"""The pytest fixtures every test file can ask for (registered by tests/conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from support.paths import REFERENCE
+from support.skips import NO_ADB
+
+# TensorFlow reads this when it is first imported: keep its C++ start-up chatter out of test output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    if not (REFERENCE / "mobilenet_v1_0.5_160_quant.tflite").exists():
+        pytest.skip(f"reference data absent: {REFERENCE} (the project's ../shared/reference) is not there")
+    return REFERENCE
+
+
+@pytest.fixture(scope="session")
+def small_models(tmp_path_factory) -> Path:
+    """mobilenet_v1_0.25_128 in all four TFLite precisions, random weights, converted once."""
+    from mbdeploy.convert import ConvertRequest, convert_model
+
+    out = tmp_path_factory.mktemp("models")
+    convert_model(ConvertRequest(0.25, 128, out_dir=out, formats=["tflite"]))
+    return out
+
+
+# --- the adb path: the real adb server and the adb test device ---------------
+
+@pytest.fixture(scope="module")
+def server():
+    """A private adb server on a free port (a user's server is never touched), killed afterwards."""
+    if shutil.which("adb") is None:
+        pytest.skip(NO_ADB)
+    from mbdeploy.testing.adb_device import AdbServer
+
+    with AdbServer() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def phone(server, tmp_path_factory):
+    """The adb test device (a Pixel 7), connected through that server."""
+    from mbdeploy.testing.adb_device import AdbTestDevice
+
+    with AdbTestDevice(tmp_path_factory.mktemp("phone")) as dev:
+        server.connect(dev)
+        yield dev
