@@ -392,7 +392,7 @@ def test_energy_is_read_on_the_device_around_the_timed_loop(tmp_path, monkeypatc
 
 
 def test_formats_the_runner_cannot_time_are_refused_or_passed_over(tmp_path):
-    from helpers import run_cli
+    from support.cli import run_cli
     from mbdeploy.convert import ConvertRequest, convert_model
 
     models = tmp_path / "models"
@@ -410,7 +410,7 @@ def test_formats_the_runner_cannot_time_are_refused_or_passed_over(tmp_path):
 
 
 def test_unwritable_out_and_formats_filtered_before_hashing(tmp_path):
-    from helpers import run_cli
+    from support.cli import run_cli
     from mbdeploy.convert import ConvertRequest, convert_model
     from mbdeploy.manifest import load_manifest, save_manifest
 
