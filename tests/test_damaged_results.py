@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from _report_fixtures import make_record, power_law_latency, write_run
-from harness_fixtures import PYTHON, harness_env, mbdeploy, tiny_tflite
 from mbdeploy.architecture import grid_specs
 from mbdeploy.errors import ResultsError
 from mbdeploy.records.schema import validate_record
 from mbdeploy.records.store import RunFolder, read_records
+from support.cli import PYTHON, harness_env, mbdeploy
+from support.records import make_record, power_law_latency, write_run
+from support.tiny_model import tiny_tflite
 
 SPECS = grid_specs()[-4:]  # the four 0.25 models
 
