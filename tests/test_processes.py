@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from harness_fixtures import PYTHON, harness_env, mbdeploy, tiny_tflite
 from mbdeploy.devices.local import LocalDevice
 from mbdeploy.devices.lock import DeviceLock
+from support.cli import PYTHON, harness_env, mbdeploy
+from support.tiny_model import tiny_tflite
 
 LONG = ["--min-secs", "120", "--max-secs", "120", "--warmup", "0"]
 
