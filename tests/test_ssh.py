@@ -136,19 +136,36 @@ def test_session_output_is_exact_and_survives_a_timeout(board):
     assert board.shell(["echo", "again"]).stdout == "again\n"  # a fresh session replaced the killed one
 
 
-def test_a_second_thread_does_not_wait_for_a_busy_session(board):
+def test_a_second_thread_does_not_wait_for_a_busy_session(board, tmp_path):
     import threading
     import time
 
-    board.shell(["true"])
-    slow = threading.Thread(target=board.shell, args=(["sleep", "3"],))
-    slow.start()
-    time.sleep(0.3)
-    started = time.monotonic()
-    assert board.shell(["echo", "beside"]).stdout == "beside\n"
-    quick = time.monotonic() - started
-    slow.join()
-    assert quick < 2.5  # it went over its own connection instead of queueing behind the sleep
+    # The busy command holds the session until the test releases it, so the second
+    # command can only finish if it went over its own connection.
+    started, release = tmp_path / "started", tmp_path / "release"
+    hold = 'touch "$1"; while [ ! -e "$2" ]; do sleep 0.05; done; echo released'
+    board.shell(["true"])  # the session is open before the busy command takes it
+    busy: list = []
+    holder = threading.Thread(target=lambda: busy.append(board.shell(["sh", "-c", hold, "sh", started, release])))
+    beside: list = []
+    second = threading.Thread(target=lambda: beside.append(board.shell(["echo", "beside"])))
+    holder.start()
+    try:
+        for _ in range(600):  # a guard against a hang, not a measurement
+            if started.exists() or not holder.is_alive():
+                break
+            time.sleep(0.05)
+        assert started.exists(), f"the busy command never started: {busy}"
+        second.start()
+        second.join(timeout=60)
+        assert not second.is_alive(), "the second command queued behind the busy session"
+        assert beside[0].stdout == "beside\n"
+        assert holder.is_alive() and not release.exists()  # it finished while the session was still busy
+    finally:
+        release.touch()
+        holder.join(timeout=60)
+        second.join(timeout=60)
+    assert busy[0].stdout == "released\n"
 
 
 @pytest.mark.parametrize("target", ["ssh://-oProxyCommand=touch%20pwned", "ssh://-oProxyCommand=x@host"])
