@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
-from pathlib import Path
 
 from support.cli import run_cli
+from support.paths import ROOT
 from mbdeploy.cli import COMMANDS, cli
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = ROOT / "README.md"
 
 
 def test_help_does_not_import_tensorflow():
@@ -27,13 +28,39 @@ def test_help_does_not_import_tensorflow():
         assert name in out
 
 
-def test_every_command_has_help_and_is_in_the_readme():
-    readme = README.read_text()
-    for name in cli.list_commands(None):
+def documented_commands(readme: str) -> set[str]:
+    """The commands the README gives a section: each `mbdeploy X` in backticks on a `### ` heading."""
+    return {name for line in readme.splitlines() if line.startswith("### ")
+            for name in re.findall(r"`mbdeploy ([a-z][a-z0-9-]*)`", line)}
+
+
+def command_doc_problems(commands: list[str], readme: str) -> list[str]:
+    """What differs between the CLI's commands and the README's command sections, both ways."""
+    documented = documented_commands(readme)
+    return ([f"`mbdeploy {name}` has no `### ` section in the README" for name in sorted(set(commands) - documented)]
+            + [f"the README has a section for `mbdeploy {name}`, which the CLI does not have"
+               for name in sorted(documented - set(commands))])
+
+
+def test_every_command_has_help_and_a_readme_section():
+    listed = cli.list_commands(None)
+    assert listed == list(COMMANDS), "a registered command's module is missing, so `mbdeploy --help` hides it"
+    for name in listed:
         result = run_cli(name, "--help")
         assert result.returncode == 0 and "Usage:" in result.stdout, name
-        assert f"mbdeploy {name}" in readme, f"README does not show `mbdeploy {name}`"
-    assert set(cli.list_commands(None)) <= set(COMMANDS)
+    assert command_doc_problems(listed, README.read_text()) == []
+
+
+def test_the_readme_check_catches_a_missing_and_an_extra_section():
+    readme = README.read_text()
+    heading = next(line for line in readme.splitlines() if line == "### `mbdeploy eval`")
+    doctored = readme.replace(heading, "### Evaluation").replace("## Manifest", "### `mbdeploy frobnicate`\n\n## Manifest")
+    assert "mbdeploy eval" in doctored  # still named in the text: only a section counts
+    assert command_doc_problems(list(COMMANDS), doctored) == [
+        "`mbdeploy eval` has no `### ` section in the README",
+        "the README has a section for `mbdeploy frobnicate`, which the CLI does not have",
+    ]
+    assert command_doc_problems(list(COMMANDS), readme) == []
 
 
 def test_table_json_has_the_documented_fields():
