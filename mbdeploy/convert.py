@@ -47,6 +47,7 @@ class ConvertRequest:
     verify: bool = True
     seed: int = 0
     options: dict = field(default_factory=dict)  # format-specific, e.g. coreml_target
+    force: bool = False  # replace a model built from trained weights with random ones
 
 
 @dataclass
@@ -87,7 +88,25 @@ def validate_request(request: ConvertRequest) -> list[tuple[str, str]]:
         if not re.fullmatch(r"(iOS|macOS|tvOS|watchOS|visionOS)\d+", target):
             raise InvalidInput(f"Core ML target {target!r} is not of the form iOS16, iOS17, macOS14, ...")
     check_writable(Path(request.out_dir))
+    if request.weights is None and not request.force:
+        refuse_replacing_trained_weights(Path(request.out_dir) / model_name(request.alpha, request.resolution))
     return pairs
+
+
+def refuse_replacing_trained_weights(model_dir: Path) -> None:
+    """Random weights would start the folder over and lose a trained model: only when asked."""
+    if not manifest_path(model_dir).exists():
+        return
+    try:
+        weights = load_manifest(model_dir).get("weights", {})
+    except Exception:  # an unreadable manifest is rebuilt anyway
+        return
+    if weights.get("trained"):
+        raise InvalidInput(
+            f"{model_dir} holds a model converted from trained weights ({weights.get('source')}); random weights "
+            f"would replace it: pass --force to replace it, --weights to rebuild from trained weights, "
+            f"or --out another folder"
+        )
 
 
 def check_writable(folder: Path) -> None:
@@ -203,7 +222,8 @@ def convert_model(request: ConvertRequest, progress: Progress | None = None) -> 
         hint = "" if request.calib_dir else "; int8 was calibrated on synthetic images: try --calib DIR"
         raise VerificationError(
             f"{name} failed verification ({' | '.join(failures)}); the artifacts are kept and marked "
-            f"failed in the manifest; use --no-verify to accept them{hint}"
+            f"failed in the manifest; use --no-verify to accept them{hint}",
+            result=ConvertResult(manifest_path(model_dir), manifest, built, reused),
         )
     return ConvertResult(manifest_path(model_dir), manifest, built, reused)
 

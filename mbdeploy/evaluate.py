@@ -306,6 +306,13 @@ def evaluate_manifest(manifest_file: Path, dataset: Dataset, formats: Iterable[s
         if formats and artifact["format"] not in formats:
             result.status = "skipped: format not requested"
             continue
+        verification = artifact.get("verification") or {}
+        if verification.get("passed") is False:
+            # Its top-1 would be recorded as the model's; convert --no-verify accepts it on purpose.
+            result.status = ("skipped: failed verification at convert ("
+                             + "; ".join(verification.get("failures") or ["see the manifest"])
+                             + "); reconvert, or accept it with convert --no-verify")
+            continue
         try:
             predictors.append((result, PREDICTORS[artifact["format"]](artifact_file(manifest_file, artifact))))
         except (InvalidInput, MissingDependency) as exc:
@@ -344,8 +351,17 @@ def evaluate_manifest(manifest_file: Path, dataset: Dataset, formats: Iterable[s
             result.top1_percent = 100.0 * hits1[id(result)] / result.images
             result.top5_percent = 100.0 * hits5[id(result)] / result.images
     _compare_with_fp32([r for r, _ in predictors])
-    _record(manifest_file, results, dataset)
+    if manifest.get("weights", {}).get("trained") is False and dataset.labelled:
+        # Agreement between precisions still means something; top-1 of random weights does not.
+        for result, _ in predictors:
+            result.status = UNTRAINED_STATUS
+        warnings.warn(f"{manifest['name']} has seeded random weights: its top-1 is chance level, recorded as "
+                      "meaningless and used by neither select nor report", stacklevel=2)
+    _record(manifest_file, results, dataset, trained=manifest.get("weights", {}).get("trained") is not False)
     return results
+
+
+UNTRAINED_STATUS = "ok (weights untrained: top-1 meaningless)"
 
 
 def _compare_with_fp32(results: list[ArtifactResult]) -> None:
@@ -361,14 +377,14 @@ def _compare_with_fp32(results: list[ArtifactResult]) -> None:
             result.top1_drop_vs_fp32_points = reference.top1_percent - result.top1_percent
 
 
-def _record(manifest_file: Path, results: list[ArtifactResult], dataset: Dataset) -> None:
+def _record(manifest_file: Path, results: list[ArtifactResult], dataset: Dataset, trained: bool) -> None:
     manifest = load_manifest(manifest_file)  # re-read: keep anything written since we started
     accuracy = manifest.setdefault("accuracy", {})
     when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     tools = tool_versions()
     for artifact in manifest["artifacts"]:
         result = next((r for r in results if r.format == artifact["format"] and r.precision == artifact["precision"]), None)
-        if result is None or result.status != "ok":
+        if result is None or result.status not in ("ok", UNTRAINED_STATUS):
             continue
         entry = {
             "images": result.images,
@@ -380,6 +396,8 @@ def _record(manifest_file: Path, results: list[ArtifactResult], dataset: Dataset
                                           "coreml": "coremltools"}[result.format]),
             "agreement_with_fp32_percent": result.agreement_with_fp32_percent,
         }
+        if not trained:
+            entry["meaningless"] = "weights untrained (seeded random): top-1 is chance level"
         if dataset.labelled:
             entry |= {"top1_percent": result.top1_percent, "top5_percent": result.top5_percent,
                       "top1_drop_vs_fp32_points": result.top1_drop_vs_fp32_points}

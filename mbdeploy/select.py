@@ -143,5 +143,7 @@ def _status(c: Candidate, budget_ms: float, formats: set[str], max_size_mb: floa
     if c.latency_ms > budget_ms:
         return "over budget"
     if c.top1_percent is None:
+        if c.accuracy_source:  # a top-1 exists but means nothing (untrained weights, failed verification)
+            return f"accuracy {c.accuracy_source.removeprefix('none: ')}"
         return "accuracy unknown (run mbdeploy eval)"
     return "within budget"

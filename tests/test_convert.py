@@ -78,8 +78,8 @@ def test_changed_input_rebuilds_only_what_it_affects(tmp_path):
 def test_failed_verification_exits_non_zero_and_marks_the_manifest(tmp_path, monkeypatch):
     from mbdeploy import verify
 
-    monkeypatch.setitem(verify.TOLERANCES, ("tflite", "fp32"), verify.Tolerance(max_abs_diff=0.0))
-    with pytest.raises(VerificationError, match="tflite/fp32: max abs diff"):
+    monkeypatch.setitem(verify.TOLERANCES, ("tflite", "fp32"), verify.Tolerance(max_logit_diff=0.0))
+    with pytest.raises(VerificationError, match="tflite/fp32: max logit diff"):
         convert_model(ConvertRequest(0.25, 128, out_dir=tmp_path, formats=["tflite"], precisions=["fp32"]))
     artifact = load_manifest(tmp_path / NAME)["artifacts"][0]
     assert artifact["verification"]["passed"] is False

@@ -99,13 +99,17 @@ def test_size_limit_metric_and_formats(world):
 def test_measured_accuracy_overrides_the_published_one(tmp_path):
     models, results = tmp_path / "models", tmp_path / "results"
     small, large = ModelSpec(0.25, 128), ModelSpec(0.5, 128)
-    write_manifest(models, small, [{"format": "tflite", "precision": "fp32"}], source="random",
+    write_manifest(models, small, [{"format": "tflite", "precision": "fp32"}], source="slim-checkpoint", trained=True,
                    accuracy={"tflite/fp32": {"top1_percent": 12.0, "top5_percent": 30.0}})
-    write_manifest(models, large, [{"format": "tflite", "precision": "fp32"}], source="random")
+    # Random weights: a top-1 measured on them is chance level and never chosen on.
+    write_manifest(models, large, [{"format": "tflite", "precision": "fp32"}], source="random",
+                   accuracy={"tflite/fp32": {"top1_percent": 0.1, "top5_percent": 0.5}})
     write_run(results, "r", [make_record("r", s, median=power_law_latency(s), manifest=None) for s in (small, large)])
     selection = select_model("host", 100.0, [results], [models])
     assert selection.chosen.model == small.name and selection.chosen.accuracy_source == "measured"
-    assert [c.status for c in selection.candidates if c.model == large.name] == ["accuracy unknown (run mbdeploy eval)"]
+    assert selection.chosen.top1_percent == 12.0  # not the published 41.5
+    assert [c.status for c in selection.candidates if c.model == large.name] == [
+        "accuracy weights untrained (top-1 meaningless)"]
 
 
 def test_errors_name_what_is_wrong(world):

@@ -32,9 +32,10 @@ def _split(value: str | None) -> list[str] | None:
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Labels file (one per line) attached to Core ML classifiers with trained weights.")
 @click.option("--no-verify", is_flag=True, help="Skip numerical verification (not recommended).")
+@click.option("--force", is_flag=True, help="Replace a model converted from trained weights with random weights.")
 @json_option
 def convert(alpha, resolution, weights, precisions, formats, calib_dir, out_dir, grid, seed, coreml_target,
-            labels, no_verify, as_json) -> None:
+            labels, no_verify, force, as_json) -> None:
     """Build MobileNet v1 from the paper's table, load weights, export and verify each artifact.
 
     Writes OUT/mobilenet_v1_<alpha>_<res>/ with the model files and manifest.json.
@@ -44,6 +45,7 @@ def convert(alpha, resolution, weights, precisions, formats, calib_dir, out_dir,
     """
     from mbdeploy.architecture import GRID_ALPHAS, GRID_RESOLUTIONS
     from mbdeploy.convert import ConvertRequest, convert_model, validate_request
+    from mbdeploy.errors import VerificationError
 
     if grid and weights is not None:
         from mbdeploy.errors import InvalidInput
@@ -53,16 +55,24 @@ def convert(alpha, resolution, weights, precisions, formats, calib_dir, out_dir,
     pairs = [(a, r) for a in GRID_ALPHAS for r in GRID_RESOLUTIONS] if grid else [(alpha, resolution)]
     requests = [
         ConvertRequest(a, r, weights, out_dir, _split(formats), _split(precisions), calib_dir, not no_verify, seed,
-                       {"coreml_target": coreml_target, "labels": str(labels) if labels else None})
+                       {"coreml_target": coreml_target, "labels": str(labels) if labels else None}, force)
         for a, r in pairs
     ]
     for request in requests:  # every bad option is reported before any work starts
         validate_request(request)
     results = []
-    with warnings_to_stderr(), progress("converting", total=len(requests), enabled=not as_json) as bar:
-        for request in requests:
-            results.append(convert_model(request, progress=bar.describe).to_dict())
-            bar.advance()
+    try:
+        with warnings_to_stderr(), progress("converting", total=len(requests), enabled=not as_json) as bar:
+            for request in requests:
+                results.append(convert_model(request, progress=bar.describe).to_dict())
+                bar.advance()
+    except VerificationError as exc:
+        if "result" not in exc.fields:  # the verifier itself failed: no figures to show
+            raise
+        # The figures say why: show them before the one-line error.
+        results.append(exc.fields["result"].to_dict())
+        emit(results if grid else results[0], as_json, lambda data: _render(results))
+        raise
     emit(results if grid else results[0], as_json, lambda data: _render(results))
 
 
@@ -91,5 +101,7 @@ def _verification_text(verification: dict) -> str:
     status = "ok" if verification["passed"] else "FAILED"
     agreement = verification["top1_agreement"]
     top1 = "n/a" if agreement is None else f"{agreement:.2f}"
-    return (f"{status} cos={verification['cosine']:.4f} top1={top1} "
-            f"max|d|={verification['max_abs_diff']:.1e}")
+    logit = verification.get("max_logit_diff")  # absent from manifests written before it existed
+    text = (f"{status} logit|d|={'n/a' if logit is None else f'{logit:.1e}'} cos={verification['cosine']:.4f} "
+            f"top1={top1} ({verification.get('decisive_probes', 'n/a')} decisive)")
+    return "; ".join([text, *verification.get("failures", []), *verification.get("notes", [])])

@@ -177,9 +177,22 @@ def _bases(run_path: Path | None) -> list[Path]:
     return bases
 
 
+# Accuracy sources that carry no figure, and why (shown where the figure would be).
+UNTRAINED = "none: weights untrained (top-1 meaningless)"
+FAILED_VERIFICATION = "none: failed verification"
+
+
 def accuracy_of(manifest: dict | None, artifact: dict, name: str, weights_source: str | None) -> tuple:
-    """(top1 %, top5 %, source) of an artifact: measured, published, or (None, None, None)."""
+    """(top1 %, top5 %, source) of an artifact: measured, published, or no figure (source says why, or None).
+
+    A top-1 measured on seeded random weights (chance level) or on an artifact
+    that failed verification is kept in the manifest but used nowhere.
+    """
     if manifest is not None:
+        if manifest.get("weights", {}).get("trained") is False:
+            return None, None, UNTRAINED
+        if (artifact.get("verification") or {}).get("passed") is False:
+            return None, None, FAILED_VERIFICATION
         measured = manifest.get("accuracy", {}).get(artifact_key(artifact))
         if measured and measured.get("top1_percent") is not None:
             return measured["top1_percent"], measured.get("top5_percent"), "measured"
@@ -212,7 +225,8 @@ def record_row(record: dict, entry: ManifestEntry | None) -> dict:
     median = latency.get("median")
     manifest = entry.manifest if entry else None
     spec = (manifest or {}).get("spec", {})
-    top1, top5, accuracy_source = accuracy_of(manifest, artifact, artifact["name"], artifact.get("weights_source"))
+    top1, top5, accuracy_source = accuracy_of(manifest, entry.artifact if entry else artifact, artifact["name"],
+                                              artifact.get("weights_source"))
     weights_source = artifact.get("weights_source") or (manifest or {}).get("weights", {}).get("source")
     gmacs = macs / median / 1e6 if macs and median else None
     peak_gmacs = None
