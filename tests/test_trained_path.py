@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from helpers import run_cli
+from support.cli import run_cli
 from mbdeploy import verify
 
 PHOTOS = ("bird.bmp", "cat.bmp", "hot_dog.jpg")
@@ -137,7 +137,7 @@ def _labelled_photos(tmp_path, reference_dir):
 
 
 def _record_for(manifest, artifact, device="host"):
-    from _report_fixtures import make_record
+    from support.records import make_record
 
     from mbdeploy.architecture import ModelSpec
 
@@ -150,7 +150,7 @@ def _record_for(manifest, artifact, device="host"):
 def test_random_weight_accuracy_is_marked_and_kept_out_of_select_and_report(tmp_path, small_models, reference_dir):
     import shutil
 
-    from _report_fixtures import write_run
+    from support.records import write_run
 
     from mbdeploy.manifest import load_manifest
 
