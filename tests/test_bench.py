@@ -212,6 +212,7 @@ def test_cli_no_wait_fails_while_another_bench_holds_the_device(tmp_path):
                           cwd=tmp_path, env=env)
     assert result.returncode == 1
     assert "Error: device local is busy" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "results").exists() or not list((tmp_path / "results").iterdir())  # no empty run left
 
 
 # A documentation address (RFC 5737): no adb server answers there, and none is started for it.
@@ -265,8 +266,9 @@ def test_killed_mid_sweep_then_resume_finishes_without_duplicates(tmp_path):
         validate_record(record)
 
     run_id = records_file.parent.name
-    resumed = mbdeploy(["bench", "--device", "local", "--models", "models", "--out", "results", "--resume", run_id,
-                        "--min-secs", "0.2", "--max-secs", "0.3", "--warmup", "1", "--json"], cwd=tmp_path, env=env)
+    # The run's own models and options come back from its run.json.
+    resumed = mbdeploy(["bench", "--device", "local", "--out", "results", "--resume", run_id, "--json"],
+                       cwd=tmp_path, env=env)
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads(resumed.stdout)
     assert summary["skipped"] == len(before) and summary["records"] == 4 - len(before)

@@ -196,3 +196,44 @@ def test_sigterm_restores_the_phone_and_a_killed_run_is_restored_from_the_host_c
                           env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
     assert _stay_on(phone) == "2" and not saved[0].exists()
+
+
+# --- --resume finishes the run it names ------------------------------------------------------------------
+
+def test_resume_restores_the_runs_models_and_options_and_refuses_others(tmp_path):
+    from mbdeploy.records.store import RunFolder
+
+    for channels in (4, 8):
+        tiny_tflite(tmp_path / "chosen" / f"m{channels}.tflite", channels=channels)
+    tiny_tflite(tmp_path / "models" / "default.tflite", channels=12)  # the default --models: not part of the run
+    env = harness_env(tmp_path)
+    first = mbdeploy(["bench", "--device", "local", "--models", "chosen", "--runs", "7", "--warmup", "1",
+                      "--threads", "2", "--json"], cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stderr
+    run_id = json.loads(first.stdout)["run_id"]
+    folder = RunFolder.open(tmp_path / "results", run_id)
+    lines = folder.records_file.read_bytes().splitlines(keepends=True)
+    folder.records_file.write_bytes(lines[0])  # as if the run had been killed after its first model
+
+    for args, difference in [
+        (["--runs", "20"], "--runs 20 (the run has 7)"),
+        (["--models", "models"], f"--models {tmp_path / 'models'} (the run has {tmp_path / 'chosen'})"),
+        (["--threads", "1"], "--threads 1 (the run has 2)"),
+        (["--precisions", "fp32"], "--precisions fp32 (the run has none)"),
+    ]:
+        refused = mbdeploy(["bench", "--device", "local", "--resume", run_id, *args], cwd=tmp_path, env=env)
+        assert refused.returncode == 2, refused.stderr
+        message = refused.stderr.strip()
+        assert message.startswith(f"Error: --resume {run_id} continues the run with its own options; these differ: ")
+        assert difference in message and "\n" not in message
+    assert len(folder.records()) == 1  # a refusal touches nothing
+
+    # The same value again is fine; nothing else is needed, not even the device (the run names it).
+    resumed = mbdeploy(["bench", "--resume", run_id, "--threads", "2", "--json"],
+                       cwd=tmp_path, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads(resumed.stdout)
+    assert summary["skipped"] == 1 and summary["records"] == 1
+    records = folder.records()
+    assert sorted(r["artifact"]["name"] for r in records) == ["m4", "m8"]
+    assert all(r["runner"]["threads"] == 2 and r["latency_ms"]["count"] == 7 for r in records)

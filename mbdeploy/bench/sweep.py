@@ -33,7 +33,9 @@ def host_meta() -> dict:
 
 
 def start_run(out: Path, options: BenchOptions, models: Iterable[Path], device_infos: list[dict],
-              resume: str | None = None, command: list[str] | None = None) -> RunFolder:
+              resume: str | None = None, command: list[str] | None = None, settings: dict | None = None) -> RunFolder:
+    """A new run folder, or the run `resume` names. `settings` (bench.resume.run_settings) is what a
+    later --resume restores."""
     if resume:
         folder = RunFolder.open(out, resume)
         dropped, bad = folder.repair()
@@ -45,6 +47,8 @@ def start_run(out: Path, options: BenchOptions, models: Iterable[Path], device_i
         return folder
     meta = {"host": host_meta(), "tools": tool_versions(), "options": asdict(options),
             "models": [str(m) for m in models], "devices": device_infos, "command": command}
+    if settings is not None:
+        meta["settings"] = settings
     return RunFolder.create(out, meta)
 
 

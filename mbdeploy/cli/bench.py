@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from mbdeploy.cli.output import console, emit, json_option, progress, warn, warnings_to_stderr
 
@@ -13,6 +14,18 @@ from mbdeploy.cli.output import console, emit, json_option, progress, warn, warn
 def _split(values: tuple[str, ...]) -> list[str]:
     """Accept both `--precisions fp32 --precisions int8` and `--precisions fp32,int8`."""
     return [item.strip() for value in values for item in value.split(",") if item.strip()]
+
+
+# The options that define a run (click parameter -> key in run.json's `settings`): --resume restores them.
+RUN_PARAMS = {
+    "threads": "threads", "no_xnnpack": "xnnpack", "warmup": "warmup_runs", "min_secs": "min_secs",
+    "max_secs": "max_secs", "runs": "runs", "target_ci": "target_ci", "runner_name": "runner",
+    "cooldown": "cooldown_s", "cooldown_temp": "cooldown_temp_c", "allow_charging": "allow_charging",
+    "benchmark_binary": "binary", "benchmark_apk": "apk", "delegate": "delegate", "op_profiling": "op_profiling",
+    "cpu_mask": "cpu_mask", "compute_units": "compute_units", "compute_unit": "compute_unit", "models": "models",
+    "precisions": "precisions", "formats": "formats",
+}
+RUNNER_OPTION_KEYS = ("binary", "apk", "delegate", "op_profiling", "cpu_mask", "compute_units", "compute_unit")
 
 
 def _render(result: dict) -> None:
@@ -70,7 +83,8 @@ def _render(result: dict) -> None:
               help="Only these formats.  [default: tflite, or coreml when every device is an iPhone]")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
               help="Folder that holds run folders.")
-@click.option("--resume", metavar="RUN", default=None, help="Continue run RUN (id or folder), skipping what it holds.")
+@click.option("--resume", metavar="RUN", default=None,
+              help="Continue run RUN (id or folder) with its own models and options, skipping what it holds.")
 @click.option("--runner", "runner_name", default=None, metavar="NAME",
               help="litert | benchmark_model | benchmark_app | coreml_app | aihub "
                    "(default: benchmark_model on Android, coreml_app on iOS, aihub on hosted phones, litert elsewhere).")
@@ -102,7 +116,7 @@ def _render(result: dict) -> None:
 @click.option("--compute-unit", type=click.Choice(["all", "npu", "gpu", "cpu"]), default=None,
               help="aihub runner: the compute unit AI Hub may use (default: all).")
 @click.option("--allow-charging", is_flag=True, help="Phones: measure power even while USB-powered.")
-@click.option("--keep", is_flag=True, help="Phones: leave the device work folder in place after the run.")
+@click.option("--keep", is_flag=True, help="Leave the run's work folder on the device (every kind) after the run.")
 @click.option("--adb-host", metavar="HOST[:PORT]", default=None, help="adb server for Android devices.")
 @json_option
 def bench(device_names, models, precisions, formats, out, resume, runner_name, threads, no_xnnpack, warmup,  # noqa: ANN001
@@ -132,25 +146,48 @@ def bench(device_names, models, precisions, formats, out, resume, runner_name, t
             "compute_unit": compute_unit}.items()
             if value not in (None, False)},
     )
-    library.check_options(options)
     model_paths = list(models) or [Path("models")]
+    precision_list, format_list = _split(precisions), _split(formats)
+    folder = None
+    if resume:
+        # The run's own models and options; what the user typed again must agree with them.
+        ctx = click.get_current_context()
+        typed = {param for param in RUN_PARAMS
+                 if ctx.get_parameter_source(param) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+        mine = library.run_settings(options, model_paths, precision_list, format_list)
+        folder, stored = library.resumed_settings(out, resume, {RUN_PARAMS[p]: mine[RUN_PARAMS[p]] for p in typed},
+                                                  {key: f"--{param.removesuffix('_name').replace('_', '-')}"
+                                                   for param, key in RUN_PARAMS.items()})
+        options = library.options_from_settings(stored, RUNNER_OPTION_KEYS)
+        options.wait_for_lock = not no_wait
+        model_paths = [Path(m) for m in stored["models"]] or model_paths
+        precision_list = stored.get("precisions", precision_list)
+        format_list = stored.get("formats", format_list)
+        if not device_names:
+            device_names = tuple(d["id"] for d in folder.meta().get("devices", []) if d.get("id"))
+    library.check_options(options)
     # With --formats, bad model folders fail before any device is looked for; without, the devices decide.
-    artifacts = library.artifacts_to_bench(model_paths, _split(precisions), _split(formats)) if formats else None
+    artifacts = library.artifacts_to_bench(model_paths, precision_list, format_list) if format_list else None
     with warnings_to_stderr():
         devices = []
         for name in device_names or (None,):
             devices += [d for d in resolve(name, adb_host) if d.id not in {seen.id for seen in devices}]
     for device in devices:
         device.keep = keep
+    created = None
+    records: list[dict] = []
     try:
         infos = [describe(device).to_dict() for device in devices]
         library.check_devices(infos)
         if artifacts is None:
-            artifacts = library.artifacts_to_bench(model_paths, _split(precisions),
-                                                   list(library.default_formats(devices)))
+            format_list = list(library.default_formats(devices))
+            artifacts = library.artifacts_to_bench(model_paths, precision_list, format_list)
         library.check_runners(devices, artifacts, options)
+        settings = library.run_settings(options, model_paths, precision_list, format_list)
         with warnings_to_stderr():  # --resume says what it repaired
-            folder = library.start_run(out, options, model_paths, infos, resume=resume, command=sys.argv)
+            folder = library.start_run(out, options, model_paths, infos, resume=resume, command=sys.argv,
+                                       settings=settings)
+        created = None if resume else folder
         skipped = 0
         total = len(devices) * len(artifacts) * len(runner_option_sets(options.runner_options))
         with progress("bench", total=total, enabled=not as_json) as bar:
@@ -167,6 +204,10 @@ def bench(device_names, models, precisions, formats, out, resume, runner_name, t
                     warn(data["message"])
 
             records = library.run_sweep(devices, infos, artifacts, folder, options, emit=on_event)
+    except BaseException:
+        if created is not None:
+            created.remove_if_empty()  # e.g. --no-wait refused: no run folder with nothing in it
+        raise
     finally:
         for device in devices:
             device.close()

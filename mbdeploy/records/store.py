@@ -228,6 +228,20 @@ class RunFolder:
             raise ResultsError(f"cannot repair {self.records_file}: {exc.strerror or exc}") from None
         return dropped, bad
 
+    def remove_if_empty(self) -> bool:
+        """Remove a run that never stored a record (only its run.json); True if it was removed."""
+        try:
+            if self.records_file.exists() and self.records_file.stat().st_size > 0:
+                return False
+            if {entry.name for entry in self.path.iterdir()} - {RUN_FILE, RECORDS_FILE}:
+                return False  # something else is in there: not ours to delete
+            self.records_file.unlink(missing_ok=True)
+            self.run_file.unlink(missing_ok=True)
+            self.path.rmdir()
+        except OSError:
+            return False
+        return True
+
     def append(self, record: dict) -> None:
         """Validate, then append the record as one line; a failed write leaves the file as it was."""
         validate_record(record)
