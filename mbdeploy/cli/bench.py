@@ -129,7 +129,7 @@ def bench(device_names, models, precisions, formats, out, resume, runner_name, t
     """
     from mbdeploy import bench as library
     from mbdeploy.devices.registry import describe, resolve
-    from mbdeploy.errors import RunnerError
+    from mbdeploy.errors import MbdeployError, RunnerError
     from mbdeploy.runners.base import TimingOptions
     from mbdeploy.runners.registry import runner_option_sets
 
@@ -204,9 +204,9 @@ def bench(device_names, models, precisions, formats, out, resume, runner_name, t
                     warn(data["message"])
 
             records = library.run_sweep(devices, infos, artifacts, folder, options, emit=on_event)
-    except BaseException:
+    except MbdeployError:
         if created is not None:
-            created.remove_if_empty()  # e.g. --no-wait refused: no run folder with nothing in it
+            created.remove_if_empty()  # e.g. --no-wait refused: no run folder with nothing in it (Ctrl-C keeps it)
         raise
     finally:
         for device in devices:
