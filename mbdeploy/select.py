@@ -11,13 +11,12 @@ within the budget (and the size limit); ties go to the faster model.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from mbdeploy.errors import InvalidInput, ResultsError
-from mbdeploy.records.reader import ManifestIndex, accuracy_of, latest_ok, load_runs, tidy_rows
+from mbdeploy.records.reader import ManifestIndex, accuracy_of, config_names, latest_ok, load_runs, tidy_rows
 from mbdeploy.records.fit import fit_groups
 
 METRICS = {"median": "latency_ms_median", "p90": "latency_ms_p90"}
@@ -38,6 +37,8 @@ class Candidate:
     fit_error: float | None = None  # leave-one-out median |relative error| of the fit used
     fit_points: int | None = None
     status: str = ""  # why it is (or is not) eligible
+    config: str | None = None  # the runner configuration, as `config_names` shows it
+    config_key: str | None = None
 
     @property
     def eligible(self) -> bool:
@@ -72,38 +73,49 @@ def _validate(budget_ms: float, metric: str, formats: Iterable[str] | None, max_
 
 def select_model(device: str, budget_ms: float, results: Iterable[Path], model_dirs: Iterable[Path] = (),
                  metric: str = "median", formats: Iterable[str] | None = None,
-                 max_size_mb: float | None = None) -> Selection:
+                 max_size_mb: float | None = None,
+                 resolve_device: Callable[[str, list[str]], str] | None = None) -> Selection:
+    """`resolve_device(name, ids in the records)` turns a name into a device id (the CLI
+    passes the device registry's, so `select` takes the names `bench` takes)."""
     _validate(budget_ms, metric, formats, max_size_mb)
     column = METRICS[metric]
     runs = load_runs(list(results))
     index = ManifestIndex(model_dirs)
     all_rows = tidy_rows(runs, index)
+    if resolve_device is not None:
+        device = resolve_device(device, sorted({r["device_id"] for r in all_rows}))
     rows = [r for r in latest_ok(all_rows) if r["device_id"] == device and r.get(column)]
     if not rows:
         seen = sorted({r["device_id"] for r in all_rows})
         raise ResultsError(
             f"no successful record for device {device!r}; devices in these runs: {', '.join(seen) or 'none'}"
         )
-    # One runner configuration per (format, precision): the one measured most on this device.
-    config = {}
-    for (fmt, precision), counts in _config_counts(rows).items():
-        config[(fmt, precision)] = counts.most_common(1)[0][0]
-    rows = [r for r in rows if r["config_key"] == config[(r["format"], r["precision"])]]
+    # Each runner configuration (threads, delegate, ...) is a candidate of its own, timed by
+    # its latest record: an older run with other settings never stands in for the latest.
+    names = config_names(rows)
+    configs: dict[tuple, list[str]] = {}
+    for row in rows:
+        configs.setdefault((row["format"], row["precision"]), [])
+        if row["config_key"] not in configs[(row["format"], row["precision"])]:
+            configs[(row["format"], row["precision"])].append(row["config_key"])
     fits = fit_groups(rows, column)
-    measured = {(r["model"], r["format"], r["precision"]): r for r in rows}
+    measured = {(r["model"], r["format"], r["precision"], r["config_key"]): r for r in rows}
 
     candidates: dict[tuple, Candidate] = {}
     for entry in index.entries():
         artifact, manifest = entry.artifact, entry.manifest
-        key = (manifest["name"], artifact["format"], artifact["precision"])
+        kind = (artifact["format"], artifact["precision"])
         top1, _, source = accuracy_of(manifest, artifact, manifest["name"], None)
         macs = artifact.get("macs") or manifest.get("macs")
-        candidates[key] = Candidate(*key, macs / 1e6 if macs else None, artifact.get("bytes"), top1, source)
+        for config in configs.get(kind) or [None]:
+            candidates[(manifest["name"], *kind, config)] = Candidate(
+                manifest["name"], *kind, macs / 1e6 if macs else None, artifact.get("bytes"), top1, source,
+                config=names.get(config), config_key=config)
     for key, row in measured.items():
         existing = candidates.get(key)
         if existing is None or existing.top1_percent is None and row["top1_percent"] is not None:
-            candidates[key] = Candidate(*key, row["macs_m"], row["size_bytes"], row["top1_percent"],
-                                        row["accuracy_source"])
+            candidates[key] = Candidate(*key[:3], row["macs_m"], row["size_bytes"], row["top1_percent"],
+                                        row["accuracy_source"], config=names[key[3]], config_key=key[3])
 
     wanted_formats = set(formats or FORMATS)
     for key, candidate in candidates.items():
@@ -111,8 +123,7 @@ def select_model(device: str, budget_ms: float, results: Iterable[Path], model_d
         if row is not None:
             candidate.latency_ms, candidate.latency_source = row[column], "measured"
         else:
-            same_kind = (candidate.format, candidate.precision)
-            fit = fits.get((device, *same_kind, config.get(same_kind)))
+            fit = fits.get((device, candidate.format, candidate.precision, candidate.config_key))
             if fit is not None and candidate.macs_m:
                 candidate.latency_ms = fit.predict(candidate.macs_m * 1e6)
                 candidate.latency_source = "predicted"
@@ -121,16 +132,9 @@ def select_model(device: str, budget_ms: float, results: Iterable[Path], model_d
 
     ordered = sorted(candidates.values(), key=lambda c: (
         not c.eligible, -(c.top1_percent if c.top1_percent is not None else -1),
-        c.latency_ms if c.latency_ms is not None else float("inf"), c.model, c.format, c.precision))
+        c.latency_ms if c.latency_ms is not None else float("inf"), c.model, c.format, c.precision, c.config or ""))
     chosen = ordered[0] if ordered and ordered[0].eligible else None
     return Selection(device, budget_ms, metric, chosen, ordered)
-
-
-def _config_counts(rows: list[dict]) -> dict[tuple, Counter]:
-    counts: dict[tuple, Counter] = {}
-    for row in rows:
-        counts.setdefault((row["format"], row["precision"]), Counter())[row["config_key"]] += 1
-    return counts
 
 
 def _status(c: Candidate, budget_ms: float, formats: set[str], max_size_mb: float | None, device: str) -> str:

@@ -134,3 +134,55 @@ def test_cli_prints_the_choice_and_fails_when_nothing_fits(world):
     assert "predicted (\u00b10%, fit of 13)" in table.stdout and "Chosen: mobilenet_v1_0.75_192 tflite fp32" in table.stdout
     nothing = run_cli("select", "--device", "phone", "--budget-ms", "0.001", "--results", results, "--models", models)
     assert nothing.returncode == 1 and "Error: no model with known accuracy fits 0.001 ms" in nothing.stderr
+
+
+# --- issue 13, item 24: names as bench takes them, comma lists, latest record per configuration ---
+
+def test_select_takes_the_device_names_bench_takes(tmp_path, server, phone):
+    """`select --device pixel` (the README's example) resolves through the device registry, as bench does."""
+    models, results = tmp_path / "models", tmp_path / "results"
+    specs = [ModelSpec(0.25, 128), ModelSpec(0.5, 160)]
+    for spec in specs:
+        write_manifest(models, spec, [{"format": "tflite", "precision": "fp32"}], source="slim-checkpoint", trained=True)
+    write_run(results, "r1", [make_record("r1", s, median=power_law_latency(s), device=phone.serial, kind="android")
+                              for s in specs])
+    for name in ("pixel", "Pixel 7", phone.serial):
+        done = run_cli("select", "--device", name, "--budget-ms", "1000", "--results", results, "--models", models,
+                       "--adb-host", server.address, "--json")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["device"] == phone.serial
+        assert json.loads(done.stdout)["chosen"]["model"] == "mobilenet_v1_0.5_160"
+    done = run_cli("select", "--device", "iphone", "--budget-ms", "1000", "--results", results, "--models", models,
+                   "--adb-host", server.address)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1].startswith("Error: no device matches 'iphone'; candidates:")
+
+
+def test_select_takes_comma_lists_and_the_latest_record_of_each_configuration(tmp_path):
+    models, results = tmp_path / "models", tmp_path / "results"
+    spec = ModelSpec(0.5, 160)
+    write_manifest(models, spec, [{"format": "tflite", "precision": "fp32"}, {"format": "onnx", "precision": "fp32"}],
+                   source="slim-checkpoint", trained=True)
+    # An old, fast 1-thread record, then the latest 1-thread one (slower); a 4-thread config in between.
+    write_run(results, "old", [make_record("old", spec, median=2.0, config_key="one", threads=1,
+                                           started_at="2026-01-01T00:00:00Z")])
+    write_run(results, "mid", [make_record("mid", spec, median=4.0, config_key="four", threads=4,
+                                           started_at="2026-01-02T00:00:00Z")])
+    write_run(results, "new", [make_record("new", spec, median=5.0, config_key="one", threads=1,
+                                           started_at="2026-01-03T00:00:00Z")])
+    done = run_cli("select", "--device", "host", "--budget-ms", "4.5", "--results", results, "--models", models,
+                   "--formats", "tflite,onnx", "--json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    by_config = {(c["format"], c["config"]): c for c in data["candidates"]}
+    assert by_config[("tflite", "litert, 1 thread, xnnpack")]["latency_ms"] == 5.0  # the latest, not the faster 2.0
+    assert by_config[("tflite", "litert, 1 thread, xnnpack")]["status"] == "over budget"
+    assert data["chosen"]["config"] == "litert, 4 threads, xnnpack" and data["chosen"]["latency_ms"] == 4.0
+    table = run_cli("select", "--device", "host", "--budget-ms", "4.5", "--results", results, "--models", models,
+                    "--formats", "tflite", "--formats", "onnx")
+    assert table.returncode == 0, table.stderr
+    assert "runner config" in table.stdout and "litert, 4 threads, xnnpack" in table.stdout
+    assert "Chosen: mobilenet_v1_0.5_160 tflite fp32 (litert, 4 threads, xnnpack)" in table.stdout
+    bad = run_cli("select", "--device", "host", "--budget-ms", "4.5", "--results", results, "--formats", "tflite,tensorrt")
+    assert bad.returncode == 2 and bad.stderr.strip() == (
+        "Error: format(s) tensorrt unknown; allowed: tflite, coreml, onnx")

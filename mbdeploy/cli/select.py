@@ -11,48 +11,53 @@ from mbdeploy.cli.output import console, emit, json_option, warnings_to_stderr
 
 @click.command(help="The most accurate model within a latency budget on one device, measured or predicted "
                     "from the device's latency-versus-MACs fit.")
-@click.option("--device", "device", required=True, help="Device id, as in the records (see mbdeploy devices).")
+@click.option("--device", "device", required=True,
+              help="A device id as in the records, or any name bench takes (alias, model, 'pixel', ssh://...).")
 @click.option("--budget-ms", type=float, required=True, help="Latency budget in milliseconds.")
 @click.option("--metric", type=click.Choice(["median", "p90"]), default="median", show_default=True)
-@click.option("--formats", multiple=True, type=click.Choice(["tflite", "coreml", "onnx"]),
-              help="Only these formats (repeat the option); default all.")
+@click.option("--formats", multiple=True, help="Only these formats: a comma list of tflite,coreml,onnx "
+                                                "(or repeat the option); default all.")
 @click.option("--max-size-mb", type=float, default=None, help="Largest model file allowed, in MB.")
 @click.option("--results", "results", multiple=True, type=click.Path(path_type=Path), default=["results"],
               show_default=True, help="Result runs or a folder of runs.")
 @click.option("--models", "models", multiple=True, type=click.Path(path_type=Path), default=["models"],
               show_default=True, help="Folders with converted models (manifest.json).")
+@click.option("--adb-host", metavar="HOST[:PORT]", default=None, help="adb server, to resolve a phone's name.")
 @json_option
 def select(device: str, budget_ms: float, metric: str, formats: tuple, max_size_mb: float | None,
-           results: tuple, models: tuple, as_json: bool) -> None:
+           results: tuple, models: tuple, adb_host: str | None, as_json: bool) -> None:
+    from mbdeploy.devices.registry import resolve_id
     from mbdeploy.errors import ResultsError
     from mbdeploy.select import select_model
 
+    wanted = [name.strip() for entry in formats for name in entry.split(",") if name.strip()]
     with warnings_to_stderr():  # a skipped record line is named, and the choice goes on
-        selection = select_model(device, budget_ms, results, models, metric, formats or None, max_size_mb)
+        selection = select_model(device, budget_ms, results, models, metric, wanted or None, max_size_mb,
+                                 resolve_device=lambda name, ids: resolve_id(name, ids, adb_host))
     emit(selection.to_dict(), as_json, lambda _: _render(selection))
     if selection.chosen is None:
-        raise ResultsError(f"no model with known accuracy fits {budget_ms:g} ms ({metric}) on {device}")
+        raise ResultsError(f"no model with known accuracy fits {budget_ms:g} ms ({metric}) on {selection.device}")
 
 
 def _render(selection) -> None:  # noqa: ANN001 - Selection
     from rich.table import Table
 
     table = Table(title=f"Candidates on {selection.device}, budget {selection.budget_ms:g} ms ({selection.metric})")
-    for header in ("", "model", "format", "precision", "MMACs", "size MB", "top-1 %", "top-1 from", "latency ms",
-                   "latency from", "status"):
+    for header in ("", "model", "format", "precision", "runner config", "MMACs", "size MB", "top-1 %", "top-1 from",
+                   "latency ms", "latency from", "status"):
         table.add_column(header)
     for c in selection.candidates:
         source = c.latency_source or ""
         if c.latency_source == "predicted":
             error = f"\u00b1{100 * c.fit_error:.0f}%" if c.fit_error is not None else "error unknown"
             source = f"predicted ({error}, fit of {c.fit_points})"
-        table.add_row("\u2192" if c is selection.chosen else "", c.model, c.format, c.precision,
+        table.add_row("\u2192" if c is selection.chosen else "", c.model, c.format, c.precision, c.config or "",
                       f"{c.macs_m:.1f}" if c.macs_m else "", f"{c.size_bytes / 1e6:.2f}" if c.size_bytes else "",
                       f"{c.top1_percent:.1f}" if c.top1_percent is not None else "", c.accuracy_source or "",
                       f"{c.latency_ms:.2f}" if c.latency_ms is not None else "", source, c.status)
     console().print(table)
     if selection.chosen:
         c = selection.chosen
-        console().print(f"Chosen: {c.model} {c.format} {c.precision}, top-1 {c.top1_percent:.1f}% "
+        console().print(f"Chosen: {c.model} {c.format} {c.precision} ({c.config}), top-1 {c.top1_percent:.1f}% "
                         f"({c.accuracy_source}), {c.latency_ms:.2f} ms {c.latency_source}")
 

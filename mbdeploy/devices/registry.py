@@ -100,6 +100,25 @@ def resolve(name: str | None, adb_host: str | None = None, config: DeviceConfig 
     return chosen
 
 
+def resolve_id(name: str, known_ids: list[str], adb_host: str | None = None,
+               config: DeviceConfig | None = None) -> str:
+    """The id `--device NAME` means for commands that read records (select): an id seen in the
+    records as is (the device need not be attached), else resolved as `bench` resolves it."""
+    by_id = [known for known in known_ids if known.lower() == name.strip().lower()]
+    if by_id:
+        return by_id[0]
+    if name.strip().lower() == "all":
+        raise DeviceNotFound("choose one device, not all; devices in these runs: " + ", ".join(known_ids), name=name)
+    devices = resolve(name, adb_host, config)
+    try:
+        if len(devices) != 1:
+            raise DeviceNotFound(f"{name!r} names {len(devices)} devices; choose one", name=name)
+        return devices[0].id
+    finally:
+        for device in devices:
+            device.close()
+
+
 def _match(name: str, key: str, infos: list[tuple[Device, DeviceInfo]], config: DeviceConfig) -> list[Device]:
     if key == "all":
         online = [device for device, info in infos if info.state == "online"]

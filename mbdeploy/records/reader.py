@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import Counter
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,6 +300,19 @@ def tidy_rows(runs: Iterable[Run], index: ManifestIndex | None = None) -> list[d
 def match_key(row: dict) -> tuple:
     """What makes two records measurements of the same thing."""
     return (row["device_id"], row["model"], row["format"], row["precision"], row["config_key"])
+
+
+def config_names(rows: Iterable[dict]) -> dict[str, str]:
+    """config_key -> a readable name ("litert, 1 thread, xnnpack"); configurations that read
+    the same but differ in another knob (warm-up, compute units, ...) get their key appended."""
+    described: dict[str, str] = {}
+    for row in rows:
+        threads = row.get("threads")
+        parts = [row.get("runner"), None if threads is None else f"{threads} thread{'s' if threads != 1 else ''}",
+                 row.get("delegate")]
+        described.setdefault(row["config_key"], ", ".join(str(p) for p in parts if p) or row["config_key"])
+    counts = Counter(described.values())
+    return {key: name if counts[name] == 1 else f"{name} [{key}]" for key, name in described.items()}
 
 
 def latest_ok(rows: Iterable[dict]) -> list[dict]:
