@@ -18,19 +18,22 @@ from typing import Iterable, Sequence
 from mbdeploy.errors import ResultsError
 
 MIN_POINTS = 2
+# Below this many points a fit still predicts, but its quality is not reported:
+# two points fit any line exactly (R^2 1.000), three leave two per refit.
+MIN_POINTS_FOR_QUALITY = 4
 
 
 @dataclass(frozen=True)
 class PowerLawFit:
     slope: float
     intercept: float  # natural log of the latency (ms) at 1 MAC
-    r_squared: float | None  # None when every point has the same latency
+    r_squared: float | None  # None below MIN_POINTS_FOR_QUALITY points, or when every latency is the same
     points: int
-    loo_errors: tuple[float, ...]  # relative errors (signed) of each left-out prediction; empty if < 3 points
+    loo_errors: tuple[float, ...]  # relative errors (signed) of each left-out prediction; empty below 4 points
 
     @property
     def loo_median_abs_error(self) -> float | None:
-        """Median |predicted - measured| / measured over left-out points, or None with < 3 points."""
+        """Median |predicted - measured| / measured over left-out points, or None below 4 points."""
         return statistics.median(abs(e) for e in self.loo_errors) if self.loo_errors else None
 
     def predict(self, macs: float) -> float:
@@ -68,9 +71,9 @@ def fit_power_law(macs: Sequence[float], latency_ms: Sequence[float]) -> PowerLa
     mean_y = statistics.fmean(ys)
     total = sum((y - mean_y) ** 2 for y in ys)
     residual = sum((y - (intercept + slope * x)) ** 2 for x, y in zip(xs, ys))
-    r_squared = 1.0 - residual / total if total > 0 else None
+    r_squared = 1.0 - residual / total if total > 0 and len(xs) >= MIN_POINTS_FOR_QUALITY else None
     loo: list[float] = []
-    if len(xs) >= 3:
+    if len(xs) >= MIN_POINTS_FOR_QUALITY:
         for i in range(len(xs)):
             rest_x, rest_y = xs[:i] + xs[i + 1 :], ys[:i] + ys[i + 1 :]
             if len(set(rest_x)) < 2:

@@ -16,6 +16,7 @@ from typing import Callable
 from mbdeploy.architecture import format_alpha, parse_model_name
 from mbdeploy.atomic import write_bytes
 from mbdeploy.records.fit import fit_groups
+from mbdeploy.records.reader import config_names
 from mbdeploy.report.pareto import pareto_front
 
 
@@ -39,9 +40,18 @@ def short_label(row: dict) -> str:
     return f"{format_alpha(alpha)}_{resolution}"
 
 
-def _series_name(row: dict, with_format: bool = True) -> str:
-    parts = [row["device_id"], row["format"] if with_format else None, row["precision"]]
-    return " ".join(p for p in parts if p)
+def _series_namer(rows: list[dict], with_device: bool = True) -> Callable[[dict], str]:
+    """Series names: device, format, precision, and the runner configuration whenever
+    the rows hold more than one (two thread settings never share a legend entry)."""
+    names = config_names(rows)
+    several = len(names) > 1
+
+    def name(row: dict) -> str:
+        parts = [row["device_id"] if with_device else None, row["format"], row["precision"]]
+        text = " ".join(p for p in parts if p)
+        return f"{text} ({names[row['config_key']]})" if several else text
+
+    return name
 
 
 def _pyplot():
@@ -84,6 +94,7 @@ def latency_vs_macs(rows: list[dict]):
     plt = _pyplot()
     fits = fit_groups(points)
     figure, axes = plt.subplots(figsize=(8, 5.5), layout="constrained")
+    series_name = _series_namer(points)
     groups: dict[tuple, list[dict]] = {}
     for row in points:
         groups.setdefault((row["device_id"], row["format"], row["precision"], row["config_key"]), []).append(row)
@@ -92,7 +103,7 @@ def latency_vs_macs(rows: list[dict]):
         xs = [r["macs_m"] for r in members]
         ys = [r["latency_ms_median"] for r in members]
         fit = fits.get(key)
-        label = _series_name(members[0])
+        label = series_name(members[0])
         if fit is not None and fit.r_squared is not None:
             label += f" (R\u00b2 = {fit.r_squared:.3f}, slope {fit.slope:.2f})"
         dots = axes.scatter(xs, ys, s=22, label=label, zorder=3)
@@ -121,13 +132,19 @@ def _against_macs(axes, ylabel: str) -> None:
 def energy_vs_macs(rows: list[dict]):
     points = [r for r in rows if r.get("energy_mj") is not None and r.get("macs_m")]
     if not points:
+        read = sum(r.get("power_status") == "ok" for r in rows)
+        if read:
+            # Power was read, but load never rose above idle: no energy per inference to draw.
+            return (f"Power was read for {read} of {len(rows)} record(s), but none gave an energy per inference "
+                    "(load power was not above idle power).")
         reasons = sorted({r.get("power_status") or "none" for r in rows})
         return f"No power was measured in these runs (power status: {', '.join(reasons)})."
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(8, 5.5), layout="constrained")
+    series_name = _series_namer(points)
     series: dict[str, list[dict]] = {}
     for row in points:
-        series.setdefault(_series_name(row), []).append(row)
+        series.setdefault(series_name(row), []).append(row)
     for name, members in sorted(series.items()):
         members.sort(key=lambda r: r["macs_m"])
         axes.plot([r["macs_m"] for r in members], [r["energy_mj"] for r in members], "o-", ms=4, lw=1, label=name)
@@ -151,9 +168,10 @@ def accuracy_vs_latency(rows: list[dict]):
                                      layout="constrained")
     for axes, device in zip([a for line in axes_grid for a in line], devices):
         mine = [r for r in points if r["device_id"] == device]
+        series_name = _series_namer(mine, with_device=False)
         series: dict[str, list[dict]] = {}
         for row in mine:
-            series.setdefault(f"{row['format']} {row['precision']}", []).append(row)
+            series.setdefault(series_name(row), []).append(row)
         for number, (name, members) in enumerate(sorted(series.items())):
             color = f"C{number % 10}"
             # Filled squares: measured by `mbdeploy eval`; hollow circles: the release table.
@@ -184,11 +202,12 @@ def accuracy_vs_latency(rows: list[dict]):
 def speedup_over_fp32(rows: list[dict]):
     baseline = {(r["device_id"], r["model"], r["format"], r["config_key"]): r for r in rows if r["precision"] == "fp32"}
     bars: dict[str, dict[str, float]] = {}
+    series_name = _series_namer(rows)
     for row in rows:
         base = baseline.get((row["device_id"], row["model"], row["format"], row["config_key"]))
         if row["precision"] == "fp32" or base is None or not row.get("latency_ms_median"):
             continue
-        series = f"{row['device_id']} {row['format']} {row['precision']}"
+        series = series_name(row)
         bars.setdefault(series, {})[row["model"]] = base["latency_ms_median"] / row["latency_ms_median"]
     if not bars:
         return "No model was measured both in fp32 and in another precision on the same device and runner."
@@ -246,8 +265,9 @@ def throughput(rows: list[dict]):
         *(((axes_list[1][0], "fraction_of_peak", "Fraction of fp32 vector peak", with_peak),) if with_peak else ()),
     ):
         series: dict[str, dict[str, float]] = {}
+        series_name = _series_namer(points)
         for row in chosen:
-            series.setdefault(_series_name(row), {})[row["model"]] = row[key]
+            series.setdefault(series_name(row), {})[row["model"]] = row[key]
         width = 0.8 / len(series)
         for i, (name, values) in enumerate(sorted(series.items())):
             xs = [j + i * width for j, m in enumerate(models) if m in values]
