@@ -24,6 +24,7 @@ COMMANDS = {
     "inspect": ("mbdeploy.cli.inspect", "inspect", "MACs, params, ops and I/O of a .tflite, .onnx or .mlpackage."),
     "devices": ("mbdeploy.cli.devices", "devices", "List every reachable device."),
     "bench": ("mbdeploy.cli.bench", "bench", "Benchmark converted models on a device."),
+    "profile": ("mbdeploy.cli.profile", "profile", "Time every layer of a model on a device, beside the whole."),
     "report": ("mbdeploy.cli.report", "report", "Write the HTML report of benchmark runs."),
     "eval": ("mbdeploy.cli.eval", "eval_command", "Top-1/top-5 of converted models on a labelled image set."),
     "select": ("mbdeploy.cli.select", "select", "The most accurate model within a latency budget."),

@@ -15,6 +15,11 @@ def json_option(function: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(function)
 
 
+def split_values(values: tuple[str, ...]) -> list[str]:
+    """Accept both `--precisions fp32 --precisions int8` and `--precisions fp32,int8`."""
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
+
+
 def emit(data: object, as_json: bool, render: Callable[[object], None]) -> None:
     """Print `data` as JSON, or hand it to a human renderer."""
     if as_json:

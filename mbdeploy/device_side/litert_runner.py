@@ -5,9 +5,12 @@ uses only the standard library, numpy and ai_edge_litert, and imports nothing
 from mbdeploy. It only loads, times and reports (STYLE.md section 6): the host
 computes statistics and stores records.
 
-Output (stdout, one line): {"schema": "mbdeploy.litert_runner/1", "samples_ms":
-[...], "init_ms", "first_inference_ms", "peak_memory_mb", "stop_reason", ...}
-or {"schema": ..., "error": "..."} with exit code 1.
+Output (stdout, one line per --model, in order): {"schema": "mbdeploy.litert_runner/1",
+"model", "samples_ms": [...], "init_ms", "first_inference_ms", "peak_memory_mb",
+"stop_reason", ...} or {"schema": ..., "model", "error": "..."}; exit code 1 if any failed.
+Several models in one process (`mbdeploy profile`'s single-layer models) pay
+for the interpreter's start and LiteRT's import once; peak memory is then the
+process's high-water mark so far.
 """
 
 from __future__ import annotations
@@ -139,7 +142,7 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def measure(args):
+def measure(args, model):
     started = time.perf_counter_ns()
     import numpy as np
     from ai_edge_litert import interpreter as litert
@@ -149,7 +152,7 @@ def measure(args):
     resolver = litert.OpResolverType.AUTO if args.xnnpack else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     init_start = time.perf_counter_ns()
     interpreter = litert.Interpreter(
-        model_path=args.model, num_threads=args.threads, experimental_op_resolver_type=resolver
+        model_path=model, num_threads=args.threads, experimental_op_resolver_type=resolver
     )
     interpreter.allocate_tensors()
     init_ms = (time.perf_counter_ns() - init_start) / 1e6
@@ -195,6 +198,7 @@ def measure(args):
 
     return {
         "schema": SCHEMA,
+        "model": model,
         "samples_ms": [round(s, 5) for s in samples],
         "init_ms": init_ms,
         "import_ms": import_ms,
@@ -213,7 +217,7 @@ def measure(args):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--model", required=True, action="append", help="repeat to time several models in turn")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-xnnpack", dest="xnnpack", action="store_false")
     parser.add_argument("--warmup", type=int, default=5)
@@ -228,13 +232,15 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        result = measure(args)
-    except Exception as exc:  # reported to the host as data, never as a traceback
-        print(json.dumps({"schema": SCHEMA, "error": f"{type(exc).__name__}: {exc}"}))
-        return 1
-    print(json.dumps(result))
-    return 0
+    status = 0
+    for model in args.model:
+        try:
+            result = measure(args, model)
+        except Exception as exc:  # reported to the host as data, never as a traceback
+            result = {"schema": SCHEMA, "model": model, "error": f"{type(exc).__name__}: {exc}"}
+            status = 1
+        print(json.dumps(result), flush=True)
+    return status
 
 
 if __name__ == "__main__":

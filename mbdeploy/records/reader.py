@@ -21,7 +21,7 @@ from typing import Iterable
 
 from mbdeploy.errors import ManifestError, ResultsError
 from mbdeploy.manifest import artifact_key, find_manifests, load_manifest
-from mbdeploy.records.schema import validate_record
+from mbdeploy.records.schema import validate_layer_record, validate_record
 from mbdeploy.records.store import RECORDS_FILE, RUN_FILE, RunFolder, read_numbered_records
 
 OFFICIAL_SOURCES = frozenset({"slim-checkpoint", "tflite", "keras"})
@@ -48,6 +48,7 @@ class Run:
     meta: dict
     records: list[dict] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # one line per line or file left out, with the reason
+    layer_records: list[dict] = field(default_factory=list)  # `mbdeploy profile`'s layers.jsonl
 
 
 # --- reading result runs ------------------------------------------------------
@@ -101,10 +102,22 @@ def load_run(path: Path) -> Run:
             skipped.append(f"{folder.records_file}:{number}: {exc.message}; record skipped")
             continue
         records.append(record)
+    layers = []
+    def unparsable_layer(number: int, reason: str) -> None:
+        if not reason.startswith("partial last line"):
+            skipped.append(f"{folder.layers_file}:{number}: {reason}")
+
+    for number, record in read_numbered_records(folder.layers_file, unparsable_layer):
+        try:
+            validate_layer_record(record)
+        except ResultsError as exc:
+            skipped.append(f"{folder.layers_file}:{number}: {exc.message}; record skipped")
+            continue
+        layers.append(record)
     for problem in skipped:
         warnings.warn(problem, stacklevel=2)
     run_id = str(meta.get("run_id") or (records[0]["run_id"] if records else folder.path.name))
-    return Run(run_id, folder.path, meta, records, skipped)
+    return Run(run_id, folder.path, meta, records, skipped, layers)
 
 
 def load_runs(paths: Iterable[Path]) -> list[Run]:

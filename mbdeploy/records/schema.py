@@ -14,20 +14,36 @@ from pathlib import Path
 from mbdeploy.errors import ResultsError
 
 RECORD_SCHEMA = "mbdeploy.record/1"
-SCHEMA_FILE = Path(__file__).resolve().parents[1] / "schemas" / "record.schema.json"
+LAYER_RECORD_SCHEMA = "mbdeploy.layer_record/1"
+SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
+SCHEMA_FILE = SCHEMA_DIR / "record.schema.json"
+LAYER_SCHEMA_FILE = SCHEMA_DIR / "layer_record.schema.json"
 
 
-@lru_cache(maxsize=1)
+@lru_cache(maxsize=2)
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
 def record_schema() -> dict:
-    return json.loads(SCHEMA_FILE.read_text())
+    return _load(SCHEMA_FILE)
 
 
 def validate_record(record: dict) -> None:
     """Raise ResultsError naming the first violation of the record schema (or a non-finite number)."""
+    _validate(record, record_schema())
+
+
+def validate_layer_record(record: dict) -> None:
+    """The same for a per-layer record of `mbdeploy profile` (layers.jsonl)."""
+    _validate(record, _load(LAYER_SCHEMA_FILE))
+
+
+def _validate(record: dict, schema: dict) -> None:
     import jsonschema
 
     _check_finite(record)
-    validator = jsonschema.Draft202012Validator(record_schema())
+    validator = jsonschema.Draft202012Validator(schema)
     try:
         error = jsonschema.exceptions.best_match(validator.iter_errors(record))
     except RecursionError:

@@ -2,6 +2,7 @@
 
     results/<run-id>/run.json        host, tool versions, options, devices (rewritten atomically)
     results/<run-id>/results.jsonl   one record per (device, artifact, runner config), append-only
+    results/<run-id>/layers.jsonl    `mbdeploy profile`: one record per layer, tied to a results.jsonl record
 
 Every record is validated against `schemas/record.schema.json` before it is
 stored: runner output comes from a device and is untrusted. Lines are
@@ -25,11 +26,12 @@ from typing import Callable
 
 from mbdeploy.atomic import append_line, write_bytes, write_json
 from mbdeploy.errors import InvalidInput, ResultsError
-from mbdeploy.records.schema import validate_record
+from mbdeploy.records.schema import validate_layer_record, validate_record
 
 RUN_SCHEMA = "mbdeploy.run/1"
 RUN_FILE = "run.json"
 RECORDS_FILE = "results.jsonl"
+LAYERS_FILE = "layers.jsonl"
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -175,21 +177,46 @@ class RunFolder:
                 continue
         return keys
 
+    @property
+    def layers_file(self) -> Path:
+        return self.path / LAYERS_FILE
+
+    def layer_records(self, on_skip: Callable[[int, str], None] | None = None) -> list[dict]:
+        return read_records(self.layers_file, on_skip)
+
+    def recorded_layer_keys(self) -> set[tuple[str, ...]]:
+        """(device id, artifact name, sha256, config key, layer name) of every `ok` layer record."""
+        keys = set()
+        for record in self.layer_records():
+            try:
+                if record.get("status") == "ok":
+                    keys.add((*record_key(record), record["layer"]["name"]))
+            except (KeyError, TypeError, AttributeError):
+                continue
+        return keys
+
+    def append_layer(self, record: dict) -> None:
+        """Validate against the layer schema, then append as one line of layers.jsonl."""
+        validate_layer_record(record)
+        append_line(self.layers_file, json.dumps(record, separators=(",", ":"), allow_nan=False))
+
     def drop_partial_line(self) -> int:
         """Before appending to a run a crash interrupted, cut its half-written last line; return bytes cut.
 
         Only bytes after the last newline go: never a whole record. The next
         append then starts on a clean line, so every line of the file parses.
         """
-        try:
-            data = self.records_file.read_bytes()
-        except FileNotFoundError:
-            return 0
-        keep = data.rfind(b"\n") + 1
-        if keep == len(data):
-            return 0
-        os.truncate(self.records_file, keep)
-        return len(data) - keep
+        cut = 0
+        for file in (self.records_file, self.layers_file):
+            try:
+                data = file.read_bytes()
+            except FileNotFoundError:
+                continue
+            keep = data.rfind(b"\n") + 1
+            if keep < len(data):
+                os.truncate(file, keep)
+                cut += len(data) - keep
+        return cut
 
     def repair(self) -> tuple[int, Path | None]:
         """Before appending to an old run: drop every line a reader would skip; (lines dropped, .bad copy).

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mbdeploy.devices.base import Device
+from mbdeploy.errors import MbdeployError
 
 
 @dataclass
@@ -72,3 +73,17 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def run(self, device: Device, remote_model: str) -> RunOutcome:
         """Time the model already pushed to `remote_model` on the device."""
+
+    def run_many(self, device: Device, remote_models: list[str]) -> list[RunOutcome | MbdeployError]:
+        """Time several pushed models in turn (a profile's single-layer models): an outcome or the error, each.
+
+        By default one `run` each; a runner that can time several models in one
+        device process overrides this to pay its start-up once.
+        """
+        results: list[RunOutcome | MbdeployError] = []
+        for remote in remote_models:
+            try:
+                results.append(self.run(device, remote))
+            except MbdeployError as exc:
+                results.append(exc)
+        return results

@@ -15,7 +15,7 @@ import posixpath
 from pathlib import Path
 
 from mbdeploy.devices.base import Device
-from mbdeploy.errors import InvalidInput, RunnerError
+from mbdeploy.errors import InvalidInput, MbdeployError, RunnerError
 from mbdeploy.runners.base import RunOutcome, Runner
 
 DEVICE_SCRIPT = Path(__file__).resolve().parents[1] / "device_side" / "litert_runner.py"
@@ -27,6 +27,22 @@ FIXED_RUNS_TIMEOUT_S = 3600.0
 
 def _finite_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def parse_outputs(stdout: str) -> dict[str, dict]:
+    """Every result line of a several-model run, by the model path it names."""
+    found = {}
+    for line in stdout.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(data, dict) and data.get("schema") == DEVICE_SCHEMA and isinstance(data.get("model"), str):
+            found[data["model"]] = data
+    return found
 
 
 def parse_output(stdout: str, stderr: str = "") -> dict:
@@ -93,9 +109,10 @@ class LiteRTRunner(Runner):
         device.push(DEVICE_SCRIPT, remote)
         self._scripts[device.id] = remote
 
-    def command(self, device: Device, remote_model: str) -> list[str]:
+    def command(self, device: Device, remote_model: str | list[str]) -> list[str]:
         options = self.options
-        argv = [device.python, self._scripts[device.id], "--model", remote_model,
+        models = [remote_model] if isinstance(remote_model, str) else remote_model
+        argv = [device.python, self._scripts[device.id], *[arg for m in models for arg in ("--model", m)],
                 "--threads", str(options.threads), "--warmup", str(options.warmup_runs),
                 "--min-secs", str(options.min_secs), "--max-secs", str(options.max_secs),
                 "--target-ci", str(options.target_ci)]
@@ -114,3 +131,29 @@ class LiteRTRunner(Runner):
         budget = FIXED_RUNS_TIMEOUT_S if self.options.runs is not None else self.options.max_secs
         result = device.shell(self.command(device, remote_model), timeout=budget + STARTUP_ALLOWANCE_S)
         return outcome_from_output(parse_output(result.stdout, result.stderr))
+
+    def run_many(self, device: Device, remote_models: list[str]) -> list[RunOutcome | MbdeployError]:
+        """All the models in one device process: Python's start and LiteRT's import are paid once."""
+        if not remote_models:
+            return []
+        if device.id not in self._scripts:
+            self.prepare(device)
+        budget = FIXED_RUNS_TIMEOUT_S if self.options.runs is not None else self.options.max_secs
+        # Each model gets its own budget plus a little for loading; the interpreter starts once.
+        timeout = STARTUP_ALLOWANCE_S + len(remote_models) * (budget + 10.0)
+        try:
+            result = device.shell(self.command(device, remote_models), timeout=timeout)
+        except MbdeployError as exc:
+            return [exc for _ in remote_models]
+        found = parse_outputs(result.stdout)
+        tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        outcomes: list[RunOutcome | MbdeployError] = []
+        for remote in remote_models:
+            if remote not in found:
+                outcomes.append(RunnerError(f"litert runner printed no result for {remote}: {tail}"))
+                continue
+            try:
+                outcomes.append(outcome_from_output(found[remote]))
+            except MbdeployError as exc:
+                outcomes.append(exc)
+        return outcomes

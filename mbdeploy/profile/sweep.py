@@ -1,0 +1,278 @@
+"""The profile sweep: per device and artifact, the whole model, then every layer.
+
+The whole model is measured exactly as `bench` measures it (`measure_one`)
+and its record goes to results.jsonl; each layer's record goes to
+layers.jsonl, naming that whole-model record. How a layer is timed:
+
+- single_layer: the layer cut out of the artifact as its own .tflite
+  (`slicing`), pushed and timed by the same runner with the same options as
+  the whole model. Works wherever the runner times a .tflite: local, ssh
+  boards, phones (litert or benchmark_model).
+- op_profile: the runner's own per-node profile of the whole model (Android
+  `benchmark_model` and the APK), mapped to layers in node order
+  (`op_profile`).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from mbdeploy.architecture import ModelSpec
+from mbdeploy.bench.artifacts import Artifact
+from mbdeploy.bench.measure import latency_block, measure_one
+from mbdeploy.bench.options import BenchOptions
+from mbdeploy.bench.sweep import clean_device
+from mbdeploy.devices.base import Device
+from mbdeploy.devices.lock import DeviceLock
+from mbdeploy.errors import InvalidInput, MbdeployError, ResultsError
+from mbdeploy.layer_accounting import ProfileLayer, profile_layers
+from mbdeploy.profile.op_profile import map_nodes
+from mbdeploy.profile.slicing import build_single_layer_models, map_layers, read_model, spec_from_graph
+from mbdeploy.records.schema import LAYER_RECORD_SCHEMA, validate_layer_record
+from mbdeploy.records.store import RunFolder, record_key, utc_now
+from mbdeploy.runners.base import Runner
+from mbdeploy.runners.registry import make_runners
+
+METHODS = ("auto", "single_layer", "op_profile")
+# Runners whose tool profiles each node of the whole model itself.
+OP_PROFILE_RUNNERS = ("benchmark_model", "benchmark_app")
+
+Event = Callable[[str, dict], None]  # "start", "record", "layer", "skip", "unsupported", "wait"
+
+
+@dataclass
+class ProfileOptions:
+    bench: BenchOptions = field(default_factory=BenchOptions)
+    method: str = "auto"
+
+
+def resolve_method(method: str, runner_name: str) -> str:
+    if method not in METHODS:
+        raise InvalidInput(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+    if method == "auto":
+        return "op_profile" if runner_name in OP_PROFILE_RUNNERS else "single_layer"
+    if method == "op_profile" and runner_name not in OP_PROFILE_RUNNERS:
+        raise InvalidInput(f"the {runner_name} runner has no op profile; --method op_profile needs "
+                           f"{' or '.join(OP_PROFILE_RUNNERS)} (or use --method single_layer)")
+    return method
+
+
+def profile_runners(device: Device, options: ProfileOptions) -> list[tuple[Runner, str]]:
+    """(runner config, method) pairs this device profiles with; an op profile needs the runner's profiler on."""
+    name = options.bench.runner or device.default_runner
+    method = resolve_method(options.method, name)
+    runner_options = dict(options.bench.runner_options)
+    if method == "op_profile":
+        runner_options["op_profiling"] = True
+    return [(runner, method) for runner in make_runners(name, options.bench.timing, runner_options)]
+
+
+def artifact_spec(artifact: Artifact, model) -> ModelSpec:  # noqa: ANN001 - model: the schema's ModelT
+    """The family member an artifact is: its manifest's spec, else read off the graph itself."""
+    spec = spec_from_graph(model)
+    if artifact.alpha is not None and artifact.resolution is not None:
+        return ModelSpec(float(artifact.alpha), int(artifact.resolution), spec.classes)
+    return spec
+
+
+def layer_skeleton(whole: dict, layer: ProfileLayer, method: str) -> dict:
+    artifact = whole["artifact"]
+    now = utc_now()
+    device_id, name, sha256, config_key = record_key(whole)
+    return {
+        "schema": LAYER_RECORD_SCHEMA, "run_id": whole["run_id"], "status": "failed", "error": None,
+        "whole": {"device_id": device_id, "name": name, "sha256": sha256, "config_key": config_key},
+        "device": {"kind": whole["device"]["kind"], "id": device_id},
+        "artifact": {key: artifact.get(key) for key in ("name", "format", "precision", "sha256", "alpha", "resolution")},
+        "runner": whole["runner"], "config_key": config_key, "method": method,
+        "layer": {**layer.to_dict(), "bytes_moved": layer.bytes_moved(artifact["precision"])},
+        "model": None, "nodes": None, "delegated": None, "latency_ms": None, "stop_reason": None,
+        "samples_ms": [], "started_at": now, "finished_at": now,
+    }
+
+
+def _checked(record: dict) -> dict:
+    try:
+        validate_layer_record(record)
+    except ResultsError as exc:
+        record.update({"status": "failed", "error": f"invalid runner output: {exc.message}", "latency_ms": None,
+                       "samples_ms": []})
+    return record
+
+
+class _Profile:
+    def __init__(self, folder: RunFolder, options: ProfileOptions, emit: Event, work: Path) -> None:
+        self.folder = folder
+        self.options = options
+        self.emit = emit
+        self.work = work
+        self.done = folder.recorded_keys()
+        self.layers_done = folder.recorded_layer_keys()
+        self.earlier = {record_key(r): r for r in folder.records() if r.get("status") == "ok"}
+        self.lock = threading.Lock()
+        self.records: list[dict] = []
+        self.layer_records: list[dict] = []
+
+    def store(self, record: dict) -> None:
+        with self.lock:
+            self.folder.append(record)
+            self.records.append(record)
+        self.emit("record", record)
+
+    def store_layer(self, record: dict) -> None:
+        with self.lock:
+            self.folder.append_layer(record)
+            self.layer_records.append(record)
+        self.emit("layer", record)
+
+    def device(self, device: Device, info: dict, artifacts: list[Artifact]) -> None:
+        for runner, method in profile_runners(device, self.options):
+            usable = [a for a in artifacts if a.format in runner.formats]
+            for artifact in artifacts:
+                if artifact not in usable:
+                    self.emit("unsupported", {"device": device.id, "artifact": artifact.name,
+                                              "precision": artifact.precision})
+            if not usable:
+                continue
+            lock = DeviceLock(device.id, wait=self.options.bench.wait_for_lock,
+                              on_wait=lambda msg: self.emit("wait", {"message": msg}))
+            with lock:
+                try:
+                    runner.prepare(device)
+                    for artifact in usable:
+                        self.artifact(device, info, runner, method, artifact)
+                finally:
+                    clean_device(device)
+
+    def artifact(self, device: Device, info: dict, runner: Runner, method: str, artifact: Artifact) -> None:
+        emit = self.emit
+        emit("start", {"device": device.id, "artifact": artifact.name, "precision": artifact.precision})
+        key = (device.id, artifact.name, artifact.sha256, runner.config_key())
+        whole = self.earlier.get(key) if key in self.done else None
+        if whole is None:
+            whole = measure_one(device, info, runner, artifact, self.folder.run_id, self.options.bench, None)
+            self.store(whole)
+        else:
+            emit("skip", {"device": device.id, "artifact": artifact.name, "precision": artifact.precision})
+        try:
+            model = read_model(artifact.path)
+            graph_layers = map_layers(model, _layers(artifact, model), str(artifact.path))
+        except MbdeployError as exc:
+            for_all = exc.message
+            graph_layers, model = [], None
+        else:
+            for_all = None
+        if whole["status"] != "ok":
+            for_all = f"the whole model failed: {whole.get('error')}"
+        if for_all is not None:
+            emit("failed", {"device": device.id, "artifact": artifact.name, "error": for_all})
+            for graph_layer in graph_layers:
+                record = layer_skeleton(whole, graph_layer.layer, method)
+                record["error"] = for_all
+                self.store_layer(_checked(record))
+            return
+        todo = [g for g in graph_layers if (*key, g.layer.name) not in self.layers_done]
+        emit("layers", {"device": device.id, "artifact": artifact.name, "count": len(todo),
+                        "skipped": len(graph_layers) - len(todo)})
+        if method == "op_profile":
+            self.op_profile(whole, graph_layers, todo)
+        else:
+            self.single_layers(device, runner, artifact, whole, model, todo)
+
+    def single_layers(self, device: Device, runner: Runner, artifact: Artifact, whole: dict, model, todo) -> None:  # noqa: ANN001
+        if not todo:
+            return
+        local = self.work / artifact.sha256[:16]
+        built = {m.layer.name: m for m in build_single_layer_models(artifact.path, artifact_spec(artifact, model),
+                                                                      local)}
+        remote_dir = posixpath.join(device.workdir, "models", artifact.sha256[:16], "layers")
+        records, remotes = [], []
+        for graph_layer in todo:
+            single = built[graph_layer.layer.name]
+            record = layer_skeleton(whole, graph_layer.layer, "single_layer")
+            record["model"] = {"sha256": single.sha256, "bytes": single.bytes, "ops": list(single.ops),
+                               "inputs": [{"shape": list(s), "dtype": d, "quantization": q} for s, d, q in
+                                          zip(single.input_shapes, single.input_dtypes, single.input_quantization)]}
+            remote = posixpath.join(remote_dir, single.path.name)
+            try:
+                device.push(single.path, remote)
+            except MbdeployError as exc:
+                record["error"] = f"push failed: {exc.message}"
+                self.store_layer(_checked(record))
+                continue
+            records.append(record)
+            remotes.append(remote)
+        # One device process times them all in turn (when the runner can), in plan order.
+        for record, outcome in zip(records, runner.run_many(device, remotes)):
+            if isinstance(outcome, MbdeployError):
+                record["error"] = outcome.message
+            else:
+                # Statistics only: a 2 us layer gives 100k+ samples in half a second.
+                record.update({"status": "ok", "latency_ms": latency_block(outcome),
+                               "stop_reason": outcome.stop_reason})
+            record["finished_at"] = utc_now()
+            self.store_layer(_checked(record))
+
+    def op_profile(self, whole: dict, graph_layers, todo) -> None:  # noqa: ANN001
+        rows = (whole.get("runner_extra") or {}).get("op_profile_nodes")
+        wanted = {g.layer.name for g in todo}
+        try:
+            if not isinstance(rows, list) or not rows:
+                raise InvalidInput(f"the {whole['runner']['name']} runner returned no per-node op profile")
+            mapped = map_nodes(rows, graph_layers)
+        except MbdeployError as exc:
+            for graph_layer in todo:
+                record = layer_skeleton(whole, graph_layer.layer, "op_profile")
+                record["error"] = exc.message
+                self.store_layer(_checked(record))
+            return
+        for layer_time in mapped:
+            if layer_time.graph_layer.layer.name not in wanted:
+                continue
+            self.store_layer(_checked(op_profile_record(whole, layer_time)))
+
+
+def op_profile_record(whole: dict, layer_time) -> dict:  # noqa: ANN001 - op_profile.LayerTime
+    """A layer record from the mapped op profile: the tool reports averages, so the mean (no median, no CI)."""
+    record = layer_skeleton(whole, layer_time.graph_layer.layer, "op_profile")
+    record.update({"status": "ok", "nodes": layer_time.nodes, "delegated": layer_time.delegated})
+    if layer_time.avg_ms is not None:
+        record["latency_ms"] = {"median": None, "mean": layer_time.avg_ms, "count": layer_time.count or 0,
+                                "ci95_low": None, "ci95_high": None}
+    return record
+
+
+def _layers(artifact: Artifact, model) -> list[ProfileLayer]:  # noqa: ANN001
+    return profile_layers(artifact_spec(artifact, model))
+
+
+def run_profile(devices: list[Device], device_infos: list[dict], artifacts: list[Artifact], folder: RunFolder,
+                options: ProfileOptions, emit: Event | None = None) -> tuple[list[dict], list[dict]]:
+    """Profile every artifact on every device (one thread per device); the new whole and layer records."""
+    errors: list[BaseException] = []
+    with tempfile.TemporaryDirectory(prefix="mbdeploy-layers-") as work:
+        profile = _Profile(folder, options, emit or (lambda kind, data: None), Path(work))
+
+        def run(device: Device, info: dict) -> None:
+            try:
+                profile.device(device, info, artifacts)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                errors.append(exc)
+
+        if len(devices) == 1:
+            run(devices[0], device_infos[0])
+        else:
+            threads = [threading.Thread(target=run, args=(d, i), name=f"profile-{d.id}", daemon=True)
+                       for d, i in zip(devices, device_infos)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    if errors:
+        raise errors[0]
+    return profile.records, profile.layer_records
