@@ -4,20 +4,26 @@ Candidates are every converted artifact (from manifests) and every artifact
 measured on the device. Each gets a latency on that device: measured when a
 record exists, else predicted from the device's latency-versus-MACs fit for
 the same format and precision (marked as a prediction, with the fit's
-leave-one-out error). Each gets an accuracy: measured by `eval`, else the
+leave-one-out error), or, when the device has a profile of that format,
+precision and runner config (`mbdeploy profile`), from the layer latency
+model (`records/layer_model.py`), with its error on the measured models it
+was not fitted on. Each gets an accuracy: measured by `eval`, else the
 published top-1 for Google's trained weights. The choice is the highest top-1
 within the budget (and the size limit); ties go to the faster model.
 """
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from mbdeploy.architecture import ModelSpec
 from mbdeploy.errors import InvalidInput, ResultsError
-from mbdeploy.records.reader import ManifestIndex, accuracy_of, config_names, latest_ok, load_runs, tidy_rows
 from mbdeploy.records.fit import fit_groups
+from mbdeploy.records.layer_model import LayerModel, fit_layer_models
+from mbdeploy.records.reader import ManifestIndex, accuracy_of, config_names, latest_ok, load_runs, tidy_rows
 
 METRICS = {"median": "latency_ms_median", "p90": "latency_ms_p90"}
 FORMATS = ("tflite", "coreml", "onnx")
@@ -34,11 +40,15 @@ class Candidate:
     accuracy_source: str | None
     latency_ms: float | None = None
     latency_source: str | None = None  # "measured" or "predicted"
-    fit_error: float | None = None  # leave-one-out median |relative error| of the fit used
-    fit_points: int | None = None
+    fit_error: float | None = None  # median |relative error| of the predictor used, out of sample
+    fit_points: int | None = None  # models the predictor was fitted on
     status: str = ""  # why it is (or is not) eligible
     config: str | None = None  # the runner configuration, as `config_names` shows it
     config_key: str | None = None
+    predictor: str | None = None  # "layer model" or "power law", for a predicted latency
+    alpha: float | None = None
+    resolution: int | None = None
+    classes: int | None = None
 
     @property
     def eligible(self) -> bool:
@@ -107,26 +117,37 @@ def select_model(device: str, budget_ms: float, results: Iterable[Path], model_d
         kind = (artifact["format"], artifact["precision"])
         top1, _, source = accuracy_of(manifest, artifact, manifest["name"], None)
         macs = artifact.get("macs") or manifest.get("macs")
+        spec = manifest.get("spec") or {}
         for config in configs.get(kind) or [None]:
             candidates[(manifest["name"], *kind, config)] = Candidate(
                 manifest["name"], *kind, macs / 1e6 if macs else None, artifact.get("bytes"), top1, source,
-                config=names.get(config), config_key=config)
+                config=names.get(config), config_key=config, alpha=spec.get("alpha"),
+                resolution=spec.get("resolution"), classes=spec.get("classes"))
     for key, row in measured.items():
         existing = candidates.get(key)
         if existing is None or existing.top1_percent is None and row["top1_percent"] is not None:
             candidates[key] = Candidate(*key[:3], row["macs_m"], row["size_bytes"], row["top1_percent"],
-                                        row["accuracy_source"], config=names[key[3]], config_key=key[3])
+                                        row["accuracy_source"], config=names[key[3]], config_key=key[3],
+                                        alpha=row.get("alpha"), resolution=row.get("resolution"))
 
+    layer_models = fit_layer_models([r for run in runs for r in run.records if r["device"]["id"] == device],
+                                    [r for run in runs for r in run.layer_records if r["whole"]["device_id"] == device])
     wanted_formats = set(formats or FORMATS)
     for key, candidate in candidates.items():
         row = measured.get(key)
         if row is not None:
             candidate.latency_ms, candidate.latency_source = row[column], "measured"
         else:
-            fit = fits.get((device, candidate.format, candidate.precision, candidate.config_key))
-            if fit is not None and candidate.macs_m:
+            group = (device, candidate.format, candidate.precision, candidate.config_key)
+            fit, layer_model, spec = fits.get(group), layer_models.get(group), _spec(candidate)
+            if layer_model is not None and spec is not None:
+                candidate.latency_ms = layer_model.predict(spec)
+                candidate.latency_source, candidate.predictor = "predicted", "layer model"
+                candidate.fit_error = _layer_model_error(layer_model, rows, group)
+                candidate.fit_points = len(layer_model.models)
+            elif fit is not None and candidate.macs_m:
                 candidate.latency_ms = fit.predict(candidate.macs_m * 1e6)
-                candidate.latency_source = "predicted"
+                candidate.latency_source, candidate.predictor = "predicted", "power law"
                 candidate.fit_error, candidate.fit_points = fit.loo_median_abs_error, fit.points
         candidate.status = _status(candidate, budget_ms, wanted_formats, max_size_mb, device)
 
@@ -135,6 +156,30 @@ def select_model(device: str, budget_ms: float, results: Iterable[Path], model_d
         c.latency_ms if c.latency_ms is not None else float("inf"), c.model, c.format, c.precision, c.config or ""))
     chosen = ordered[0] if ordered and ordered[0].eligible else None
     return Selection(device, budget_ms, metric, chosen, ordered)
+
+
+def _spec(candidate: Candidate) -> ModelSpec | None:
+    if candidate.alpha is None or candidate.resolution is None:
+        return None
+    try:
+        return ModelSpec(float(candidate.alpha), int(candidate.resolution), int(candidate.classes or 1001))
+    except InvalidInput:
+        return None
+
+
+def _layer_model_error(model: LayerModel, rows: list[dict], group: tuple) -> float | None:
+    """Median |relative error| on the measured models of that group the layer model was not fitted on (else LOO)."""
+    errors = []
+    for row in rows:
+        if (row["device_id"], row["format"], row["precision"], row["config_key"]) != group or row["model"] in model.models:
+            continue
+        spec = _spec(Candidate(row["model"], row["format"], row["precision"], None, None, None, None,
+                               alpha=row.get("alpha"), resolution=row.get("resolution")))
+        if spec is not None and row.get("latency_ms_median"):
+            errors.append(abs(model.predict(spec) - row["latency_ms_median"]) / row["latency_ms_median"])
+    if errors:
+        return statistics.median(errors)
+    return model.loo_median_abs_error
 
 
 def _status(c: Candidate, budget_ms: float, formats: set[str], max_size_mb: float | None, device: str) -> str:

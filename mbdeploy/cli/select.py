@@ -50,7 +50,8 @@ def _render(selection) -> None:  # noqa: ANN001 - Selection
         source = c.latency_source or ""
         if c.latency_source == "predicted":
             error = f"\u00b1{100 * c.fit_error:.0f}%" if c.fit_error is not None else "error unknown"
-            source = f"predicted ({error}, fit of {c.fit_points})"
+            source = (f"predicted (layer model, {error}, profiles of {c.fit_points})" if c.predictor == "layer model"
+                      else f"predicted ({error}, fit of {c.fit_points})")
         table.add_row("\u2192" if c is selection.chosen else "", c.model, c.format, c.precision, c.config or "",
                       f"{c.macs_m:.1f}" if c.macs_m else "", f"{c.size_bytes / 1e6:.2f}" if c.size_bytes else "",
                       f"{c.top1_percent:.1f}" if c.top1_percent is not None else "", c.accuracy_source or "",

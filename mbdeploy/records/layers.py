@@ -108,13 +108,9 @@ def profile_summaries(whole_records: Iterable[dict], layer_records: Iterable[dic
     return [profile_summary(wholes.get(key), layers) for key, layers in sorted(latest_layers(layer_records).items())]
 
 
-# Columns a per-layer row adds to results.csv (whole-model rows leave them empty).
-LAYER_COLUMNS = ("layer_index", "layer", "layer_type", "layer_method", "layer_time_basis", "share_of_time",
-                 "share_of_macs")
-
-
 def layer_rows(runs: Iterable, whole_rows: list[dict]) -> list[dict]:  # runs: list[Run]
-    """Tidy per-layer rows in results.csv's columns: the whole model's row, overwritten with the layer's figures."""
+    """Tidy per-layer rows in results.csv's columns (reader.COLUMNS' layer_* ones set): the whole model's row,
+    overwritten with the layer's figures, so a row with `layer` set is one layer of that profile."""
     by_key = {}
     for row in whole_rows:
         by_key[(row["device_id"], row["model"], row["sha256"], row["config_key"], row["run_id"])] = row

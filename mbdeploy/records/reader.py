@@ -38,6 +38,9 @@ COLUMNS = (
     "macs_m", "params_m", "size_bytes", "gmacs_per_s", "peak_gmacs_per_s", "fraction_of_peak", "peak_basis",
     "power_status", "avg_power_mw", "energy_mj", "throttled", "throttle_reasons",
     "weights_source", "top1_percent", "top5_percent", "accuracy_source", "sha256",
+    # Per-layer rows of `mbdeploy profile` (records/layers.py); empty on whole-model rows.
+    "layer_index", "layer", "layer_type", "layer_method", "layer_time_basis", "bytes_moved", "share_of_time",
+    "share_of_macs", "whole_ms_median",
 )
 
 

@@ -56,6 +56,8 @@ def write_report(results: Iterable[Path], out_dir: Path, model_dirs: Iterable[Pa
     from mbdeploy.report.figures import render_all
     from mbdeploy.records.fit import fit_groups
     from mbdeploy.report.html import render_page
+    from mbdeploy.records.layers import layer_rows
+    from mbdeploy.report.layers import where_the_time_goes
 
     out_dir = Path(out_dir)
     runs = load_runs(list(results))
@@ -71,10 +73,11 @@ def write_report(results: Iterable[Path], out_dir: Path, model_dirs: Iterable[Pa
         latest = latest_ok(rows)
         fits = fit_groups(latest)
         figures = render_all(latest, staging)
-        write_text(staging / "results.csv", to_csv(rows))
+        layers_html, layer_figures = where_the_time_goes(runs, staging)
+        write_text(staging / "results.csv", to_csv(rows + layer_rows(runs, rows)))
         generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         page = render_page(runs=runs, all_rows=rows, latest=latest, fits=fits, figures=figures, out_dir=staging,
-                           generated_at=generated)
+                           generated_at=generated, extra_sections=[layers_html] if layers_html else [])
         write_text(staging / "index.html", page)
         write_text(staging / REPORT_MARK, "written by mbdeploy report; the next report replaces this folder\n")
         _swap_into_place(staging, out_dir)
@@ -82,12 +85,13 @@ def write_report(results: Iterable[Path], out_dir: Path, model_dirs: Iterable[Pa
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     moved = [replace(f, png=out_dir / f.png.name if f.png else None, svg=out_dir / f.svg.name if f.svg else None)
-             for f in figures]
+             for f in figures + layer_figures]
     return Report(out_dir / "index.html", out_dir / "results.csv", moved, len(rows), len(runs), fits)
 
 
 def _check_replaceable(out_dir: Path) -> None:
     from mbdeploy.report.figures import FIGURES
+    from mbdeploy.report.layers import FIGURE_NAMES
 
     if not out_dir.exists():
         return
@@ -95,6 +99,7 @@ def _check_replaceable(out_dir: Path) -> None:
         raise InvalidInput(f"--out {out_dir} is a file; name a folder (it is created when missing)")
     ours = {"index.html", "results.csv", REPORT_MARK} | {f"{name}.{ext}" for name, _, _ in FIGURES
                                                          for ext in ("png", "svg")}
+    ours |= {f"{name}.{ext}" for name in FIGURE_NAMES for ext in ("png", "svg")}
     names = sorted(p.name for p in out_dir.iterdir())
     foreign = [name for name in names if name not in ours]
     if foreign and REPORT_MARK not in names:

@@ -114,7 +114,7 @@ def run_metadata(runs: list) -> str:  # list[Run]
 
 
 def render_page(*, runs: list, all_rows: list[dict], latest: list[dict], fits: dict, figures: list[FigureOutput],
-                out_dir: Path, generated_at: str) -> str:
+                out_dir: Path, generated_at: str, extra_sections: Sequence[str] = ()) -> str:
     sections = [
         f"<h1>mbdeploy report</h1><p>{len(all_rows)} records from {len(runs)} run(s); generated {html.escape(generated_at)}. "
         'Latency is the median with its 95% confidence interval; top-1 is "published" (the release table, for '
@@ -122,6 +122,7 @@ def render_page(*, runs: list, all_rows: list[dict], latest: list[dict], fits: d
         '<a href="results.csv">results.csv</a>.</p>',
         "<h2>Devices</h2>" + device_summary(all_rows, latest, fits),
         "<h2>Figures</h2>" + "".join(_figure(f, out_dir) for f in figures),
+        *extra_sections,
         "<h2>Every record</h2><p>Rows shaded orange were throttled; red ones failed.</p>" + records_table(all_rows),
         "<h2>Runs</h2>" + run_metadata(runs),
     ]

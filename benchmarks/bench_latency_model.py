@@ -1,0 +1,137 @@
+"""The layer latency model against the power law, out of sample, on this host.
+
+Targets (issue 14), fp32 on `local`: the layer model's median |error| <= 3% and
+max <= 10% over the grid models it did not see; profiling one model's layers to
+a 2% CI per layer in <= 60 s.
+
+One run, side by side: converts the 16-model fp32 grid (cached, random
+weights, not timed), benchmarks all 16 whole on `local` (`mbdeploy.bench`),
+profiles at most 4 of them layer by layer (`mbdeploy.profile`, single-layer
+method), fits the layer model (`mbdeploy.records.layer_model`) on those
+profiles and the bench's whole times, and predicts the other models. The
+power law gets its most favourable setting, what `select` uses: fitted on all
+the other 15 whole models (leave-one-out), evaluated on the same held-out
+models. The last line is the comparison.
+
+    .venv/bin/python benchmarks/bench_latency_model.py [--profile 1.0_224,0.25_128,1.0_128,0.25_224]
+        [--threads 1] [--out DIR] [--models DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from _grid_run import bench_local, convert_grid  # noqa: E402
+
+# The grid's four corners: every other model lies inside them in alpha and resolution.
+DEFAULT_PROFILED = "1.0_224,0.25_128,1.0_128,0.25_224"
+
+
+def profile_local(models: list[Path], out: Path, timing) -> tuple[Path, list[float]]:
+    """Profile each model on `local` through the library; the run folder and each model's wall time (s)."""
+    from mbdeploy import bench
+    from mbdeploy.devices.registry import describe, resolve
+    from mbdeploy.profile.sweep import ProfileOptions, run_profile
+
+    options = ProfileOptions(bench=bench.BenchOptions(timing=timing), method="single_layer")
+    devices = resolve("local")
+    infos = [describe(d).to_dict() for d in devices]
+    folder = bench.start_run(out, options.bench, models, infos, command=sys.argv)
+    walls = []
+    try:
+        for model in models:
+            started = time.monotonic()
+            run_profile(devices, infos, bench.collect_artifacts([model], ["fp32"], ["tflite"]), folder, options)
+            walls.append(time.monotonic() - started)
+    finally:
+        for device in devices:
+            device.close()
+    return folder.path, walls
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=Path, default=Path(tempfile.gettempdir()) / "mbdeploy-bench-models")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--profile", default=DEFAULT_PROFILED, help="at most 4 grid models (alpha_res) to profile")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--max-secs", type=float, default=10.0)
+    args = parser.parse_args()
+
+    from mbdeploy.architecture import ModelSpec, model_name
+    from mbdeploy.records.fit import fit_power_law
+    from mbdeploy.records.layer_model import ProfiledModel, fit_layer_model, profiled_models
+    from mbdeploy.records.reader import load_runs
+    from mbdeploy.runners.base import TimingOptions
+
+    profiled_names = [f"mobilenet_v1_{p}" for p in args.profile.split(",") if p]
+    if not 1 <= len(profiled_names) <= 4:
+        sys.exit("--profile names 1 to 4 models")
+    out = args.out or Path(tempfile.mkdtemp(prefix="mbd-layer-model-"))
+    print(f"converting the fp32 grid into {args.models} (cached; random weights)", flush=True)
+    convert_grid(args.models)
+
+    started = time.monotonic()
+    timing = TimingOptions(threads=args.threads, min_secs=1.0, max_secs=args.max_secs)
+    bench_run = bench_local(args.models, out, timing)
+    print(f"benched the 16 models whole in {time.monotonic() - started:.0f} s: {bench_run}", flush=True)
+    layer_timing = TimingOptions(threads=args.threads, min_secs=0.5, max_secs=5.0, target_ci=0.02)
+    profile_run, walls = profile_local([args.models / name for name in profiled_names], out, layer_timing)
+
+    whole = {}
+    for record in load_runs([bench_run])[0].records:
+        if record["status"] == "ok" and record["artifact"]["precision"] == "fp32":
+            whole[record["artifact"]["name"]] = (record["artifact"]["macs"], record["latency_ms"]["median"])
+    profile = load_runs([profile_run])[0]
+    groups = profiled_models(profile.records, profile.layer_records)
+    if len(groups) != 1:
+        sys.exit(f"expected one profiled group, found {len(groups)} in {profile_run}")
+    profiles = next(iter(groups.values()))
+    # The layer model's whole times are the bench's, measured in the same session as the models it predicts.
+    profiles = [ProfiledModel(p.name, whole[p.name][1], p.layers) for p in profiles if p.name in whole]
+    model = fit_layer_model(profiles, "fp32")
+    for name, wall in zip(profiled_names, walls):
+        layers = [r for r in profile.layer_records if r["artifact"]["name"] == name]
+        met = sum(r.get("stop_reason") == "target_ci" for r in layers)
+        print(f"profiled {name}: {len(layers)} layers in {wall:.1f} s (target <= 60 s: "
+              f"{'met' if wall <= 60 else 'NOT met'}); {met}/{len(layers)} layers reached the 2% CI")
+    costs = ", ".join(f"{kind}: {c.ms_per_gmac:.2f} ms/GMAC + {c.ms_per_mb:.4f} ms/MB + {1e3 * c.ms_fixed:.1f} us"
+                      for kind, c in model.costs.items())
+    print(f"layer model: {costs}; whole = {model.scale:.3f} x sum + {1e3 * model.offset_ms:.1f} us")
+
+    held_out = sorted((n for n in whole if n not in profiled_names), key=lambda n: whole[n][0])
+    names = list(whole)
+    layer_errors, power_errors = [], []
+    print(f"{'model':<24} {'MMACs':>7} {'measured':>9} {'layer':>8} {'error':>7} {'power':>8} {'error':>7}")
+    for name in held_out:
+        macs, measured = whole[name]
+        alpha, resolution = (float(x) for x in name.rsplit("_", 2)[-2:])
+        spec = ModelSpec(alpha, int(resolution))
+        assert spec.name == name == model_name(alpha, int(resolution))
+        layer_ms = model.predict(spec)
+        others = [n for n in names if n != name]
+        power = fit_power_law([whole[n][0] for n in others], [whole[n][1] for n in others]).predict(macs)
+        layer_errors.append((layer_ms - measured) / measured)
+        power_errors.append((power - measured) / measured)
+        print(f"{name:<24} {macs / 1e6:>7.1f} {measured:>9.3f} {layer_ms:>8.3f} {100 * layer_errors[-1]:>+6.1f}% "
+              f"{power:>8.3f} {100 * power_errors[-1]:>+6.1f}%")
+    layer_abs = [abs(e) for e in layer_errors]
+    power_abs = [abs(e) for e in power_errors]
+    print(f"held out: {len(held_out)} models; layer model fitted on {len(profiles)} profiles "
+          f"({', '.join(p.name for p in profiles)}); power law leave-one-out over all {len(names)}")
+    print(f"targets: layer model median <= 3%: {'met' if statistics.median(layer_abs) <= 0.03 else 'NOT met'}, "
+          f"max <= 10%: {'met' if max(layer_abs) <= 0.10 else 'NOT met'}; runs: {bench_run} {profile_run}")
+    print(f"layer model: median |error| {100 * statistics.median(layer_abs):.1f}%, max {100 * max(layer_abs):.1f}%; "
+          f"power law: median |error| {100 * statistics.median(power_abs):.1f}%, max {100 * max(power_abs):.1f}%")
+
+
+if __name__ == "__main__":
+    main()

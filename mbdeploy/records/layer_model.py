@@ -1,0 +1,199 @@
+"""A layer-level latency model, fitted from profiles: time = a_type x MACs + b_type x bytes + c_type.
+
+MACs alone do not say where the time goes: a depthwise layer moves as many
+bytes as a pointwise one for a ninth of the MACs, and the first layers' large
+activation maps cost more than their MACs. So each layer type (the paper's
+Table 2 rows plus the pooling and the softmax) gets three costs, fitted from
+the profiled layers of a few models on one device, format, precision and
+runner config:
+
+    a  ms per GMAC        (compute)
+    b  ms per MB moved    (activations read and written, weights read)
+    c  ms per layer       (fixed cost: a kernel's start, thread wake-ups)
+
+Fitting is least squares weighted by 1 / (the layer's model's whole time), so
+every profiled model counts alike, with no negative cost: a coefficient that
+comes out negative is dropped and the rest refitted (active set), and a
+feature that does not vary within a type (the softmax's bytes when every
+model has 1001 classes) is left to c. A layer alone is not the layer in the
+graph (caches, the invoke's own overhead), so the whole model is then
+`scale x (sum of layers) + offset`, both fitted on the profiled models' whole
+times (also non-negative).
+
+The honest error is out of sample: `loo_errors` refits without each profiled
+model and predicts its whole time; `select` reports the error on the
+measured models the fit did not see when there are any.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from mbdeploy.architecture import ModelSpec
+from mbdeploy.errors import ResultsError
+from mbdeploy.layer_accounting import ProfileLayer, profile_layers
+
+FEATURES = ("ms_per_gmac", "ms_per_mb", "ms_fixed")
+
+
+@dataclass(frozen=True)
+class LayerSample:
+    """One profiled layer: what it is, what it cost, and the whole time of the model it belongs to."""
+
+    model: str
+    kind: str
+    macs: int
+    bytes_moved: int
+    ms: float
+
+
+@dataclass(frozen=True)
+class ProfiledModel:
+    name: str
+    whole_ms: float
+    layers: tuple[LayerSample, ...]
+
+
+@dataclass(frozen=True)
+class TypeCost:
+    ms_per_gmac: float
+    ms_per_mb: float
+    ms_fixed: float
+    layers: int  # profiled layers this type was fitted on
+
+    def ms(self, macs: float, bytes_moved: float) -> float:
+        return self.ms_per_gmac * macs / 1e9 + self.ms_per_mb * bytes_moved / 1e6 + self.ms_fixed
+
+
+@dataclass(frozen=True)
+class LayerModel:
+    precision: str
+    costs: dict[str, TypeCost]
+    scale: float  # whole = scale x (sum of predicted layers) + offset_ms
+    offset_ms: float
+    models: tuple[str, ...]
+    loo_errors: tuple[float, ...] = field(default=())  # signed relative errors, one per profiled model left out
+
+    @property
+    def loo_median_abs_error(self) -> float | None:
+        return statistics.median(abs(e) for e in self.loo_errors) if self.loo_errors else None
+
+    def layer_ms(self, layer: ProfileLayer) -> float:
+        if layer.kind not in self.costs:
+            raise ResultsError(f"the layer model has no {layer.type} layers to predict {layer.name} from")
+        return self.costs[layer.kind].ms(layer.macs, layer.bytes_moved(self.precision))
+
+    def sum_of_layers(self, spec: ModelSpec) -> float:
+        return sum(self.layer_ms(layer) for layer in profile_layers(spec))
+
+    def predict(self, spec: ModelSpec) -> float:
+        """The whole model's latency (ms) of any family member, on the grid or off it."""
+        return self.scale * self.sum_of_layers(spec) + self.offset_ms
+
+    def to_dict(self) -> dict:
+        return {"precision": self.precision, "scale": self.scale, "offset_ms": self.offset_ms,
+                "models": list(self.models), "loo_errors": list(self.loo_errors),
+                "loo_median_abs_error": self.loo_median_abs_error,
+                "costs": {kind: {"ms_per_gmac": c.ms_per_gmac, "ms_per_mb": c.ms_per_mb, "ms_fixed": c.ms_fixed,
+                                 "layers": c.layers} for kind, c in self.costs.items()}}
+
+
+def nonnegative_least_squares(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted least squares with every coefficient >= 0 (drop the most negative, refit; a small active set)."""
+    active = [j for j in range(x.shape[1]) if np.any(x[:, j] != 0)]
+    w = np.sqrt(weights)[:, None]
+    while active:
+        solution, *_ = np.linalg.lstsq(x[:, active] * w, y * w[:, 0], rcond=None)
+        if np.all(solution >= 0):
+            coefficients = np.zeros(x.shape[1])
+            coefficients[active] = solution
+            return coefficients
+        active.pop(int(np.argmin(solution)))
+    return np.zeros(x.shape[1])
+
+
+def _type_cost(samples: Sequence[LayerSample], weights: Sequence[float]) -> TypeCost:
+    macs = np.array([s.macs / 1e9 for s in samples])
+    moved = np.array([s.bytes_moved / 1e6 for s in samples])
+    columns = [macs, moved, np.ones(len(samples))]
+    # A feature constant within the type says nothing c does not: leave it to c, so the split stays unique.
+    for j in (0, 1):
+        if np.ptp(columns[j]) <= 1e-12 * max(1.0, float(np.max(np.abs(columns[j])))):
+            columns[j] = np.zeros(len(samples))
+    x = np.stack(columns, axis=1)
+    y = np.array([s.ms for s in samples])
+    a, b, c = nonnegative_least_squares(x, y, np.array(weights))
+    return TypeCost(float(a), float(b), float(c), len(samples))
+
+
+def _fit(models: Sequence[ProfiledModel], precision: str) -> tuple[dict[str, TypeCost], float, float]:
+    by_kind: dict[str, list[tuple[LayerSample, float]]] = {}
+    for model in models:
+        for sample in model.layers:
+            by_kind.setdefault(sample.kind, []).append((sample, 1.0 / model.whole_ms))
+    costs = {kind: _type_cost([s for s, _ in rows], [w for _, w in rows]) for kind, rows in by_kind.items()}
+    sums = np.array([sum(costs[s.kind].ms(s.macs, s.bytes_moved) for s in model.layers) for model in models])
+    wholes = np.array([model.whole_ms for model in models])
+    if len(models) >= 2:
+        scale, offset = nonnegative_least_squares(np.stack([sums, np.ones(len(models))], axis=1), wholes,
+                                                  1.0 / wholes ** 2)
+    else:
+        scale, offset = float(wholes[0] / sums[0]) if sums[0] > 0 else 1.0, 0.0
+    return costs, float(scale), float(offset)
+
+
+def fit_layer_model(models: Sequence[ProfiledModel], precision: str) -> LayerModel:
+    """Fit the per-type costs and the graph's scale and offset; leave-one-model-out errors with >= 3 models."""
+    if not models:
+        raise ResultsError("cannot fit a layer model without a profiled model")
+    if any(m.whole_ms <= 0 or not m.layers for m in models):
+        raise ResultsError("every profiled model needs a positive whole time and its layers")
+    costs, scale, offset = _fit(models, precision)
+    loo: list[float] = []
+    if len(models) >= 3:
+        for i, left_out in enumerate(models):
+            rest = [m for j, m in enumerate(models) if j != i]
+            rest_costs, rest_scale, rest_offset = _fit(rest, precision)
+            if any(s.kind not in rest_costs for s in left_out.layers):
+                loo = []
+                break
+            total = sum(rest_costs[s.kind].ms(s.macs, s.bytes_moved) for s in left_out.layers)
+            predicted = rest_scale * total + rest_offset
+            loo.append((predicted - left_out.whole_ms) / left_out.whole_ms)
+    return LayerModel(precision, costs, scale, offset, tuple(m.name for m in models), tuple(loo))
+
+
+# --- from records -----------------------------------------------------------------
+
+
+def profiled_models(whole_records: Iterable[dict], layer_records: Iterable[dict]) -> dict[tuple, list[ProfiledModel]]:
+    """Profiles with every layer timed, grouped by (device, format, precision, config key)."""
+    from mbdeploy.records.layers import latest_layers, layer_time, whole_key
+
+    wholes = {}
+    for record in sorted(whole_records, key=lambda r: r.get("started_at") or ""):
+        if record.get("status") == "ok" and (record.get("latency_ms") or {}).get("median"):
+            wholes[whole_key(record)] = record
+    groups: dict[tuple, dict[str, ProfiledModel]] = {}
+    for key, layers in sorted(latest_layers(layer_records).items()):
+        whole = wholes.get(key)
+        times = [layer_time(r)[0] for r in layers]
+        if whole is None or any(t is None or t <= 0 for t in times):
+            continue
+        artifact = layers[0]["artifact"]
+        samples = tuple(LayerSample(artifact["name"], r["layer"]["kind"], r["layer"]["macs"], r["layer"]["bytes_moved"],
+                                    t) for r, t in zip(layers, times))
+        group = (key[0], artifact["format"], artifact["precision"], key[3])
+        groups.setdefault(group, {})[artifact["name"]] = ProfiledModel(artifact["name"],
+                                                                       whole["latency_ms"]["median"], samples)
+    return {group: list(models.values()) for group, models in groups.items()}
+
+
+def fit_layer_models(whole_records: Iterable[dict], layer_records: Iterable[dict]) -> dict[tuple, LayerModel]:
+    """One layer model per (device, format, precision, config key) with at least one complete profile."""
+    return {group: fit_layer_model(models, group[2])
+            for group, models in profiled_models(list(whole_records), list(layer_records)).items()}
