@@ -15,8 +15,8 @@ named by the partition's outputs; events a delegate reports from inside
 left out here.
 
 Mapping: each node's output tensors name the artifact's op that produced them,
-hence its layer (`slicing.map_layers`). A node that covers one layer gives it
-its time; a delegate node that swallowed several layers gives them no
+hence its layer (`slicing.map_layers`). A node typed by one of the graph's ops
+gives its layer its time (a layer of several ops sums its nodes); a delegate node that swallowed several layers gives them no
 individual time, and each of those layers says which node swallowed it.
 """
 
@@ -53,6 +53,8 @@ def map_nodes(rows: list[dict], graph_layers: list[GraphLayer]) -> list[LayerTim
     for position, graph_layer in enumerate(graph_layers):
         for tensor in graph_layer.tensors:
             layer_of_tensor[tensor] = position
+    # A node typed by one of the graph's own ops ran that op; any other node type is a delegate's kernel.
+    builtin = {name for g in graph_layers for name in g.op_names}
     result = [LayerTime(g, None, None, [], None) for g in graph_layers]
     sums: dict[int, float] = {}
     counts: dict[int, int] = {}
@@ -63,7 +65,8 @@ def map_nodes(rows: list[dict], graph_layers: list[GraphLayer]) -> list[LayerTim
         if not reached:
             raise RunnerError(f"op profile node {row['name']} produces no tensor of the model's layers")
         last = max(reached)
-        first = covered + 1 if last > covered else last
+        delegate = str(row["node_type"]).split("/")[0] not in builtin
+        first = covered + 1 if delegate and last > covered else last
         span = range(first, last + 1)
         avg_ms = float(row["avg_us"]) / 1e3
         if len(span) == 1:
@@ -86,11 +89,21 @@ def map_nodes(rows: list[dict], graph_layers: list[GraphLayer]) -> list[LayerTim
     return result
 
 
-def rows_from_proto(data: bytes) -> list[dict]:
-    """Node rows of subgraph 0's runtime profile from a `BenchmarkProfilingData` proto file."""
+def profiling_proto():
+    """LiteRT's generated `profiling_info_pb2`; TensorFlow's copy when TF registered the same proto first."""
+    import sys
+
+    loaded = sys.modules.get("tensorflow.lite.profiling.proto.profiling_info_pb2")
+    if loaded is not None:
+        return loaded
     from ai_edge_litert import profiling_info_pb2
 
-    message = profiling_info_pb2.BenchmarkProfilingData()
+    return profiling_info_pb2
+
+
+def rows_from_proto(data: bytes) -> list[dict]:
+    """Node rows of subgraph 0's runtime profile from a `BenchmarkProfilingData` proto file."""
+    message = profiling_proto().BenchmarkProfilingData()
     try:
         message.ParseFromString(data)
     except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and others

@@ -29,9 +29,13 @@ def _finite_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def parse_outputs(stdout: str) -> dict[str, dict]:
-    """Every result line of a several-model run, by the model path it names."""
-    found = {}
+def parse_outputs(stdout: str) -> list[dict]:
+    """Every result line of a several-model run, in the order of the --model arguments.
+
+    By order, not by the path a line names: a device may see our path under
+    another name (a sandbox, a symlinked folder).
+    """
+    found = []
     for line in stdout.splitlines():
         line = line.strip()
         if not line.startswith("{"):
@@ -40,8 +44,8 @@ def parse_outputs(stdout: str) -> dict[str, dict]:
             data = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(data, dict) and data.get("schema") == DEVICE_SCHEMA and isinstance(data.get("model"), str):
-            found[data["model"]] = data
+        if isinstance(data, dict) and data.get("schema") == DEVICE_SCHEMA:
+            found.append(data)
     return found
 
 
@@ -148,12 +152,12 @@ class LiteRTRunner(Runner):
         found = parse_outputs(result.stdout)
         tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
         outcomes: list[RunOutcome | MbdeployError] = []
-        for remote in remote_models:
-            if remote not in found:
+        for index, remote in enumerate(remote_models):
+            if index >= len(found):
                 outcomes.append(RunnerError(f"litert runner printed no result for {remote}: {tail}"))
                 continue
             try:
-                outcomes.append(outcome_from_output(found[remote]))
+                outcomes.append(outcome_from_output(found[index]))
             except MbdeployError as exc:
                 outcomes.append(exc)
         return outcomes

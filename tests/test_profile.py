@@ -1,0 +1,369 @@
+"""`mbdeploy profile`: layer accounting against the plan, single-layer models, op profiles, the layer model."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mbdeploy.accounting import model_cost
+from mbdeploy.architecture import ModelSpec, grid_specs, layer_plan
+from mbdeploy.errors import InvalidInput, RunnerError
+from mbdeploy.layer_accounting import profile_layers
+from mbdeploy.profile.op_profile import map_nodes, rows_from_proto
+from mbdeploy.profile.slicing import build_single_layer_models, map_layers, read_model, spec_from_graph
+from mbdeploy.records.layer_model import (LayerSample, ProfiledModel, fit_layer_model,
+                                          nonnegative_least_squares)
+from mbdeploy.records.schema import validate_layer_record
+
+SMALL = ModelSpec(0.25, 128)
+
+
+def _artifact(small_models: Path, precision: str) -> Path:
+    return small_models / SMALL.name / f"{SMALL.name}_{precision}.tflite"
+
+
+def _cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    (cwd / "mbdeploy.toml").touch()  # no user config or aliases leak in
+    env = dict(os.environ, XDG_CACHE_HOME=str(cwd / "cache"), MBDEPLOY_CONFIG=str(cwd / "mbdeploy.toml"))
+    env.pop("ANDROID_SERIAL", None)
+    return subprocess.run([sys.executable, "-m", "mbdeploy", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+# --- layer accounting -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", [SMALL, ModelSpec(1.0, 224), ModelSpec(0.6, 200, 10)], ids=lambda s: s.name)
+def test_profile_layers_are_the_plan_plus_pool_and_softmax(spec):
+    layers = profile_layers(spec)
+    plan = layer_plan(spec)
+    assert [l.name for l in layers] == [p.name for p in plan[:-1]] + ["AvgPool_1a", "Logits", "Predictions"]
+    assert [l.index for l in layers] == list(range(len(layers)))
+    cost = model_cost(spec)
+    assert sum(l.macs for l in layers) == cost.macs and sum(l.params for l in layers) == cost.params
+    for before, after in zip(layers, layers[1:]):  # each layer eats what the one before produced
+        assert math.prod(before.output_shape) == math.prod(after.input_shape)
+    assert {l.type for l in layers} == {"Conv 3x3", "Conv DW 3x3", "Conv 1x1", "Avg Pool", "Fully Connected",
+                                        "Softmax"}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "dynamic", "int8"])
+def test_every_plan_layer_is_found_in_the_artifact_with_inspects_macs(small_models, precision):
+    from mbdeploy.inspection import inspect_tflite
+
+    path = _artifact(small_models, precision)
+    model = read_model(path)
+    assert spec_from_graph(model) == SMALL
+    mapped = map_layers(model, profile_layers(SMALL))
+    assert [g.layer.name for g in mapped] == [l.name for l in profile_layers(SMALL)]
+    used = sorted(i for g in mapped for i in g.ops)
+    assert used == list(range(len(model.subgraphs[0].operators)))  # every op belongs to exactly one layer
+    inspected = inspect_tflite(path)["layers"]
+    with_macs = [g.layer for g in mapped if g.layer.macs]
+    assert [l.macs for l in with_macs] == [layer["macs"] for layer in inspected]
+    assert sum(l.macs for l in with_macs) == inspect_tflite(path)["macs"] == model_cost(SMALL).macs
+
+
+def test_a_graph_that_is_not_the_plan_is_refused(small_models, tmp_path):
+    [single] = [m for m in build_single_layer_models(_artifact(small_models, "fp32"), SMALL, tmp_path)
+                if m.layer.name == "Conv2d_3_pointwise"]
+    with pytest.raises(InvalidInput, match="not a MobileNet v1 of the plan"):
+        spec_from_graph(read_model(single.path))
+    with pytest.raises(InvalidInput, match="not the plan's MobileNet v1"):
+        map_layers(read_model(single.path), profile_layers(SMALL))
+    with pytest.raises(InvalidInput, match="does not match plan layer Conv2d_0"):
+        map_layers(read_model(_artifact(small_models, "fp32")), profile_layers(ModelSpec(0.5, 128)))
+
+
+# --- single-layer models ----------------------------------------------------------------
+
+
+def _intermediates(path: Path, source: np.ndarray) -> dict[str, np.ndarray]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], source)
+    interpreter.invoke()
+    return {t["name"]: interpreter.get_tensor(t["index"]) for t in interpreter.get_tensor_details()
+            if t["name"] and not (t["shape"] == 0).all()}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_single_layer_models_are_the_artifacts_own_layers(small_models, tmp_path, precision):
+    """Same dtypes, quantization and weights as the artifact: fed the graph's own input, each gives its output."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = _artifact(small_models, precision)
+    singles = build_single_layer_models(path, SMALL, tmp_path)
+    assert len(singles) == 30
+    whole = Interpreter(model_path=str(path))
+    detail = whole.get_input_details()[0]
+    rng = np.random.default_rng(0)
+    if precision == "int8":
+        source = rng.integers(-128, 127, size=detail["shape"], dtype=np.int8)
+    else:
+        source = rng.uniform(-1, 1, size=detail["shape"]).astype(np.float32)
+    values = _intermediates(path, source)
+    artifact_tensors = {t["name"]: t for t in whole.get_tensor_details()}
+    for single in singles:
+        interpreter = Interpreter(model_path=str(single.path))
+        interpreter.allocate_tensors()
+        inputs = interpreter.get_input_details()
+        assert len(inputs) == 1
+        [feed] = inputs
+        original = artifact_tensors[feed["name"]]
+        assert feed["dtype"] == original["dtype"]
+        assert feed["quantization"] == original["quantization"]  # the artifact's own scale and zero point
+        if precision == "int8":
+            assert single.input_dtypes == ("int8",) and single.input_quantization[0]["scale"]
+        for tensor in interpreter.get_tensor_details():  # weights keep their stored type (fp16 stays fp16)
+            assert tensor["dtype"] == artifact_tensors[tensor["name"]]["dtype"]
+        if precision == "fp16" and single.layer.macs:
+            assert "DEQUANTIZE" in single.ops
+        interpreter.set_tensor(feed["index"], values[feed["name"]])
+        interpreter.invoke()
+        [sink] = interpreter.get_output_details()
+        np.testing.assert_allclose(interpreter.get_tensor(sink["index"]), values[sink["name"]], rtol=1e-5, atol=1e-6)
+
+
+def test_googles_uint8_model_is_read_off_its_graph(reference_dir, tmp_path):
+    path = reference_dir / "mobilenet_v1_0.25_128_quant.tflite"
+    model = read_model(path)
+    spec = spec_from_graph(model)
+    assert (spec.alpha, spec.resolution, spec.classes) == (0.25, 128, 1001)
+    singles = build_single_layer_models(path, spec, tmp_path)
+    assert [s.layer.name for s in singles] == [l.name for l in profile_layers(spec)]
+    assert all(dtype == "uint8" for s in singles for dtype in s.input_dtypes)
+
+
+# --- op profiles (Android benchmark_model / APK) ----------------------------------------
+
+
+def _op_names(path: Path) -> list[tuple[str, str]]:
+    """(op name, first output tensor name) per node, read as the tool's interpreter sees the graph."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    tensors = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    return [(op["op_name"], tensors[op["outputs"][0]]) for op in interpreter._get_ops_details()]
+
+
+def _proto(rows: list[dict]) -> bytes:
+    """A BenchmarkProfilingData file as `--op_profiling_output_mode=proto` writes it (LiteRT profiling_info.proto)."""
+    from mbdeploy.profile.op_profile import profiling_proto
+
+    message = profiling_proto().BenchmarkProfilingData(model_name="m")
+    graph = message.runtime_profile.subgraph_profiles.add(subgraph_name="main", subgraph_index=0)
+    for row in rows:
+        op = graph.per_op_profiles.add(node_type=row["node_type"], name=row["name"], run_order=row["run_order"],
+                                       times_called=row["count"])
+        op.inference_microseconds.avg = int(row["avg_us"])
+        op.inference_microseconds.count = row["count"]
+    return message.SerializeToString()
+
+
+def test_op_profile_nodes_map_to_layers_in_node_order(small_models):
+    path = _artifact(small_models, "fp32")
+    graph_layers = map_layers(read_model(path), profile_layers(SMALL))
+    ops = _op_names(path)
+    # Upstream's ProfileSummarizer names a node "[outputs]:node_index" and types it by its op.
+    rows = [{"name": f"[{tensor}]:{i}", "node_type": op, "run_order": i, "avg_us": 10 * (i + 1), "count": 50}
+            for i, (op, tensor) in enumerate(ops)]
+    mapped = map_nodes(rows_from_proto(_proto(rows)), graph_layers)
+    assert [m.graph_layer.layer.name for m in mapped] == [l.name for l in profile_layers(SMALL)]
+    by_name = {m.graph_layer.layer.name: m for m in mapped}
+    assert by_name["Conv2d_0"].avg_ms == pytest.approx(0.010)
+    logits = [i for i, (op, _) in enumerate(ops) if op in ("CONV_2D", "RESHAPE")][-2:]  # the classifier and its squeeze
+    assert by_name["Logits"].avg_ms == pytest.approx(sum(10 * (i + 1) for i in logits) / 1e3)
+    assert all(m.delegated is None for m in mapped)
+
+
+def test_a_delegate_node_swallows_layers_and_says_so(small_models):
+    path = _artifact(small_models, "fp32")
+    graph_layers = map_layers(read_model(path), profile_layers(SMALL))
+    ops = _op_names(path)
+    last_pointwise = [i for i, (op, _) in enumerate(ops) if op == "AVERAGE_POOL_2D"][0] - 1
+    # XNNPACK took the body; the head ran on the CPU kernels. Its internal events are not graph nodes.
+    rows = [{"name": f"[{ops[last_pointwise][1]}]:{len(ops)}", "node_type": "TfLiteXNNPackDelegate",
+             "run_order": 0, "avg_us": 900, "count": 50},
+            {"name": "Delegate/Convolution (NHWC, F32) IGEMM:0", "node_type": "DelegateOpInvoke", "run_order": 1,
+             "avg_us": 40, "count": 50}]
+    rows += [{"name": f"[{tensor}]:{i}", "node_type": op, "run_order": 2 + i, "avg_us": 5, "count": 50}
+             for i, (op, tensor) in enumerate(ops) if i > last_pointwise]
+    mapped = map_nodes(rows, graph_layers)
+    swallowed = [m for m in mapped if m.delegated]
+    assert [m.graph_layer.layer.name for m in swallowed] == [l.name for l in profile_layers(SMALL)][:27]
+    assert all(m.avg_ms is None and "TfLiteXNNPackDelegate" in m.delegated and "Conv2d_0..Conv2d_13_pointwise"
+               in m.delegated for m in swallowed)
+    assert [m.avg_ms for m in mapped[27:]] == [pytest.approx(0.005), pytest.approx(0.010), pytest.approx(0.005)]
+
+    from mbdeploy.profile.sweep import op_profile_record
+
+    whole = {"run_id": "r", "device": {"kind": "android", "id": "R58M"}, "config_key": "c",
+             "artifact": {"name": SMALL.name, "format": "tflite", "precision": "fp32", "sha256": "a" * 64},
+             "runner": {"name": "benchmark_model"}}
+    for layer_time in mapped:
+        record = op_profile_record(whole, layer_time)
+        validate_layer_record(record)
+        assert record["method"] == "op_profile" and record["whole"]["sha256"] == "a" * 64
+    with pytest.raises(RunnerError, match="not of the form"):
+        map_nodes([{**rows[0], "name": "Conv2d_0"}], graph_layers)
+    with pytest.raises(RunnerError, match="no node for layer"):
+        map_nodes(rows[2:], graph_layers)
+
+
+# --- the layer model --------------------------------------------------------------------
+
+TRUE_COSTS = {  # kind: (ms per GMAC, ms per MB, ms per layer)
+    "conv": (60.0, 0.05, 0.004), "depthwise": (150.0, 0.2, 0.002), "pointwise": (25.0, 0.08, 0.001),
+    "pool": (0.0, 0.3, 0.001), "logits": (40.0, 0.02, 0.002), "softmax": (0.0, 0.0, 0.003),
+}
+
+
+def _synthetic(spec: ModelSpec, precision: str = "fp32") -> ProfiledModel:
+    samples = []
+    for layer in profile_layers(spec):
+        a, b, c = TRUE_COSTS[layer.kind]
+        moved = layer.bytes_moved(precision)
+        samples.append(LayerSample(spec.name, layer.kind, layer.macs, moved,
+                                   a * layer.macs / 1e9 + b * moved / 1e6 + c))
+    total = sum(s.ms for s in samples)
+    return ProfiledModel(spec.name, 0.9 * total + 0.05, tuple(samples))
+
+
+def test_layer_model_recovers_known_costs_and_predicts_off_the_grid():
+    corners = [ModelSpec(1.0, 224), ModelSpec(0.25, 128), ModelSpec(1.0, 128), ModelSpec(0.25, 224)]
+    model = fit_layer_model([_synthetic(s) for s in corners], "fp32")
+    for kind, (a, b, c) in TRUE_COSTS.items():
+        cost = model.costs[kind]
+        if kind == "softmax":  # every model has 1001 classes: its bytes do not vary, so c carries them
+            assert cost.ms_per_mb == 0 and cost.ms_fixed == pytest.approx(c, rel=1e-6)
+            continue
+        if kind == "logits":  # MACs and bytes both follow the input width alone: only their sum is fixed
+            continue
+        assert (cost.ms_per_gmac, cost.ms_per_mb, cost.ms_fixed) == pytest.approx((a, b, c), rel=1e-6, abs=1e-9)
+    assert (model.scale, model.offset_ms) == pytest.approx((0.9, 0.05), rel=1e-6)
+    assert max(abs(e) for e in model.loo_errors) < 1e-6 and len(model.loo_errors) == 4
+    for spec in [*grid_specs(), ModelSpec(1.4, 256), ModelSpec(0.6, 200)]:
+        assert model.predict(spec) == pytest.approx(_synthetic(spec).whole_ms, rel=1e-6)
+
+
+def test_nonnegative_fit_drops_a_negative_cost():
+    x = np.array([[1.0, 1.0], [2.0, 1.0], [3.0, 1.0]])
+    y = np.array([0.5, 1.0, 1.5]) - 0.3  # the best plain fit has a negative intercept
+    coefficients = nonnegative_least_squares(x, y, np.ones(3))
+    assert coefficients[1] == 0 and coefficients[0] > 0
+    np.testing.assert_allclose(nonnegative_least_squares(x, y + 0.3 + 0.3, np.ones(3)), [0.5, 0.3], rtol=1e-9)
+
+
+# --- end to end -------------------------------------------------------------------------
+
+
+def test_profile_on_local_report_and_select(small_models, tmp_path):
+    from _report_fixtures import write_manifest
+    from mbdeploy.records.store import RunFolder, read_records
+
+    models = tmp_path / "models"
+    shutil.copytree(small_models / SMALL.name, models / SMALL.name)
+    done = _cli("profile", "--device", "local", "--models", str(models), "--precisions", "fp32,int8",
+                "--runs", "30", "--warmup", "1", "--out", "results", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    names = [l.name for l in profile_layers(SMALL)]
+    assert sorted(p["precision"] for p in result["profiles"]) == ["fp32", "int8"]
+    for summary in result["profiles"]:
+        assert summary["method"] == "single_layer" and summary["device"] == "local"
+        assert set(summary["whole_ms"]) == {"median", "ci95_low", "ci95_high"} and summary["whole_ms"]["median"] > 0
+        assert [l["name"] for l in summary["layers"]] == names
+        assert [l["macs"] for l in summary["layers"]] == [l.macs for l in profile_layers(SMALL)]
+        for layer in summary["layers"]:
+            assert {"name", "type", "macs", "params", "median_ms", "ci95_low_ms", "ci95_high_ms", "gmacs_per_s",
+                    "share_of_time", "share_of_macs"} <= set(layer) and layer["median_ms"] > 0
+        assert sum(l["share_of_time"] for l in summary["layers"]) == pytest.approx(1.0)
+        assert summary["sum_of_layers_ms"] == pytest.approx(sum(l["median_ms"] for l in summary["layers"]))
+        assert {t["type"] for t in summary["by_type"]} >= {"Conv 1x1", "Conv DW 3x3"}
+        assert all({"type", "share_of_time", "share_of_macs", "gmacs_per_s"} <= set(t) for t in summary["by_type"])
+    folder = RunFolder(tmp_path / result["run_dir"])
+    layers = read_records(folder.layers_file)
+    wholes = {(r["device"]["id"], r["artifact"]["name"], r["artifact"]["sha256"], r["config_key"])
+              for r in folder.records()}
+    assert len(layers) == 60 and len(wholes) == 2
+    for record in layers:
+        validate_layer_record(record)
+        whole = record["whole"]
+        assert (whole["device_id"], whole["name"], whole["sha256"], whole["config_key"]) in wholes
+        assert record["latency_ms"]["count"] == 30 and record["stop_reason"] == "runs"
+
+    # The report's section and results.csv's per-layer rows.
+    report = _cli("report", "results", "--out", "report", "--json", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "Where the time goes" in page and "1x1 convolutions take" in page
+    assert {"layer_time_vs_macs", "gmacs_along_depth"} <= {f["name"] for f in json.loads(report.stdout)["figures"]}
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "report" / "results.csv").open()))
+    assert sorted(r["layer"] for r in rows if r["layer"] and r["precision"] == "fp32") == sorted(names)
+    assert len([r for r in rows if not r["layer"]]) == 2
+
+    # select predicts an unmeasured model from the layer model.
+    other = ModelSpec(0.25, 160)
+    write_manifest(models, other, [{"format": "tflite", "precision": "fp32"}])
+    chosen = _cli("select", "--device", "local", "--budget-ms", "1000", "--results", "results", "--models",
+                  str(models), "--json", cwd=tmp_path)
+    candidates = {(c["model"], c["precision"]): c for c in json.loads(chosen.stdout)["candidates"]}
+    predicted = candidates[(other.name, "fp32")]
+    assert predicted["latency_source"] == "predicted" and predicted["predictor"] == "layer model"
+    assert predicted["latency_ms"] > 0 and predicted["fit_points"] == 1
+    table = _cli("select", "--device", "local", "--budget-ms", "1000", "--results", "results", "--models",
+                 str(models), cwd=tmp_path)
+    assert "predicted (layer model," in table.stdout
+
+
+def test_profile_over_ssh(small_models, tmp_path):
+    from harness_fixtures import sshd
+    from mbdeploy import bench
+    from mbdeploy.devices.ssh import SshDevice
+    from mbdeploy.profile.sweep import ProfileOptions, run_profile
+    from mbdeploy.runners.base import TimingOptions
+
+    with sshd(tmp_path / "sshd") as (url, config):
+        device = SshDevice(f"{url}?python={sys.executable}&workdir={tmp_path / 'remote'}", ssh_config=config)
+        try:
+            options = ProfileOptions(bench=bench.BenchOptions(timing=TimingOptions(runs=10, warmup_runs=1)))
+            folder = bench.start_run(tmp_path / "results", options.bench, [small_models], [{"id": device.id}])
+            artifacts = bench.collect_artifacts([small_models / SMALL.name], ["int8"], ["tflite"])
+            records, layers = run_profile([device], [device.info().to_dict()], artifacts, folder, options)
+        finally:
+            device.close()
+    assert [r["status"] for r in records] == ["ok"] and records[0]["device"]["kind"] == "ssh"
+    assert len(layers) == 30 and all(r["status"] == "ok" and r["method"] == "single_layer" for r in layers)
+    assert all(r["model"]["inputs"][0]["dtype"] == "int8" for r in layers)
+
+
+def test_profile_on_the_adb_test_device(server, phone, reference_dir, tmp_path):
+    done = _cli("profile", "--device", "pixel", "--runner", "litert", "--adb-host", server.address, "--models",
+                str(reference_dir / "mobilenet_v1_0.25_128_quant.tflite"), "--runs", "10", "--warmup", "1",
+                "--out", "results", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [summary] = json.loads(done.stdout)["profiles"]
+    assert summary["device_kind"] == "android" and summary["precision"] == "uint8"
+    assert summary["method"] == "single_layer" and len(summary["layers"]) == 30
+    assert all(layer["median_ms"] > 0 for layer in summary["layers"])
+    assert not (phone.root / "data/local/tmp/mbdeploy").exists()  # cleaned up after the run
+
+
+def test_op_profile_needs_a_runner_that_profiles(small_models, tmp_path):
+    done = _cli("profile", "--device", "local", "--method", "op_profile", "--models", str(small_models),
+                "--precisions", "fp32", cwd=tmp_path)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1].startswith("Error: the litert runner has no op profile")
