@@ -140,7 +140,7 @@ def select_model(device: str, budget_ms: float, results: Iterable[Path], model_d
         else:
             group = (device, candidate.format, candidate.precision, candidate.config_key)
             fit, layer_model, spec = fits.get(group), layer_models.get(group), _spec(candidate)
-            if layer_model is not None and spec is not None:
+            if layer_model is not None and spec is not None and metric == "median":  # it predicts medians
                 candidate.latency_ms = layer_model.predict(spec)
                 candidate.latency_source, candidate.predictor = "predicted", "layer model"
                 candidate.fit_error = _layer_model_error(layer_model, rows, group)
