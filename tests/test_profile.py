@@ -269,7 +269,7 @@ def test_nonnegative_fit_drops_a_negative_cost():
 
 
 def test_profile_on_local_report_and_select(small_models, tmp_path):
-    from _report_fixtures import write_manifest
+    from support.records import write_manifest
     from mbdeploy.records.store import RunFolder, read_records
 
     models = tmp_path / "models"
@@ -330,7 +330,7 @@ def test_profile_on_local_report_and_select(small_models, tmp_path):
 
 
 def test_profile_over_ssh(small_models, tmp_path):
-    from harness_fixtures import sshd
+    from support.sshd import sshd
     from mbdeploy import bench
     from mbdeploy.devices.ssh import SshDevice
     from mbdeploy.profile.sweep import ProfileOptions, run_profile

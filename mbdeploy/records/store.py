@@ -198,7 +198,14 @@ class RunFolder:
     def append_layer(self, record: dict) -> None:
         """Validate against the layer schema, then append as one line of layers.jsonl."""
         validate_layer_record(record)
-        append_line(self.layers_file, json.dumps(record, separators=(",", ":"), allow_nan=False))
+        try:
+            append_line(self.layers_file, json.dumps(record, separators=(",", ":"), allow_nan=False))
+        except OSError as exc:
+            raise ResultsError(
+                f"cannot store a record in {self.layers_file}: {exc.strerror or exc}; the run stops here with "
+                f"every stored record whole: free space, then finish it with --resume {self.run_id}",
+                run_id=self.run_id,
+            ) from None
 
     def drop_partial_line(self) -> int:
         """Before appending to a run a crash interrupted, cut its half-written last line; return bytes cut.
