@@ -1,7 +1,8 @@
-// The iOS benchmark app: on launch it times every .mlpackage/.mlmodelc in its
-// Documents folder (copied there by `mbdeploy bench --device iphone`, or by
-// hand through Finder's file sharing), writes mbdeploy-results.json and then
-// mbdeploy-done, and shows a one-line status. It decides nothing else.
+// The iOS benchmark app: on launch it times the models its plan names in its
+// Documents folder (copied there by `mbdeploy bench --device iphone`; with no
+// plan, every .mlpackage/.mlmodelc there, e.g. copied by hand through Finder's
+// file sharing), writes mbdeploy-results.json and then mbdeploy-done, and
+// shows a one-line status. It decides nothing else.
 import SwiftUI
 import UIKit
 #if canImport(CoreMLBench)
@@ -37,7 +38,7 @@ final class BenchState: ObservableObject {
         UIApplication.shared.isIdleTimerDisabled = true
         let documents = FileManager.default.urls(for: .documentDirectory, in: .userDomainMask)[0]
         Task.detached(priority: .userInitiated) {
-            let message = BenchState.runAll(in: documents)
+            let message = await BenchState.runAll(in: documents)
             await MainActor.run {
                 self.status = message
                 UIApplication.shared.isIdleTimerDisabled = false
@@ -45,19 +46,20 @@ final class BenchState: ObservableObject {
         }
     }
 
-    nonisolated static func runAll(in documents: URL) -> String {
+    nonisolated static func runAll(in documents: URL) async -> String {
         // Never leave an old marker: the host must not read a previous run's results.
-        try? FileManager.default.removeItem(at: documents.appendingPathComponent(Records.doneFile))
+        try? FileManager.default.removeItem(at: documents.appendingPathComponent(Results.doneFile))
         let planFile = documents.appendingPathComponent(Plan.fileName)
         do {
             let plan = try Plan.load(from: planFile)
-            let benchmark = Benchmark(plan: plan, deviceKind: "ios")
-            let records = benchmark.run(models: benchmark.planned(Benchmark.findModels(in: documents)))
-            try Records.write(records, runId: plan.runId, to: documents)
-            let ok = records.filter { $0["status"] as? String == "ok" }.count
-            return "done: \(ok) of \(records.count) runs ok over \(models.count) model(s)"
+            let benchmark = Benchmark(plan: plan)
+            let models = benchmark.models(in: documents)
+            let runs = await benchmark.run(models, in: documents)
+            try Results.write(runs, runId: plan.runId, to: documents)
+            let ok = runs.filter { $0["status"] as? String == "ok" }.count
+            return "done: \(ok) of \(runs.count) runs ok over \(models.count) model(s)"
         } catch {
-            try? Records.write([], runId: Plan.runIdHint(at: planFile), error: String(describing: error), to: documents)
+            try? Results.write([], runId: Plan.runIdHint(at: planFile), error: String(describing: error), to: documents)
             return "failed: \(error)"
         }
     }

@@ -1,53 +1,52 @@
-"""iPhones and iPads: the host side of the Core ML benchmark app (`ios_harness/`).
+"""iPhones and iPads: find them, copy files into the benchmark app, install and launch it.
 
-An iPhone has no shell to run a benchmark binary in, so the device side is an
-app that only loads, times and writes JSON (STYLE.md section 6). The host:
-
-1. writes a plan (`mbdeploy-plan.json`: runs, warm-up, compute units, and the
-   artifact block of each model from its manifest) and copies it with the
-   models into the app's Documents folder;
-2. launches the app, which benchmarks every `.mlpackage`/`.mlmodelc` it finds
-   there and writes `mbdeploy-results.json`, then `mbdeploy-done`;
-3. copies the results back once the marker names this run, and validates
-   every record against the schema before anyone stores it: what comes off
-   a device is untrusted.
+Transport only: what the app is asked to do and what it answers belong to
+the `coreml_app` runner (mbdeploy/runners/coreml_app.py).
 
 Two tools drive a phone: `xcrun devicectl` (Xcode 15+, macOS) and
-`pymobiledevice3` (Linux or macOS; iOS 17+ needs its tunnel for launching,
-see the README). Every command is built by a pure function returning an argv
-list, so the tests check them without a phone; nothing passes through a shell.
+`pymobiledevice3` (Linux or macOS, pinned in the `ios` extra). Every
+command is built by a pure function returning an argv list (the tests parse
+each one with the real pymobiledevice3's own command objects); nothing
+passes through a shell.
+
+How pymobiledevice3 reaches the app's developer services depends on the
+phone's iOS version (pymobiledevice3 11.x, see the README):
+
+- iOS 16: lockdown over usbmux, with the developer disk image mounted
+  (`pymobiledevice3 mounter auto-mount`);
+- iOS 17.0-17.3: only through the root tunnel daemon
+  (`sudo pymobiledevice3 remote tunneld`), named with `--tunnel UDID`;
+- iOS 17.4 and later: an in-process userspace tunnel (`--userspace`), no root.
+
+File copies (`apps push/pull/rm`) go over lockdown's house_arrest service on
+every version.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import posixpath
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from mbdeploy.atomic import write_json
 from mbdeploy.devices.base import Device, DeviceInfo, SensorReading, ShellResult, device_name_key, quote_argv
-from mbdeploy.errors import DeviceError, InvalidInput, ResultsError
+from mbdeploy.errors import DeviceError, InvalidInput
 
 BUNDLE_ID = "org.mbdeploy.bench"  # ios_harness/project.yml
-APP_SCHEMA = "mbdeploy.coreml_app/1"
-RUNNER_NAME = "coreml_app"
-COMPUTE_UNITS = ("cpuOnly", "cpuAndGPU", "cpuAndNeuralEngine", "all")
-
 DOCUMENTS = "Documents"
-PLAN_FILE = "mbdeploy-plan.json"
-RESULTS_FILE = "mbdeploy-results.json"
-DONE_FILE = "mbdeploy-done"  # the run id, written after the results: a half-written file is never read
 
 DEVICECTL = "devicectl"
 PYMOBILEDEVICE3 = "pymobiledevice3"
+
+# How pymobiledevice3 reaches developer services (launching the app), by iOS version.
+LOCKDOWN, TUNNELD, USERSPACE = "lockdown", "tunneld", "userspace"
 
 Run = Callable[..., subprocess.CompletedProcess]
 
@@ -67,6 +66,19 @@ def available_tool() -> str | None:
 def _pymobiledevice3() -> list[str]:
     # The console script when it is on PATH, else the module of this interpreter.
     return [PYMOBILEDEVICE3] if shutil.which(PYMOBILEDEVICE3) else [sys.executable, "-m", "pymobiledevice3"]
+
+
+def launch_path(ios_version: str | None) -> str:
+    """How pymobiledevice3 launches an app on this iOS version: lockdown, tunneld or userspace."""
+    match = re.match(r"(?:iOS\s+)?(\d+)(?:\.(\d+))?", ios_version or "")
+    if not match:
+        return USERSPACE  # unknown: the path of every current iOS
+    major, minor = int(match.group(1)), int(match.group(2) or 0)
+    if major < 17:
+        return LOCKDOWN
+    if (major, minor) < (17, 4):
+        return TUNNELD  # no CoreDeviceProxy before 17.4: the userspace tunnel cannot serve it
+    return USERSPACE
 
 
 # --- commands: devicectl (macOS) -------------------------------------------------
@@ -99,27 +111,50 @@ def devicectl_copy_from(udid: str, remote: str, local: Path, bundle_id: str = BU
 
 # --- commands: pymobiledevice3 (Linux or macOS) --------------------------------------
 def pmd_list(base: Sequence[str] = (PYMOBILEDEVICE3,)) -> list[str]:
-    return [*base, "usbmux", "list", "--no-color"]
+    # Piped output is plain JSON already (there is no --no-color on `usbmux list`).
+    return [*base, "usbmux", "list"]
 
 
 def pmd_install(udid: str, app: Path, base: Sequence[str] = (PYMOBILEDEVICE3,)) -> list[str]:
     return [*base, "apps", "install", "--udid", udid, str(app)]
 
 
-def pmd_launch(udid: str, bundle_id: str = BUNDLE_ID, arguments: Sequence[str] = (),
+def pmd_launch(udid: str, bundle_id: str = BUNDLE_ID, arguments: Sequence[str] = (), path: str = USERSPACE,
                base: Sequence[str] = (PYMOBILEDEVICE3,)) -> list[str]:
-    # `dvt launch` takes one string and splits it with shlex; quote each word
-    # so an argument can never become two. Developer services on iOS 17+ go
-    # through the tunnel (`remote tunneld`, run as root, see the README).
-    return [*base, "developer", "dvt", "launch", "--tunnel", udid, "--kill-existing",
-            quote_argv([bundle_id, *arguments])]
+    """`developer dvt launch` over the path this iOS version needs (see `launch_path`).
+
+    `dvt launch` takes one string and splits it with shlex; each word is
+    quoted so an argument can never become two.
+    """
+    device = {LOCKDOWN: ["--udid", udid], TUNNELD: ["--tunnel", udid], USERSPACE: ["--userspace", "--udid", udid]}
+    if path not in device:
+        raise InvalidInput(f"unknown launch path {path!r}; allowed: {', '.join(device)}")
+    return [*base, "developer", "dvt", "launch", *device[path], "--kill-existing", quote_argv([bundle_id, *arguments])]
+
+
+def pmd_mount_ddi(udid: str, base: Sequence[str] = (PYMOBILEDEVICE3,)) -> list[str]:
+    """What a user runs once per boot so lockdown can reach developer services (named in errors and the README)."""
+    return [*base, "mounter", "auto-mount", "--udid", udid]
+
+
+def pmd_tunneld(base: Sequence[str] = (PYMOBILEDEVICE3,)) -> list[str]:
+    return ["sudo", *base, "remote", "tunneld"]
 
 
 def pmd_push(udid: str, local: Path, remote: str, bundle_id: str = BUNDLE_ID,
              base: Sequence[str] = (PYMOBILEDEVICE3,)) -> list[str]:
-    # The whole container is vended (a development-signed app allows it), so
-    # remote paths start at its root, like devicectl's: `Documents/...`.
-    return [*base, "apps", "push", "--udid", udid, bundle_id, str(local), "/" + remote.lstrip("/")]
+    """Copy a file or a folder into the app's container (paths from its root: `Documents/...`).
+
+    pymobiledevice3 copies a folder *into* the destination, under the
+    folder's own name, so a folder goes to the parent of `remote` (which
+    must end in the folder's name); a file goes to `remote` itself.
+    """
+    destination = "/" + remote.lstrip("/")
+    if Path(local).is_dir():
+        if posixpath.basename(destination) != Path(local).name:
+            raise InvalidInput(f"a folder keeps its name on the phone: {remote} must end in {Path(local).name}")
+        destination = posixpath.dirname(destination)
+    return [*base, "apps", "push", "--udid", udid, bundle_id, str(local), destination]
 
 
 def pmd_pull(udid: str, remote: str, local: Path, bundle_id: str = BUNDLE_ID,
@@ -129,11 +164,25 @@ def pmd_pull(udid: str, remote: str, local: Path, bundle_id: str = BUNDLE_ID,
 
 def pmd_remove(udid: str, remote: str, bundle_id: str = BUNDLE_ID,
                base: Sequence[str] = (PYMOBILEDEVICE3,)) -> list[str]:
-    # `apps rm` (pymobiledevice3 11.x) removes folders recursively, so an .mlpackage goes whole.
+    # `apps rm` removes folders recursively, so an .mlpackage goes whole.
     return [*base, "apps", "rm", "--udid", udid, bundle_id, "/" + remote.lstrip("/")]
 
 
 # --- device lists ----------------------------------------------------------------
+def devicectl_state(connection: dict, properties: dict) -> str:
+    """online, offline or unpaired from devicectl's availability fields.
+
+    `tunnelState` is "disconnected" for an idle paired phone until devicectl
+    needs the tunnel (it brings it up itself), so it does not mean offline;
+    "unavailable" does, as does a phone that is not booted.
+    """
+    if connection.get("pairingState", "paired") != "paired":
+        return "unpaired"
+    if connection.get("tunnelState") == "unavailable" or properties.get("bootState", "booted") != "booted":
+        return "offline"
+    return "online"
+
+
 def parse_devicectl_devices(data: dict) -> list[DeviceInfo]:
     """Physical iOS devices from `devicectl list devices --json-output`."""
     try:
@@ -150,115 +199,47 @@ def parse_devicectl_devices(data: dict) -> list[DeviceInfo]:
         udid = hardware.get("udid") or entry.get("identifier")
         if not udid:
             continue
-        paired = connection.get("pairingState") in (None, "paired")
-        connected = connection.get("tunnelState") in (None, "connected")
         infos.append(DeviceInfo(
             kind="ios", id=udid, model=hardware.get("marketingName") or hardware.get("productType"),
             soc=hardware.get("productType"), abi=(hardware.get("cpuType") or {}).get("name"),
             os=f"iOS {properties['osVersionNumber']}" if properties.get("osVersionNumber") else None,
-            state="online" if paired and connected else ("unpaired" if not paired else "offline"),
+            state=devicectl_state(connection, properties),
             extra={"name": properties.get("name"), "tool": DEVICECTL, "devicectl_id": entry.get("identifier"),
-                   "developer_mode": properties.get("developerModeStatus")},
+                   "connection": connection.get("transportType"), "developer_mode": properties.get("developerModeStatus"),
+                   "ddi_services": properties.get("ddiServicesAvailable")},
         ))
     return infos
 
 
 def parse_usbmux_devices(data: list) -> list[DeviceInfo]:
-    """Devices from `pymobiledevice3 usbmux list` (lockdown short info, one dict each)."""
+    """Devices from `pymobiledevice3 usbmux list`: lockdown short info, one dict per connection.
+
+    A phone on USB and Wi-Fi is listed twice under one UDID; it is kept once,
+    over USB when it has it.
+    """
     if not isinstance(data, list):
         raise DeviceError("pymobiledevice3 usbmux list did not print a JSON list")
-    infos = []
+    infos: dict[str, DeviceInfo] = {}
     for entry in data:
         if not isinstance(entry, dict):
             continue
         udid = entry.get("UniqueDeviceID") or entry.get("Identifier")
         if not udid or entry.get("DeviceClass") not in (None, "iPhone", "iPad", "iPod"):
             continue
-        infos.append(DeviceInfo(
+        info = DeviceInfo(
             kind="ios", id=udid, model=entry.get("ProductType"), soc=entry.get("ProductType"), abi="arm64",
             os=f"iOS {entry['ProductVersion']}" if entry.get("ProductVersion") else None,
             extra={"name": entry.get("DeviceName"), "tool": PYMOBILEDEVICE3,
                    "connection": entry.get("ConnectionType"), "build": entry.get("BuildVersion")},
-        ))
-    return infos
-
-
-# --- the plan and the app's results ---------------------------------------------------
-def build_plan(run_id: str, artifacts: dict[str, dict], runs: int = 50, warmup: int = 5,
-               compute_units: Sequence[str] = COMPUTE_UNITS) -> dict:
-    """What the app reads: how long to run, and each model file's artifact block (from its manifest)."""
-    unknown = [unit for unit in compute_units if unit not in COMPUTE_UNITS]
-    if unknown or not compute_units:
-        raise InvalidInput(f"unknown compute units {unknown or '(none)'}; allowed: {', '.join(COMPUTE_UNITS)}")
-    if runs < 1 or warmup < 0:
-        raise InvalidInput(f"runs must be >= 1 and warm-up >= 0, got runs={runs}, warmup={warmup}")
-    for name, artifact in artifacts.items():
-        if artifact.get("format") != "coreml":
-            raise InvalidInput(f"{name} is {artifact.get('format')!r}; the iOS app runs only coreml artifacts")
-    return {"schema": APP_SCHEMA, "run_id": run_id, "runs": runs, "warmup": warmup,
-            "compute_units": list(compute_units), "artifacts": artifacts}
-
-
-def parse_app_results(text: str, device: DeviceInfo | None = None, source: str = RESULTS_FILE) -> list[dict]:
-    """Records from the app's JSON, each validated against the record schema.
-
-    The host keeps the app's raw samples and recomputes `latency_ms` from them
-    with the same statistics as every other runner; the device's id is the
-    host's (the app cannot read its UDID).
-    """
-    from mbdeploy.records.schema import validate_record
-    from mbdeploy.records.stats import summarize
-
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ResultsError(f"{source} is not JSON ({exc.msg} at line {exc.lineno}); the app may have been killed") from None
-    if not isinstance(document, dict) or document.get("schema") != APP_SCHEMA:
-        raise ResultsError(f"{source} is not the benchmark app's output (schema {APP_SCHEMA} expected)")
-    if document.get("error"):
-        raise ResultsError(f"the benchmark app could not run: {document['error']}")
-    records = document.get("records")
-    if not isinstance(records, list):
-        raise ResultsError(f"{source} has no records list")
-    parsed = []
-    for index, record in enumerate(records):
-        where = f"{source} record {index}"
-        if not isinstance(record, dict):
-            raise ResultsError(f"{where} is not an object")
-        if device is not None:
-            record["device"] = {**(record.get("device") or {}), "kind": "ios", "id": device.id,
-                                "model": device.model or (record.get("device") or {}).get("model")}
-        if (record.get("runner") or {}).get("name") != RUNNER_NAME:
-            raise ResultsError(f"{where}: runner {(record.get('runner') or {}).get('name')!r}, expected {RUNNER_NAME!r}")
-        if (record.get("artifact") or {}).get("format") != "coreml":
-            raise ResultsError(f"{where}: artifact format must be coreml")
-        if record.get("status") == "ok":
-            samples = record.get("samples_ms")
-            if not isinstance(samples, list) or not samples:
-                raise ResultsError(f"{where}: status ok but no samples_ms")
-            if not all(isinstance(s, (int, float)) and not isinstance(s, bool) and s >= 0 for s in samples):
-                raise ResultsError(f"{where}: samples_ms must be non-negative numbers")
-            record["latency_ms"] = summarize(samples)
-        try:
-            validate_record(record)
-        except ResultsError as exc:
-            raise ResultsError(f"{where}: {exc.message}") from None
-        parsed.append(record)
-    return parsed
-
-
-def _pushed_artifact(name: str, local: Path) -> dict:
-    """The plan's artifact block for a model the host copied: the app checks `bytes` on arrival."""
-    from mbdeploy.manifest import artifact_digest
-
-    size, digest = artifact_digest(local)
-    return {"name": Path(name).stem, "format": "coreml", "precision": "unknown", "sha256": digest, "bytes": size,
-            "macs": None, "params": None}
+        )
+        if udid not in infos or (info.extra["connection"] == "USB" and infos[udid].extra["connection"] != "USB"):
+            infos[udid] = info
+    return list(infos.values())
 
 
 # --- the device ------------------------------------------------------------------
 class IosDevice(Device):
-    """An iPhone or iPad reached with devicectl or pymobiledevice3; the app does the timing."""
+    """An iPhone or iPad reached with devicectl or pymobiledevice3; the benchmark app does the timing."""
 
     kind = "ios"
     default_runner = "coreml_app"
@@ -270,7 +251,7 @@ class IosDevice(Device):
         self._info = info
         self.tool = tool
         self._run = run
-        self._pushed: dict[str, Path] = {}  # remote path -> the local file or folder copied there
+        self._pushed: dict[str, int] = {}  # remote path -> bytes of what this host copied there
 
     @property
     def id(self) -> str:
@@ -283,6 +264,10 @@ class IosDevice(Device):
     def workdir(self) -> str:
         return DOCUMENTS
 
+    @property
+    def launch_path(self) -> str:
+        return launch_path(self._info.os)
+
     # Commands for this device, as argv lists.
     def install_argv(self, app: Path) -> list[str]:
         if self.tool == DEVICECTL:
@@ -292,7 +277,7 @@ class IosDevice(Device):
     def launch_argv(self, arguments: Sequence[str] = ()) -> list[str]:
         if self.tool == DEVICECTL:
             return devicectl_launch(self.id, BUNDLE_ID, arguments)
-        return pmd_launch(self.id, BUNDLE_ID, arguments, base=_pymobiledevice3())
+        return pmd_launch(self.id, BUNDLE_ID, arguments, path=self.launch_path, base=_pymobiledevice3())
 
     def push_argv(self, local: Path, remote: str) -> list[str]:
         if self.tool == DEVICECTL:
@@ -334,10 +319,18 @@ class IosDevice(Device):
 
     # The Device interface.
     def push(self, local: Path, remote: str) -> None:
-        # Whole arrival is checked on the device: the plan carries each model's
-        # byte count and the app fails that model's record on a mismatch.
-        self._call(self.push_argv(Path(local), remote), f"copying {Path(local).name} to the app")
-        self._pushed[remote] = Path(local)
+        # Whole arrival is checked on the device: the runner's plan carries
+        # the byte count (`pushed_bytes`) and the app fails a short model.
+        local = Path(local)
+        self._call(self.push_argv(local, remote), f"copying {local.name} to the app")
+        files = [p for p in local.rglob("*") if p.is_file()] if local.is_dir() else [local]
+        self._pushed[remote] = sum(p.stat().st_size for p in files)
+
+    def pushed_bytes(self, remote: str) -> int:
+        """The byte count of what this host copied to `remote` in this session."""
+        if remote not in self._pushed:
+            raise DeviceError(f"{remote} was not copied to {self.id} in this session; push it first")
+        return self._pushed[remote]
 
     def remove(self, remote: str) -> bool:
         """Delete a file or folder from the app's container; False when the tool cannot."""
@@ -362,68 +355,43 @@ class IosDevice(Device):
                 if value is not None}
 
     def sensors(self) -> SensorReading:
-        return SensorReading()  # iOS gives apps only a coarse thermal state; the app records it per run
+        return SensorReading()  # apps get only a coarse thermal state; the runner reads the app's
 
-    # The bench path.
+    # The app.
     def install_app(self, app: Path) -> None:
         if not Path(app).exists():
             raise InvalidInput(f"no app at {app}; build ios_harness (see ios_harness/README.md)")
         self._call(self.install_argv(Path(app)), "installing the benchmark app", timeout=600)
 
-    def bench(self, models: dict[str, Path], plan: dict, timeout: float = 1800, poll_s: float = 5.0) -> list[dict]:
-        """Copy models and plan, launch the app, wait for it to finish, return validated records.
-
-        `models` maps the file name the app will see to the local model
-        (`.mlpackage` folder or `.mlmodelc`); `plan` comes from `build_plan`.
-        """
-        for name, path in models.items():
-            if "/" in name or name in ("", ".", ".."):
-                raise InvalidInput(f"model name {name!r} must be a plain file name")
-            self.push(path, f"{DOCUMENTS}/{name}")
-        with tempfile.TemporaryDirectory(prefix="mbdeploy-ios-") as scratch:
-            scratch_dir = Path(scratch)
-            write_json(scratch_dir / PLAN_FILE, plan)
-            self.push(scratch_dir / PLAN_FILE, f"{DOCUMENTS}/{PLAN_FILE}")
-            self._call(self.launch_argv(), "launching the benchmark app", timeout=120)
-            # The marker holds the run id: one left by an earlier run is not this run's end.
-            deadline = time.monotonic() + timeout
-            while not self._finished(plan["run_id"], scratch_dir / DONE_FILE):
-                if time.monotonic() > deadline:
-                    raise DeviceError(f"the benchmark app on {self.id} did not finish in {timeout:.0f} s")
-                time.sleep(poll_s)
-            self.pull(f"{DOCUMENTS}/{RESULTS_FILE}", scratch_dir / RESULTS_FILE)
-            return parse_app_results((scratch_dir / RESULTS_FILE).read_text(), self._info)
-
-    def bench_pushed(self, remote: str, run_id: str, runs: int, warmup: int, compute_units: Sequence[str],
-                     timeout: float = 1800, poll_s: float = 5.0) -> list[dict]:
-        """Time one model that `push` copied to `remote`; return its validated records, one per compute unit.
-
-        The app times every model in its Documents folder, so the model is
-        removed afterwards (pymobiledevice3) and only its own records are
-        kept: those carrying the digest of the file this host pushed.
-        """
-        local = self._pushed.get(remote)
-        if local is None:
-            raise DeviceError(f"{remote} was not copied to {self.id} in this session; push it before benching it")
-        name = posixpath.basename(remote)
-        artifact = _pushed_artifact(name, local)
-        plan = build_plan(run_id, {name: artifact}, runs=runs, warmup=warmup, compute_units=compute_units)
+    def launch_app(self, arguments: Sequence[str] = ()) -> None:
+        """Start the benchmark app (ending a running instance); the error says what to start when it cannot."""
         try:
-            records = self.bench({}, plan, timeout=timeout, poll_s=poll_s)
-        finally:
-            try:
-                self.remove(remote)  # the next launch must not time this model again
-            except DeviceError:
-                pass  # best effort: a leftover costs time, not correctness (its records are filtered out)
-        return [record for record in records if record["artifact"].get("sha256") == artifact["sha256"]]
+            self._call(self.launch_argv(arguments), "launching the benchmark app", timeout=120)
+        except DeviceError as exc:
+            raise DeviceError(f"{exc.message}. {self.launch_help()}") from None
+
+    def launch_help(self) -> str:
+        """What this phone needs on this host before the app can be launched."""
+        if self.tool == DEVICECTL:
+            return "Unlock the phone, turn Developer Mode on and trust this Mac (Xcode 15+)."
+        base = _pymobiledevice3()
+        mount = f"mount the developer disk image once per boot: `{quote_argv(pmd_mount_ddi(self.id, base))}`"
+        path = self.launch_path
+        if path == LOCKDOWN:
+            return f"{self._info.os or 'This iOS'} launches over lockdown: turn Developer Mode on and {mount}."
+        if path == TUNNELD:
+            return (f"{self._info.os} launches only through the tunnel daemon: start "
+                    f"`{quote_argv(pmd_tunneld(base))}` in another terminal (it must stay running), and {mount}.")
+        return (f"{self._info.os or 'This iOS'} launches through pymobiledevice3's userspace tunnel (no root): "
+                f"turn Developer Mode on, unlock the phone and {mount}.")
 
 
-    def _finished(self, run_id: str, local: Path) -> bool:
-        try:
-            self.pull(f"{DOCUMENTS}/{DONE_FILE}", local)
-        except DeviceError:
-            return False
-        return local.read_text().strip() == run_id
+def _no_usbmuxd() -> bool:
+    """No usbmuxd socket at all (Linux starts usbmuxd only while an Apple device is plugged in)."""
+    address = os.environ.get("USBMUXD_SOCKET_ADDRESS")
+    if sys.platform == "win32" or (address and ":" in address):
+        return False  # a TCP usbmuxd, or Windows' service: only asking tells
+    return not Path(address or "/var/run/usbmuxd").exists()
 
 
 def discover(run: Run = subprocess.run, tool: str | None = None) -> list[IosDevice]:
@@ -439,10 +407,14 @@ def discover(run: Run = subprocess.run, tool: str | None = None) -> list[IosDevi
                 raise DeviceError(f"xcrun devicectl list devices failed: {(done.stderr or '').strip()[-200:]}")
             infos = parse_devicectl_devices(json.loads(output.read_text()))
     else:
+        if _no_usbmuxd():
+            return []
         done = run(pmd_list(_pymobiledevice3()), capture_output=True, text=True, timeout=60)
         if done.returncode != 0:
-            raise DeviceError(f"pymobiledevice3 usbmux list failed (is usbmuxd running?): "
-                              f"{(done.stderr or '').strip()[-200:]}")
+            if "Failed to connect to usbmuxd" in (done.stderr or "") + (done.stdout or ""):
+                # Linux starts usbmuxd (udev) only while an Apple device is plugged in: no socket, no phone.
+                return []
+            raise DeviceError(f"pymobiledevice3 usbmux list failed: {(done.stderr or '').strip()[-200:]}")
         try:
             infos = parse_usbmux_devices(json.loads(done.stdout or "[]"))
         except json.JSONDecodeError:

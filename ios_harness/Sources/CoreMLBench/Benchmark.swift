@@ -1,80 +1,71 @@
 import CoreML
 import Foundation
 
-/// Finds models, compiles them, and times load and predictions for each
-/// compute-unit setting. It only measures: statistics, storage and every
-/// decision stay on the host (mbdeploy/devices/ios.py).
+/// Compiles and times the planned models for each compute-unit setting. It
+/// only measures: statistics, storage and every decision stay on the host
+/// (mbdeploy/runners/coreml_app.py).
 public struct Benchmark {
     public let plan: Plan
-    public let deviceKind: String  // "ios" in the app, "local" in the macOS tool
 
-    public init(plan: Plan, deviceKind: String) {
+    public init(plan: Plan) {
         self.plan = plan
-        self.deviceKind = deviceKind
     }
 
-    /// Every .mlpackage and .mlmodelc at or below `folder`, sorted by path.
-    public static func findModels(in folder: URL) -> [URL] {
+    /// Every .mlpackage and .mlmodelc at or below `folder`, as paths relative to it, sorted.
+    public static func findModels(in folder: URL) -> [String] {
         guard let walker = FileManager.default.enumerator(at: folder, includingPropertiesForKeys: nil) else { return [] }
-        var found: [URL] = []
+        let root = folder.standardizedFileURL.path
+        var found: [String] = []
         for case let url as URL in walker where ["mlpackage", "mlmodelc"].contains(url.pathExtension) {
-            found.append(url)
+            found.append(String(url.standardizedFileURL.path.dropFirst(root.count + 1)))
             walker.skipDescendants()  // a model is a folder; never look inside it
         }
-        return found.sorted { $0.path < $1.path }
+        return found.sorted()
     }
 
-    /// The models the plan names, when it names any; otherwise all of them.
-    /// Models left over from earlier runs (devicectl cannot delete them) are
-    /// then not timed again.
-    public func planned(_ models: [URL]) -> [URL] {
-        guard !plan.artifacts.isEmpty else { return models }
-        return models.filter { plan.artifacts[$0.lastPathComponent] != nil }
+    /// The models to time: exactly the plan's, or every one found when the plan names none.
+    public func models(in folder: URL) -> [Plan.Model] {
+        plan.models ?? Benchmark.findModels(in: folder).map { Plan.Model(path: $0) }
     }
 
-    /// One record per (model, compute unit); a failure becomes a `failed` record.
-    public func run(models: [URL]) -> [[String: Any]] {
-        var records: [[String: Any]] = []
+    /// One raw result per (model, compute units); a failure becomes a `failed` entry with the reason.
+    public func run(_ models: [Plan.Model], in folder: URL) async -> [[String: Any]] {
+        var results: [[String: Any]] = []
         for model in models {
-            let artifact = artifactBlock(for: model)
-            let compiled: Result<(URL, Double), Error> = Result { try compile(model, expectedBytes: artifact["bytes"] as? Int) }
+            let url = folder.appendingPathComponent(model.path)
+            var compiled: Result<(URL, Double), Error>
+            do { compiled = .success(try await compile(url, expectedBytes: model.bytes)) } catch { compiled = .failure(error) }
             for unit in plan.computeUnits {
-                let started = Timestamp.now()
-                var record = Records.base(plan: plan, artifact: artifact, computeUnits: unit,
-                                          deviceKind: deviceKind, startedAt: started)
+                var entry: [String: Any] = ["model": model.path, "compute_units": unit, "status": "failed"]
                 do {
-                    let (url, compileMs) = try compiled.get()
-                    let timing = try time(compiledModel: url, computeUnits: unit)
-                    Records.fill(&record, with: timing, compileMs: compileMs)
+                    let (compiledURL, compileMs) = try compiled.get()
+                    let timing = try time(compiledModel: compiledURL, computeUnits: unit)
+                    entry.merge(["status": "ok", "compile_ms": compileMs, "load_ms": timing.loadMs,
+                                 "first_inference_ms": timing.firstMs, "samples_ms": timing.samplesMs,
+                                 "thermal_states": timing.thermalStates]) { $1 }
                 } catch {
-                    record["status"] = "failed"
-                    record["error"] = String(describing: error)
+                    entry["error"] = String(describing: error)
+                    entry["thermal_states"] = [Thermal.state()]
                 }
-                record["finished_at"] = Timestamp.now()
-                records.append(record)
+                results.append(entry)
             }
         }
-        return records
-    }
-
-    /// The host's artifact block for this file, or what the app can tell by itself.
-    func artifactBlock(for model: URL) -> [String: Any] {
-        if let given = plan.artifacts[model.lastPathComponent] { return given }
-        let (digest, bytes) = TreeHash.sha256(of: model)
-        return ["name": model.deletingPathExtension().lastPathComponent, "format": "coreml",
-                "precision": "unknown", "sha256": digest, "bytes": bytes,
-                "macs": NSNull(), "params": NSNull()]
+        return results
     }
 
     /// .mlpackage files are compiled on the device, as an app shipping one would.
-    func compile(_ model: URL, expectedBytes: Int?) throws -> (URL, Double) {
+    func compile(_ model: URL, expectedBytes: Int?) async throws -> (URL, Double) {
+        guard FileManager.default.fileExists(atPath: model.path) else {
+            throw BenchError.missingModel(model.lastPathComponent)
+        }
         if let expected = expectedBytes {
-            let found = TreeHash.sha256(of: model).bytes
+            let found = Files.bytes(of: model)
             if found != expected { throw BenchError.incompleteCopy(expected: expected, found: found) }
         }
         if model.pathExtension == "mlmodelc" { return (model, 0) }
         let start = DispatchTime.now()
-        let compiled = try MLModel.compileModel(at: model)
+        // The async form (iOS 16, macOS 13: the deployment targets); the synchronous one is deprecated.
+        let compiled = try await MLModel.compileModel(at: model)
         return (compiled, Clock.ms(since: start))
     }
 
@@ -82,14 +73,13 @@ public struct Benchmark {
         public var loadMs: Double
         public var firstMs: Double
         public var samplesMs: [Double]
-        public var thermalBefore: String
-        public var thermalAfter: String
+        public var thermalStates: [String]  // before loading, then each change seen between timed runs
     }
 
     func time(compiledModel url: URL, computeUnits unit: String) throws -> Timing {
         let configuration = MLModelConfiguration()
         configuration.computeUnits = Self.computeUnits(named: unit)
-        let thermalBefore = Thermal.state()
+        var states = [Thermal.state()]
 
         var start = DispatchTime.now()
         let model = try MLModel(contentsOf: url, configuration: configuration)
@@ -107,9 +97,10 @@ public struct Benchmark {
             start = DispatchTime.now()
             _ = try model.prediction(from: input)
             samples.append(Clock.ms(since: start))
+            let state = Thermal.state()  // read outside the timed span
+            if state != states.last { states.append(state) }
         }
-        return Timing(loadMs: loadMs, firstMs: firstMs, samplesMs: samples,
-                      thermalBefore: thermalBefore, thermalAfter: Thermal.state())
+        return Timing(loadMs: loadMs, firstMs: firstMs, samplesMs: samples, thermalStates: states)
     }
 
     static func computeUnits(named name: String) -> MLComputeUnits {

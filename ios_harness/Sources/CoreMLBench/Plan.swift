@@ -1,27 +1,37 @@
 import Foundation
 
-/// What the host asks for (`mbdeploy-plan.json` beside the models). Every
-/// field is optional: with no plan the app times every model it finds with
-/// the defaults below.
+/// What the host asks for (`mbdeploy-plan.json` in Documents, written by
+/// mbdeploy/runners/coreml_app.py). The plan names the exact models to time,
+/// by path under Documents, so a model left over from an earlier run is never
+/// timed again. With no plan file the app times every model it finds.
 public struct Plan {
+    public static let schema = "mbdeploy.coreml_app/2"
+    public static let fileName = "mbdeploy-plan.json"
+    public static let allComputeUnits = ["cpuOnly", "cpuAndGPU", "cpuAndNeuralEngine", "all"]
+
+    public struct Model {
+        public var path: String  // relative to the Documents folder
+        public var bytes: Int?   // what the host copied; checked on arrival
+
+        public init(path: String, bytes: Int? = nil) {
+            self.path = path
+            self.bytes = bytes
+        }
+    }
+
     public var runId: String
     public var runs: Int
     public var warmup: Int
     public var computeUnits: [String]
-    /// Artifact blocks of the record schema, keyed by model file name; the
-    /// host copies them from the manifests so records carry the real sha256.
-    public var artifacts: [String: [String: Any]]
-
-    public static let allComputeUnits = ["cpuOnly", "cpuAndGPU", "cpuAndNeuralEngine", "all"]
-    public static let fileName = "mbdeploy-plan.json"
+    public var models: [Model]?  // nil: every model found
 
     public init(runId: String = Plan.defaultRunId(), runs: Int = 50, warmup: Int = 5,
-                computeUnits: [String] = Plan.allComputeUnits, artifacts: [String: [String: Any]] = [:]) {
+                computeUnits: [String] = Plan.allComputeUnits, models: [Model]? = nil) {
         self.runId = runId
         self.runs = runs
         self.warmup = warmup
         self.computeUnits = computeUnits
-        self.artifacts = artifacts
+        self.models = models
     }
 
     /// Reads a plan file; a missing file gives the defaults, a malformed one an error.
@@ -29,6 +39,7 @@ public struct Plan {
         guard FileManager.default.fileExists(atPath: url.path) else { return Plan() }
         let object = try JSONSerialization.jsonObject(with: Data(contentsOf: url))
         guard let json = object as? [String: Any] else { throw BenchError.badPlan("not a JSON object") }
+        guard json["schema"] as? String == schema else { throw BenchError.badPlan("schema \(schema) expected") }
         var plan = Plan()
         if let value = json["run_id"] as? String { plan.runId = value }
         if let value = json["runs"] as? Int { plan.runs = max(1, value) }
@@ -38,7 +49,15 @@ public struct Plan {
             guard unknown.isEmpty else { throw BenchError.badPlan("unknown compute units \(unknown)") }
             plan.computeUnits = value
         }
-        if let value = json["artifacts"] as? [String: [String: Any]] { plan.artifacts = value }
+        if let entries = json["models"] as? [[String: Any]] {
+            plan.models = try entries.map { entry in
+                guard let path = entry["path"] as? String, !path.hasPrefix("/"),
+                      !path.split(separator: "/").contains("..") else {
+                    throw BenchError.badPlan("a model path must be relative to Documents")
+                }
+                return Model(path: path, bytes: entry["bytes"] as? Int)
+            }
+        }
         return plan
     }
 
@@ -58,12 +77,14 @@ public struct Plan {
 
 public enum BenchError: Error, CustomStringConvertible {
     case badPlan(String)
+    case missingModel(String)
     case unsupportedInput(String)
     case incompleteCopy(expected: Int, found: Int)
 
     public var description: String {
         switch self {
         case .badPlan(let why): return "bad plan: \(why)"
+        case .missingModel(let path): return "no model at Documents/\(path)"
         case .unsupportedInput(let what): return "unsupported model input: \(what)"
         case .incompleteCopy(let expected, let found):
             return "model arrived incomplete: \(found) of \(expected) bytes"

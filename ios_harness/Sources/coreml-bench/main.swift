@@ -1,7 +1,7 @@
 // coreml-bench: the harness on a Mac, over models converted by mbdeploy.
 //   coreml-bench --models DIR [--runs N] [--warmup N] [--compute-units a,b] --out FILE
-// Artifact blocks come from the manifest.json files under DIR, so records
-// carry the converter's sha256, MACs and params. Used by .github/workflows/macos.yml.
+// Times every .mlpackage/.mlmodelc under DIR and writes the app's raw
+// results document (mbdeploy.coreml_app/2). Used by .github/workflows/macos.yml.
 import CoreMLBench
 import Foundation
 
@@ -10,58 +10,35 @@ func option(_ name: String, _ arguments: [String]) -> String? {
     return arguments[index + 1]
 }
 
-/// Artifact blocks of the Core ML entries of every manifest under `folder`, keyed by file name.
-func manifestArtifacts(under folder: URL) -> [String: [String: Any]] {
-    var blocks: [String: [String: Any]] = [:]
-    guard let walker = FileManager.default.enumerator(at: folder, includingPropertiesForKeys: nil) else { return blocks }
-    for case let url as URL in walker where url.lastPathComponent == "manifest.json" {
-        guard let data = try? Data(contentsOf: url),
-              let manifest = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
-              let artifacts = manifest["artifacts"] as? [[String: Any]] else { continue }
-        let spec = manifest["spec"] as? [String: Any] ?? [:]
-        for entry in artifacts where entry["format"] as? String == "coreml" {
-            guard let path = entry["path"] as? String else { continue }
-            var block: [String: Any] = ["name": manifest["name"] ?? NSNull(), "format": "coreml",
-                                        "manifest": url.path, "alpha": spec["alpha"] ?? NSNull(),
-                                        "resolution": spec["resolution"] ?? NSNull()]
-            for key in ["precision", "sha256", "bytes", "macs", "params"] { block[key] = entry[key] ?? NSNull() }
-            blocks[URL(fileURLWithPath: path).lastPathComponent] = block
-        }
-    }
-    return blocks
-}
-
 let arguments = CommandLine.arguments
 guard let modelsPath = option("--models", arguments), let outPath = option("--out", arguments) else {
     FileHandle.standardError.write(Data("usage: coreml-bench --models DIR [--runs N] [--warmup N] [--compute-units a,b] --out FILE\n".utf8))
     exit(2)
 }
 let folder = URL(fileURLWithPath: modelsPath)
-var plan = Plan(artifacts: manifestArtifacts(under: folder))
+var plan = Plan(models: Benchmark.findModels(in: folder).map { Plan.Model(path: $0) })
 if let runs = option("--runs", arguments).flatMap({ Int($0) }) { plan.runs = max(1, runs) }
 if let warmup = option("--warmup", arguments).flatMap({ Int($0) }) { plan.warmup = max(0, warmup) }
 if let units = option("--compute-units", arguments) { plan.computeUnits = units.split(separator: ",").map(String.init) }
 
-let models = Benchmark.findModels(in: folder)
-if models.isEmpty {
+if plan.models?.isEmpty ?? true {
     FileHandle.standardError.write(Data("error: no .mlpackage or .mlmodelc under \(modelsPath)\n".utf8))
     exit(1)
 }
-let records = Benchmark(plan: plan, deviceKind: "local").run(models: models)
+let runs = await Benchmark(plan: plan).run(plan.models ?? [], in: folder)
 do {
     let out = URL(fileURLWithPath: outPath)
     try FileManager.default.createDirectory(at: out.deletingLastPathComponent(), withIntermediateDirectories: true)
-    try Records.document(records).write(to: out, options: .atomic)
+    try Results.document(runs, runId: plan.runId).write(to: out, options: .atomic)
 } catch {
     FileHandle.standardError.write(Data("error: cannot write \(outPath): \(error)\n".utf8))
     exit(1)
 }
-for record in records {
-    let artifact = record["artifact"] as? [String: Any] ?? [:]
-    let runner = record["runner"] as? [String: Any] ?? [:]
-    let latency = record["latency_ms"] as? [String: Any]
-    print("\(artifact["name"] ?? "?") \(artifact["precision"] ?? "?") \(runner["compute_units"] ?? "?"): "
-          + "\(record["status"] ?? "?") median \(latency?["median"] ?? "-") ms \(record["error"] as? String ?? "")")
+for run in runs {
+    // Counts only: the statistics are the host's (mbdeploy/runners/coreml_app.py).
+    let samples = (run["samples_ms"] as? [Double] ?? []).count
+    print("\(run["model"] ?? "?") \(run["compute_units"] ?? "?"): \(run["status"] ?? "?"), "
+          + "\(samples) samples \(run["error"] as? String ?? "")")
 }
-let failed = records.filter { $0["status"] as? String != "ok" }.count
+let failed = runs.filter { $0["status"] as? String != "ok" }.count
 exit(failed == 0 ? 0 : 1)
