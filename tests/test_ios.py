@@ -370,6 +370,7 @@ def fake_phone(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with PhoneServer(tmp_path / "phone.sock") as server:
         monkeypatch.setenv("FAKE_IOS_SOCKET", str(server.path))
+        monkeypatch.setenv("USBMUXD_SOCKET_ADDRESS", str(server.path))  # a socket is there: discovery asks the tool
         yield tmp_path
 
 
