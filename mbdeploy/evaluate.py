@@ -192,8 +192,11 @@ def tflite_predictor(path: Path) -> Predictor:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
         raise MissingDependency("ai-edge-litert", "all") from None
-    interpreter = Interpreter(model_path=str(path))
-    interpreter.allocate_tensors()
+    from mbdeploy.tf_runtime import native_output_silenced
+
+    with native_output_silenced():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" line
+        interpreter = Interpreter(model_path=str(path))
+        interpreter.allocate_tensors()
     given, output = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
 
     def predict(x):

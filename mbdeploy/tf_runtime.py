@@ -6,10 +6,24 @@ import os
 from contextlib import contextmanager
 
 
-def import_tensorflow():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import logging
+VERBOSE_ENV = "MBDEPLOY_VERBOSE"  # set by `mbdeploy --verbose`: library logs are shown
 
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def import_tensorflow():
+    import logging
+    import sys
+
+    if not verbose():
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" not in sys.modules:
+        # absl prints "All log messages before absl::InitializeLog()..." and oneDNN's notice
+        # (twice: two copies of absl load) whatever TF_CPP_MIN_LOG_LEVEL says.
+        with native_output_silenced():
+            import tensorflow  # noqa: F401
     import tensorflow as tf
 
     tf.get_logger().setLevel(logging.ERROR)
@@ -23,9 +37,13 @@ def native_output_silenced():
 
     Their banners ("Created TensorFlow Lite XNNPACK delegate", quantizer
     settings) are not our output; failures still surface as exceptions.
+    `mbdeploy --verbose` lets them through.
     """
     import sys
 
+    if verbose():
+        yield
+        return
     sys.stdout.flush()
     sys.stderr.flush()
     saved = [os.dup(1), os.dup(2)]

@@ -95,8 +95,16 @@ def _available(name: str) -> bool:
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mbdeploy")
-def cli() -> None:
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show the libraries' own log lines (TensorFlow, LiteRT), hidden by default.")
+def cli(verbose: bool) -> None:
     """mbdeploy: MobileNet v1 from trained weights to measured numbers on devices."""
+    if verbose:
+        import os
+
+        from mbdeploy.tf_runtime import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"
 
 
 def main() -> None:

@@ -58,14 +58,15 @@ def convert(alpha, resolution, weights, precisions, formats, calib_dir, out_dir,
                        {"coreml_target": coreml_target, "labels": str(labels) if labels else None}, force)
         for a, r in pairs
     ]
-    for request in requests:  # every bad option is reported before any work starts
-        validate_request(request)
     results = []
     try:
-        with warnings_to_stderr(), progress("converting", total=len(requests), enabled=not as_json) as bar:
-            for request in requests:
-                results.append(convert_model(request, progress=bar.describe).to_dict())
-                bar.advance()
+        with warnings_to_stderr():  # one context: a warning repeated per model is shown once
+            for request in requests:  # every bad option is reported before any work starts
+                validate_request(request)
+            with progress("converting", total=len(requests), enabled=not as_json) as bar:
+                for request in requests:
+                    results.append(convert_model(request, progress=bar.describe).to_dict())
+                    bar.advance()
     except VerificationError as exc:
         if "result" not in exc.fields:  # the verifier itself failed: no figures to show
             raise

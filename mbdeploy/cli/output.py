@@ -63,11 +63,15 @@ def warnings_to_stderr() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         original = warnings.showwarning
+        shown: set[str] = set()
 
         def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
-            # Ours are for the user; third-party libraries' chatter is not.
+            # Ours are for the user, each once (a grid repeats them per model); third-party
+            # libraries' chatter is not.
             if issubclass(category, (UserWarning, RuntimeWarning)) and _from_this_package(filename):
-                warn(str(message))
+                if str(message) not in shown:
+                    shown.add(str(message))
+                    warn(str(message))
 
         warnings.showwarning = show
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,8 +47,11 @@ def plan_exports(formats: list[str] | None, precisions: list[str] | None) -> lis
     """(format, precision) pairs to build, validated before any work starts.
 
     Precisions apply to every chosen format and must be valid for each; a
-    `format:precision` entry (e.g. `tflite:dynamic`) targets one format.
+    `format:precision` entry (e.g. `tflite:dynamic`) targets one format. When
+    the user named no formats, a precision applies to the installed formats that
+    support it, and a warning names the ones skipped.
     """
+    named = bool(formats)
     chosen = formats if formats else installed_formats()
     for name in chosen:
         require_format(name)
@@ -62,6 +66,14 @@ def plan_exports(formats: list[str] | None, precisions: list[str] | None) -> lis
                 raise InvalidInput(f"{entry!r} names format {fmt!r}, which is not among --formats {','.join(chosen)}")
         else:
             precision, targets = entry, chosen
+            supporting = [fmt for fmt in chosen if precision in FORMATS[fmt].precisions]
+            if not named and supporting:
+                skipped = [fmt for fmt in chosen if fmt not in supporting]
+                if skipped:
+                    warnings.warn(f"precision {precision} is built for {', '.join(supporting)} only; skipped for "
+                                  + ", ".join(f"{fmt} (takes {', '.join(FORMATS[fmt].precisions)})" for fmt in skipped)
+                                  + "; name --formats to require it", stacklevel=2)
+                targets = supporting
         for fmt in targets:
             if precision not in FORMATS[fmt].precisions:
                 raise InvalidInput(

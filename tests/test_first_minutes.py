@@ -1,0 +1,73 @@
+"""A newcomer's first five minutes (issue 13, items 27 and 28): quiet libraries, precisions that fit."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from mbdeploy.export import installed_formats
+from mbdeploy.formats import FORMATS
+
+# What TensorFlow, absl and LiteRT print on their own; never ours.
+LIBRARY_LINES = ("oneDNN custom operations", "absl::InitializeLog", "Created TensorFlow Lite XNNPACK delegate")
+
+
+def bare_cli(*args, cwd=None):
+    """The CLI with the user's environment as it is on a fresh shell: no log level set for TensorFlow."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "MBDEPLOY_VERBOSE")}
+    return subprocess.run([sys.executable, "-m", "mbdeploy", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=600)
+
+
+def test_convert_prints_no_library_log_lines_unless_verbose(tmp_path):
+    args = ["convert", "--alpha", "0.25", "--res", "128", "--formats", "tflite", "--precisions", "fp32", "--json"]
+    quiet = bare_cli(*args, "--out", tmp_path / "a")
+    assert quiet.returncode == 0, quiet.stderr
+    assert not [line for line in quiet.stderr.splitlines() if any(text in line for text in LIBRARY_LINES)], quiet.stderr
+    loud = bare_cli("--verbose", *args, "--out", tmp_path / "b")
+    assert loud.returncode == 0, loud.stderr
+    assert "oneDNN custom operations" in loud.stderr  # what was hidden is really TensorFlow's, and --verbose shows it
+
+
+def test_eval_prints_no_litert_banner_and_each_warning_once(tmp_path, small_models, reference_dir):
+    models = tmp_path / "models"
+    for copy in ("a", "b"):  # two manifests, each meeting the same unreadable image
+        shutil.copytree(small_models, models / copy)
+    data = tmp_path / "data"
+    data.mkdir()
+    os.symlink(reference_dir / "cat.bmp", data / "cat.bmp")
+    (data / "broken.jpg").write_bytes(b"not a jpeg")
+    done = bare_cli("eval", "--data", data, "--models", models, "--json")
+    assert done.returncode == 0, done.stderr
+    assert not [line for line in done.stderr.splitlines() if any(text in line for text in LIBRARY_LINES)], done.stderr
+    assert done.stderr.count("Warning: skipped 1 unreadable image(s): broken.jpg") == 1, done.stderr
+    loud = bare_cli("--verbose", "eval", "--data", data, "--models", models / "a", "--json")
+    assert "Created TensorFlow Lite XNNPACK delegate" in loud.stderr
+
+
+def test_a_precision_applies_to_the_default_formats_that_take_it(tmp_path):
+    """`convert --precisions fp16` without --formats: built where fp16 exists, the rest named as skipped."""
+    expected = [fmt for fmt in installed_formats() if "dynamic" in FORMATS[fmt].precisions]
+    skipped = [fmt for fmt in installed_formats() if fmt not in expected]
+    if not skipped:
+        pytest.skip("every installed format takes 'dynamic': nothing to skip here")
+    done = bare_cli("convert", "--alpha", "0.25", "--res", "128", "--precisions", "dynamic", "--out", tmp_path, "--json")
+    assert done.returncode == 0, done.stderr
+    assert [a["format"] for a in json.loads(done.stdout)["artifacts"]] == expected
+    warning = [line for line in done.stderr.splitlines() if line.startswith("Warning: precision dynamic")]
+    assert warning == [f"Warning: precision dynamic is built for {', '.join(expected)} only; skipped for "
+                       + ", ".join(f"{fmt} (takes {', '.join(FORMATS[fmt].precisions)})" for fmt in skipped)
+                       + "; name --formats to require it"]
+
+
+def test_a_named_format_that_cannot_take_the_precision_is_still_an_error(tmp_path):
+    done = bare_cli("convert", "--alpha", "0.25", "--res", "128", "--formats", "tflite,onnx", "--precisions", "fp16",
+                    "--out", tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1] == "Error: precision 'fp16' is not supported for onnx; allowed: fp32, int8"
+    assert not any(tmp_path.iterdir())
