@@ -13,6 +13,7 @@ import pytest
 from mbdeploy.devices.android_power import SamplerTrace, compute, parse_rails, parse_sampler, sampler_source
 from mbdeploy.devices import android
 from mbdeploy.testing.adb_device import AdbTestDevice
+from support.paths import ROOT
 
 
 def _trace(currents, voltage=3_900_000, rate_hz=20.0):
@@ -77,7 +78,7 @@ def test_sampler_is_posix_sh(tmp_path):
 def test_android_harness_ships_the_same_script():
     from pathlib import Path
 
-    harness = Path(__file__).resolve().parents[1] / "android_harness" / "sampler.sh"
+    harness = ROOT / "android_harness" / "sampler.sh"
     assert harness.read_bytes() == sampler_source().read_bytes()
 
 

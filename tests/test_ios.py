@@ -33,9 +33,9 @@ from mbdeploy.devices.base import DeviceInfo
 from mbdeploy.errors import DeviceError, InvalidInput, ResultsError, RunnerError
 from mbdeploy.records.stats import summarize
 from mbdeploy.runners import coreml_app
+from support.paths import ROOT
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "ios"
-ROOT = Path(__file__).resolve().parents[1]
 UDID = "00008120-001A2B3C4D5E601E"
 NASTY = "a b; touch pwned 'x.tflite"
 SAMPLES = [2.5, 2.25, 2.75, 2.4, 3.1]  # what the stand-in app reports; stand-in figures, not measurements

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from support.paths import ROOT
 
+
 def check_layers(root: Path) -> tuple[list[str], str]:
     """Run the checker of the tree at root: (the problems it printed, its summary line)."""
     done = subprocess.run([sys.executable, str(root / "scripts" / "check_layers.py")], capture_output=True,
