@@ -25,6 +25,7 @@ from mbdeploy.errors import InvalidInput, VerificationError
 from mbdeploy.export import FORMATS, plan_exports
 from mbdeploy.manifest import PREPROCESSING, SCHEMA, artifact_digest, load_manifest, manifest_path, save_manifest, tool_versions
 from mbdeploy.preprocessing import image_files
+from mbdeploy.tf_runtime import require_tensorflow
 from mbdeploy.weights import source_of
 
 SYNTHETIC_CALIBRATION = 16  # enough for stable ranges of a 28-layer net, quick to run
@@ -69,6 +70,7 @@ def validate_request(request: ConvertRequest) -> list[tuple[str, str]]:
     """Everything checkable before work starts; returns the (format, precision) plan."""
     validate_alpha(request.alpha)
     validate_resolution(request.resolution)
+    require_tensorflow()  # every format is built from the Keras reference
     pairs = plan_exports(request.formats, request.precisions)
     if request.weights is not None:
         weights = Path(request.weights)

@@ -25,7 +25,7 @@ class FormatInfo:
 
 FORMATS: dict[str, FormatInfo] = {info.name: info for info in (
     FormatInfo("tflite", "mbdeploy.export.tflite", "mbdeploy.export.tflite", ".tflite",
-               ("fp32", "fp16", "dynamic", "int8"), ("fp32", "fp16", "dynamic", "int8"), ("tensorflow",), None),
+               ("fp32", "fp16", "dynamic", "int8"), ("fp32", "fp16", "dynamic", "int8"), ("tensorflow",), "convert"),
     FormatInfo("coreml", "mbdeploy.export.coreml", "mbdeploy.export.coreml", ".mlpackage",
                ("fp32", "fp16", "int8", "w8a8"), ("fp16", "int8"), ("coremltools",), "coreml", folder=True),
     FormatInfo("onnx", "mbdeploy.export.onnx", "mbdeploy.export.onnx", ".onnx",

@@ -13,6 +13,16 @@ def verbose() -> bool:
     return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
 
 
+def require_tensorflow() -> None:
+    """Converting needs TensorFlow, an extra: say which one when it is missing (without importing it)."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        from mbdeploy.errors import MissingDependency
+
+        raise MissingDependency("tensorflow", "convert")
+
+
 def import_tensorflow():
     import logging
     import sys
@@ -20,6 +30,7 @@ def import_tensorflow():
     if not verbose():
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if "tensorflow" not in sys.modules:
+        require_tensorflow()
         # absl prints "All log messages before absl::InitializeLog()..." and oneDNN's notice
         # (twice: two copies of absl load) whatever TF_CPP_MIN_LOG_LEVEL says.
         with native_output_silenced():
