@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,35 @@ def test_a_named_format_that_cannot_take_the_precision_is_still_an_error(tmp_pat
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.splitlines()[-1] == "Error: precision 'fp16' is not supported for onnx; allowed: fp32, int8"
     assert not any(tmp_path.iterdir())
+
+
+def test_the_main_job_benches_enough_family_members_for_a_latency_fit(tmp_path):
+    """`make demo` converts and benches several (alpha, resolution) pairs in fp32 and int8, so the first
+    report's latency-versus-MACs figure has a fit with quality (>= 4 points), not one point.
+    Its wall time is benchmarks/bench_demo.py's business."""
+    import shlex
+
+    from mbdeploy.accounting import model_cost
+    from mbdeploy.architecture import ModelSpec, model_name
+    from mbdeploy.records.fit import MIN_POINTS_FOR_QUALITY
+    from support.paths import ROOT
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    stamp = tmp_path / "stamp"
+    stamp.touch()
+    printed = subprocess.run(["make", "-s", "-n", "-f", ROOT / "Makefile", "-o", stamp, "demo", "BIN=bin",
+                              f"STAMP={stamp}"], capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    steps = [shlex.split(line)[1:] for line in printed.splitlines() if line.startswith("bin/mbdeploy ")]
+    converted = {}
+    for step in steps:
+        if step[0] == "convert":
+            options = dict(zip(step[1::2], step[2::2]))
+            spec = ModelSpec(float(options["--alpha"]), int(options["--res"]))
+            converted[model_name(spec.alpha, spec.resolution)] = (spec, options.get("--precisions", ""))
+    assert len({model_cost(spec).macs for spec, _ in converted.values()}) >= MIN_POINTS_FOR_QUALITY
+    assert all({"fp32", "int8"} <= set(precisions.split(",")) for _, precisions in converted.values())
+    bench = next(step for step in steps if step[0] == "bench")
+    benched = {Path(value).name for option, value in zip(bench, bench[1:]) if option == "--models"}
+    assert set(converted) <= benched or "models" in bench
+    assert ["report"] in steps
