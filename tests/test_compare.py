@@ -9,7 +9,8 @@ from support.cli import run_cli
 from support.records import make_record, power_law_latency, write_run
 
 from mbdeploy.architecture import ModelSpec, grid_specs
-from mbdeploy.compare import FAILED_NOW, ONLY_BASELINE, REGRESSED, SLOWER_NOISE, UNCHANGED, compare_runs, parse_threshold
+from mbdeploy.compare import (BETWEEN, FAILED_NOW, ONLY_BASELINE, REGRESSED, SLOWER_NOISE, UNCHANGED, UNCONFIRMED,
+                              WITHIN, compare_runs, parse_threshold)
 from mbdeploy.errors import InvalidInput, ResultsError
 
 SPECS = grid_specs()[-4:]  # the four 0.25 models
@@ -34,11 +35,12 @@ def test_threshold_rejects_the_rest(text):
 
 
 def test_real_regression_fails_the_gate(tmp_path):
-    base = _run(tmp_path, "base")
-    current = _run(tmp_path, "current", slow_factor=1.20)
+    base = _run(tmp_path, "base", between=0.03)
+    current = _run(tmp_path, "current", slow_factor=1.20, between=0.03)
     result = compare_runs(base, current, 0.05)
     verdicts = {p.model: p.verdict for p in result.pairs}
     assert verdicts[SLOW.name] == REGRESSED
+    assert {p.ci_used for p in result.pairs} == {BETWEEN}
     assert all(v == UNCHANGED for name, v in verdicts.items() if name != SLOW.name)
     regressed = result.regressions[0]
     assert regressed.change == pytest.approx(0.20)
@@ -48,7 +50,31 @@ def test_real_regression_fails_the_gate(tmp_path):
     assert "Error: 1 of 4 records regressed beyond 5%" in cli.stderr
     assert SLOW.name in cli.stderr and "+20.0%" in cli.stderr
     assert "Traceback" not in cli.stderr
-    assert "regressed" in cli.stdout
+    assert "regressed" in cli.stdout and "between-session" in cli.stdout
+
+
+def test_within_session_cis_alone_never_fail_the_gate(tmp_path):
+    # +20% with tight, non-overlapping within-session CIs and no sessions: unconfirmed, exit 0, with the advice.
+    base = _run(tmp_path, "base", ci=0.005)
+    current = _run(tmp_path, "current", slow_factor=1.20, ci=0.005)
+    result = compare_runs(base, current, 0.05)
+    slow = next(p for p in result.pairs if p.model == SLOW.name)
+    assert slow.verdict == UNCONFIRMED and slow.ci_used == WITHIN and not slow.regressed
+    assert result.regressions == [] and len(result.unconfirmed) == 1
+    cli = run_cli("compare", base, current)
+    assert cli.returncode == 0, cli.stderr
+    assert "Warning: 1 record(s) slower beyond 5%" in cli.stderr and "--repeat" in cli.stderr
+    # One side with sessions, the other without: no between-session CI on both, still unconfirmed.
+    with_sessions = _run(tmp_path, "sessions", slow_factor=1.20, ci=0.005, between=0.01)
+    assert compare_runs(base, with_sessions, 0.05).regressions == []
+
+
+def test_between_session_cis_that_overlap_pass(tmp_path):
+    # +8% median growth, tight within-session CIs, but the sessions spread +-10%: noise.
+    base = _run(tmp_path, "base", ci=0.001, between=0.10)
+    current = _run(tmp_path, "current", slow_factor=1.08, ci=0.001, between=0.10)
+    slow = next(p for p in compare_runs(base, current, 0.05).pairs if p.model == SLOW.name)
+    assert slow.verdict == SLOWER_NOISE and slow.ci_used == BETWEEN
 
 
 def test_noise_with_overlapping_intervals_passes(tmp_path):
@@ -65,8 +91,8 @@ def test_noise_with_overlapping_intervals_passes(tmp_path):
 
 
 def test_growth_within_threshold_passes_even_with_tight_intervals(tmp_path):
-    base = _run(tmp_path, "base", ci=0.001)
-    current = _run(tmp_path, "current", slow_factor=1.04, ci=0.001)
+    base = _run(tmp_path, "base", ci=0.001, between=0.001)
+    current = _run(tmp_path, "current", slow_factor=1.04, ci=0.001, between=0.001)
     assert compare_runs(base, current, 0.05).regressions == []
     assert [p.model for p in compare_runs(base, current, 0.03).regressions] == [SLOW.name]
 
@@ -91,7 +117,7 @@ def test_records_match_on_config_and_device(tmp_path):
 
 
 def test_runs_can_be_named_by_id_under_results(tmp_path):
-    _run(tmp_path / "results", "base")
-    _run(tmp_path / "results", "current", slow_factor=1.5)
+    _run(tmp_path / "results", "base", between=0.02)
+    _run(tmp_path / "results", "current", slow_factor=1.5, between=0.02)
     done = run_cli("compare", "base", "current", cwd=tmp_path)
     assert done.returncode == 1 and "regressed beyond 5%" in done.stderr

@@ -19,4 +19,5 @@ class BenchOptions:
     throttle_temp_rise_c: float = 5.0
     wait_for_lock: bool = True
     allow_charging: bool = False  # phones: measure power even on USB power (the meter marks it)
+    repeat: int = 1  # sessions per artifact (--repeat K): K session records and one aggregate each
     runner_options: dict = field(default_factory=dict)  # passed to the runner, e.g. {"binary": "..."}

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from mbdeploy.records.sessions import is_session
+
 
 def summary_rows(records: Iterable[dict]) -> list[dict]:
-    """One row per record: model, precision, device, median and its CI, MACs, GMAC/s."""
+    """One row per record: model, precision, device, median and its CI, MACs, GMAC/s.
+
+    With --repeat, one row per artifact: its aggregate, with the between-session CI (the sessions are in the run).
+    """
     rows = []
     for record in records:
+        if is_session(record):
+            continue
+        sessions = record.get("sessions") or {}
         latency = record.get("latency_ms") or {}
         artifact = record["artifact"]
         median = latency.get("median")
@@ -21,5 +29,8 @@ def summary_rows(records: Iterable[dict]) -> list[dict]:
             "count": latency.get("count"), "stop_reason": record.get("stop_reason"), "macs": macs,
             "gmacs_per_s": (macs / (median / 1e3) / 1e9) if macs and median else None,
             "throttled": record.get("throttled"), "error": record.get("error"),
+            "sessions": sessions.get("count"),
+            "between_ci95_ms": ([sessions.get("between_ci95_low_ms"), sessions.get("between_ci95_high_ms")]
+                                if sessions else None),
         })
     return rows

@@ -20,6 +20,7 @@ from mbdeploy.devices.lock import DeviceLock
 from mbdeploy.devices.power import PowerMeter
 from mbdeploy.errors import MbdeployError, ResultsError
 from mbdeploy.manifest import tool_versions
+from mbdeploy.records.sessions import aggregate as aggregate_sessions
 from mbdeploy.records.store import RunFolder, utc_now
 from mbdeploy.runners.base import Runner
 from mbdeploy.runners.registry import make_runners
@@ -133,19 +134,32 @@ class _Sweep:
 
     def models(self, device: Device, info: dict, runner: Runner, todo: list[Artifact], prepare_error: str | None,
                meter: PowerMeter | None) -> None:
+        """Every artifact once, or with --repeat K in K interleaved rounds (A, B, C, A, B, C, ...): each
+        session a fresh runner process with its own warm-up, so a drift of the device hits every artifact alike."""
         options = self.options
-        for index, artifact in enumerate(todo):
-            if self.stopped.is_set() or self.interrupted.is_set():
-                return
-            self.emit("start", {"device": device.id, "artifact": artifact.name, "precision": artifact.precision})
-            cooldown = None
-            if index > 0:
-                cooldown = cool_down(device, options.cooldown_s, options.cooldown_temp_c, options.cooldown_max_s)
-            if prepare_error is None:
-                record = measure_one(device, info, runner, artifact, self.folder.run_id, options, cooldown, meter)
-            else:
-                record = measure_one_failed(device, info, runner, artifact, self.folder.run_id, prepare_error)
-            self.store(record)
+        rounds = max(1, options.repeat)
+        sessions: dict[int, list[dict]] = {index: [] for index in range(len(todo))}
+        first = True
+        for round_index in range(rounds):
+            for index, artifact in enumerate(todo):
+                if self.stopped.is_set() or self.interrupted.is_set():
+                    return
+                self.emit("start", {"device": device.id, "artifact": artifact.name, "precision": artifact.precision})
+                cooldown = None
+                if not first:
+                    cooldown = cool_down(device, options.cooldown_s, options.cooldown_temp_c, options.cooldown_max_s)
+                first = False
+                if prepare_error is None:
+                    record = measure_one(device, info, runner, artifact, self.folder.run_id, options, cooldown, meter)
+                else:
+                    record = measure_one_failed(device, info, runner, artifact, self.folder.run_id, prepare_error)
+                if rounds > 1:
+                    record["session"] = {"index": round_index + 1, "of": rounds}
+                self.store(record)
+                sessions[index].append(record)
+        if rounds > 1:
+            for index in range(len(todo)):
+                self.store(aggregate_sessions(sessions[index]))
 
 
 def run_sweep(devices: list[Device], device_infos: list[dict], artifacts: list[Artifact], folder: RunFolder,

@@ -23,7 +23,7 @@ RUN_PARAMS = {
     "cooldown": "cooldown_s", "cooldown_temp": "cooldown_temp_c", "allow_charging": "allow_charging",
     "benchmark_binary": "binary", "benchmark_apk": "apk", "delegate": "delegate", "op_profiling": "op_profiling",
     "cpu_mask": "cpu_mask", "compute_units": "compute_units", "compute_unit": "compute_unit", "models": "models",
-    "precisions": "precisions", "formats": "formats",
+    "precisions": "precisions", "formats": "formats", "repeat": "repeat",
 }
 RUNNER_OPTION_KEYS = ("binary", "apk", "delegate", "op_profiling", "cpu_mask", "compute_units", "compute_unit")
 
@@ -48,10 +48,13 @@ def _render(result: dict) -> None:
     table.add_column("GMAC/s", justify="right", no_wrap=True)
     table.add_column("status", overflow="fold", min_width=6)
     for row in rows:
-        ci = row["ci95_ms"]
-        # The 95% interval of the median as its half-width relative to the median (full bounds are in --json).
+        # The 95% interval of the median as its half-width relative to the median (full bounds are in --json);
+        # with --repeat the interval over the sessions' medians, marked with the session count.
+        ci = row.get("between_ci95_ms") or row["ci95_ms"]
         ci_text = (f"{(ci[1] - ci[0]) / 2 / row['median_ms'] * 100:.1f}%"
                    if ci and ci[0] is not None and row["median_ms"] else "n/a")
+        if row.get("sessions"):
+            ci_text += f" ({row['sessions']} sessions)"
         status = row["status"] + (" (throttled)" if row.get("throttled") else "")
         if row["status"] != "ok":
             status += f": {row.get('error')}"
@@ -98,6 +101,9 @@ def _render(result: dict) -> None:
 @click.option("--runs", type=click.IntRange(min=1), default=None, help="A fixed number of timed runs (no adaptive stop).")
 @click.option("--target-ci", type=click.FloatRange(min=0, min_open=True), default=0.02, show_default=True,
               help="Stop when the 95% CI half-width of the median is at most this fraction of it.")
+@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
+              help="K sessions per artifact, each a fresh runner process, interleaved across artifacts; "
+                   "one record per session plus an aggregate with the between-session 95% CI.")
 @click.option("--cooldown", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Seconds to rest between models.")
 @click.option("--cooldown-temp", type=float, default=None, metavar="C",
@@ -120,7 +126,7 @@ def _render(result: dict) -> None:
 @click.option("--adb-host", metavar="HOST[:PORT]", default=None, help="adb server for Android devices.")
 @json_option
 def bench(device_names, models, precisions, formats, out, resume, runner_name, threads, no_xnnpack, warmup,  # noqa: ANN001
-          min_secs, max_secs, runs, target_ci, cooldown, cooldown_temp, no_wait, benchmark_binary, benchmark_apk,
+          min_secs, max_secs, runs, target_ci, repeat, cooldown, cooldown_temp, no_wait, benchmark_binary, benchmark_apk,
           delegate, op_profiling, cpu_mask, compute_units, compute_unit, allow_charging, keep, adb_host, as_json) -> None:
     """Benchmark every artifact of the manifests under --models on a device.
 
@@ -137,7 +143,7 @@ def bench(device_names, models, precisions, formats, out, resume, runner_name, t
         timing=TimingOptions(threads=threads, xnnpack=not no_xnnpack, warmup_runs=warmup, min_secs=min_secs,
                              max_secs=max_secs, runs=runs, target_ci=target_ci),
         runner=runner_name, cooldown_s=cooldown, cooldown_temp_c=cooldown_temp, wait_for_lock=not no_wait,
-        allow_charging=allow_charging,
+        allow_charging=allow_charging, repeat=repeat,
         runner_options={key: value for key, value in {
             "binary": benchmark_binary, "apk": benchmark_apk, "delegate": delegate, "op_profiling": op_profiling,
             "cpu_mask": cpu_mask,
@@ -189,7 +195,9 @@ def bench(device_names, models, precisions, formats, out, resume, runner_name, t
                                        settings=settings)
         created = None if resume else folder
         skipped = 0
-        total = len(devices) * len(artifacts) * len(runner_option_sets(options.runner_options))
+        # With --repeat K: K sessions and one aggregate per artifact.
+        per_artifact = options.repeat + 1 if options.repeat > 1 else 1
+        total = len(devices) * len(artifacts) * len(runner_option_sets(options.runner_options)) * per_artifact
         with progress("bench", total=total, enabled=not as_json) as bar:
             def on_event(kind: str, data: dict) -> None:
                 nonlocal skipped

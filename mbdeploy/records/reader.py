@@ -22,6 +22,7 @@ from typing import Iterable
 from mbdeploy.errors import ManifestError, ResultsError
 from mbdeploy.manifest import artifact_key, find_manifests, load_manifest
 from mbdeploy.records.schema import validate_layer_record, validate_record
+from mbdeploy.records.sessions import is_session
 from mbdeploy.records.store import RECORDS_FILE, RUN_FILE, RunFolder, read_numbered_records
 
 OFFICIAL_SOURCES = frozenset({"slim-checkpoint", "tflite", "keras"})
@@ -34,7 +35,8 @@ COLUMNS = (
     "runner", "threads", "delegate", "config_key",
     "latency_ms_median", "latency_ms_mean", "latency_ms_p90", "latency_ms_p95", "latency_ms_p99",
     "latency_ms_std", "latency_ms_min", "latency_ms_max", "latency_ms_ci95_low", "latency_ms_ci95_high",
-    "latency_count", "stop_reason", "init_ms", "first_inference_ms", "peak_memory_mb",
+    "latency_count", "sessions", "between_ci95_low_ms", "between_ci95_high_ms",
+    "stop_reason", "init_ms", "first_inference_ms", "peak_memory_mb",
     "macs_m", "params_m", "size_bytes", "gmacs_per_s", "peak_gmacs_per_s", "fraction_of_peak", "peak_basis",
     "power_status", "avg_power_mw", "energy_mj", "throttled", "throttle_reasons",
     "weights_source", "top1_percent", "top5_percent", "accuracy_source", "sha256",
@@ -238,6 +240,7 @@ def record_row(record: dict, entry: ManifestEntry | None) -> dict:
     runner = record["runner"]
     latency = record.get("latency_ms") or {}
     power = record.get("power") or {}
+    sessions = record.get("sessions") or {}
     macs, params = artifact.get("macs"), artifact.get("params")
     median = latency.get("median")
     manifest = entry.manifest if entry else None
@@ -280,6 +283,10 @@ def record_row(record: dict, entry: ManifestEntry | None) -> dict:
         **{f"latency_ms_{key}": latency.get(key) for key in
            ("median", "mean", "p90", "p95", "p99", "std", "min", "max", "ci95_low", "ci95_high")},
         "latency_count": latency.get("count"),
+        # bench --repeat: the aggregate's session count and the 95% interval over its session medians.
+        "sessions": sessions.get("count"),
+        "between_ci95_low_ms": sessions.get("between_ci95_low_ms"),
+        "between_ci95_high_ms": sessions.get("between_ci95_high_ms"),
         "stop_reason": record.get("stop_reason"),
         "init_ms": record.get("init_ms"),
         "first_inference_ms": record.get("first_inference_ms"),
@@ -309,6 +316,8 @@ def tidy_rows(runs: Iterable[Run], index: ManifestIndex | None = None) -> list[d
     rows = []
     for run in runs:
         for record in run.records:
+            if is_session(record):
+                continue  # its artifact's aggregate record stands for it
             rows.append(record_row(record, index.for_record(record, run.path)))
     return rows
 

@@ -130,3 +130,31 @@ def stop_reason(
         if width is not None and width <= target_ci:
             return "target_ci"
     return None
+
+
+# Two-sided 95% quantiles of Student's t for 1..5 degrees of freedom (any statistics table; e.g.
+# NIST/SEMATECH e-Handbook 1.3.6.7.2): the interval of session medians when K is too small for
+# an order-statistic one (K < MIN_SAMPLES_FOR_CI).
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}
+BETWEEN_ORDER_STATISTIC = "order statistics of the session medians (distribution-free)"
+BETWEEN_T = "Student t on the session medians (assumes they are normal; K too small for a distribution-free 95%)"
+
+
+def between_session_ci(medians: Sequence[float]) -> tuple[float, float, str] | None:
+    """The 95% interval of the median latency over sessions, from each session's median, and its method.
+
+    With K >= 6 sessions the order-statistic interval of the median (no assumption); with
+    2 <= K <= 5 none reaches 95% (K=5 gives 93.75%), so a t interval around the mean of the
+    session medians, saying so. None for a single session: one session says nothing of drift.
+    """
+    values = sorted(float(m) for m in medians)
+    k = len(values)
+    if k < 2:
+        return None
+    interval = median_ci(values)
+    if interval is not None:
+        return interval[0], interval[1], BETWEEN_ORDER_STATISTIC
+    mean = math.fsum(values) / k
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (k - 1))
+    half = T_975[k - 1] * std / math.sqrt(k)
+    return max(0.0, mean - half), mean + half, BETWEEN_T

@@ -171,7 +171,8 @@ class RunFolder:
         keys = set()
         for record in self.records():
             try:
-                if record.get("status") == "ok":
+                # A session of --repeat alone is no finished artifact: its aggregate is.
+                if record.get("status") == "ok" and "session" not in record:
                     keys.add(record_key(record))
             except (KeyError, TypeError, AttributeError):
                 continue

@@ -27,7 +27,7 @@ def make_record(run_id: str, spec: ModelSpec, *, median: float, device: str = "h
                 fmt: str = "tflite", precision: str = "fp32", config_key: str = "cfg1", ci: float = 0.02,
                 size: int | None = None, energy_mj: float | None = None, status: str = "ok",
                 throttled: bool = False, manifest: str | None = None, weights_source: str = "random",
-                threads: int = 1, started_at: str = "2026-01-01T00:00:00Z") -> dict:
+                threads: int = 1, started_at: str = "2026-01-01T00:00:00Z", between: float | None = None) -> dict:
     cost = model_cost(spec)
     latency = None if status != "ok" else {
         "median": median, "mean": median * 1.01, "p5": median * 0.97, "p90": median * 1.1, "p95": median * 1.12,
@@ -51,6 +51,12 @@ def make_record(run_id: str, spec: ModelSpec, *, median: float, device: str = "h
         "init_ms": 5.0, "first_inference_ms": median * 2 if latency else None, "peak_memory_mb": 30.0,
         "power": power, "thermal": {}, "throttled": throttled,
     }
+    if between is not None and latency:  # an aggregate of bench --repeat 5: the between-session CI +-between
+        record["sessions"] = {
+            "count": 5, "ok": 5, "medians_ms": [median * f for f in (0.99, 1.0, 1.0, 1.01, 1.0)],
+            "within_ci95_ms": [[latency["ci95_low"], latency["ci95_high"]]] * 5, "median_of_medians_ms": median,
+            "between_ci95_low_ms": median * (1 - between), "between_ci95_high_ms": median * (1 + between),
+            "between_method": "fixture"}
     validate(record)
     return record
 
