@@ -30,6 +30,7 @@ def summary_rows(records: Iterable[dict]) -> list[dict]:
             "gmacs_per_s": (macs / (median / 1e3) / 1e9) if macs and median else None,
             "throttled": record.get("throttled"), "error": record.get("error"),
             "sessions": sessions.get("count"),
+            "grade": record.get("grade"),
             "between_ci95_ms": ([sessions.get("between_ci95_low_ms"), sessions.get("between_ci95_high_ms")]
                                 if sessions else None),
         })

@@ -20,6 +20,7 @@ from mbdeploy.devices.lock import DeviceLock
 from mbdeploy.devices.power import PowerMeter
 from mbdeploy.errors import MbdeployError, ResultsError
 from mbdeploy.manifest import tool_versions
+from mbdeploy.records.rules import grade, grade_sessions
 from mbdeploy.records.sessions import aggregate as aggregate_sessions
 from mbdeploy.records.store import RunFolder, utc_now
 from mbdeploy.runners.base import Runner
@@ -155,11 +156,16 @@ class _Sweep:
                     record = measure_one_failed(device, info, runner, artifact, self.folder.run_id, prepare_error)
                 if rounds > 1:
                     record["session"] = {"index": round_index + 1, "of": rounds}
+                if options.rule:
+                    record["grade"] = grade(record, options.rule)
                 self.store(record)
                 sessions[index].append(record)
         if rounds > 1:
             for index in range(len(todo)):
-                self.store(aggregate_sessions(sessions[index]))
+                record = aggregate_sessions(sessions[index])
+                if options.rule:
+                    record["grade"] = grade_sessions([r["grade"] for r in sessions[index]])
+                self.store(record)
 
 
 def run_sweep(devices: list[Device], device_infos: list[dict], artifacts: list[Artifact], folder: RunFolder,

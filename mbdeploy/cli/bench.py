@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from mbdeploy.records.rules import RULES  # plain data, nothing heavy
 from mbdeploy.cli.output import console, emit, json_option, progress, warn, warnings_to_stderr
 
 
@@ -23,7 +24,7 @@ RUN_PARAMS = {
     "cooldown": "cooldown_s", "cooldown_temp": "cooldown_temp_c", "allow_charging": "allow_charging",
     "benchmark_binary": "binary", "benchmark_apk": "apk", "delegate": "delegate", "op_profiling": "op_profiling",
     "cpu_mask": "cpu_mask", "compute_units": "compute_units", "compute_unit": "compute_unit", "models": "models",
-    "precisions": "precisions", "formats": "formats", "repeat": "repeat",
+    "precisions": "precisions", "formats": "formats", "repeat": "repeat", "rule": "rule",
 }
 RUNNER_OPTION_KEYS = ("binary", "apk", "delegate", "op_profiling", "cpu_mask", "compute_units", "compute_unit")
 
@@ -58,6 +59,13 @@ def _render(result: dict) -> None:
         status = row["status"] + (" (throttled)" if row.get("throttled") else "")
         if row["status"] != "ok":
             status += f": {row.get('error')}"
+        grade = row.get("grade")
+        if grade:
+            status += f"; {grade['verdict']}" + (f" ({'; '.join(grade['reasons'])})" if grade["reasons"] else "")
+            if grade.get("reported_ms") is not None:
+                status += f"; p90 {grade['reported_ms']:.3f} ms"
+            if grade.get("early_stopping_p90_ms") is not None:
+                status += f", early-stopping p90 {grade['early_stopping_p90_ms']:.3f} ms"
         cells = [
             row["model"], row["precision"], *([row.get("config") or "-"] if configs else []),
             f"{row['median_ms']:.3f}" if row["median_ms"] is not None else "-", ci_text,
@@ -104,6 +112,9 @@ def _render(result: dict) -> None:
 @click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
               help="K sessions per artifact, each a fresh runner process, interleaved across artifacts; "
                    "one record per session plus an aggregate with the between-session 95% CI.")
+@click.option("--rule", type=click.Choice(RULES), default=None,
+              help="Grade each record valid/invalid by a rule: mlperf = MLPerf Mobile single stream (p90 reported, "
+                   ">= 1,024 queries and >= 60 s, LoadGen's early-stopping p90 estimate).")
 @click.option("--cooldown", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Seconds to rest between models.")
 @click.option("--cooldown-temp", type=float, default=None, metavar="C",
@@ -126,7 +137,7 @@ def _render(result: dict) -> None:
 @click.option("--adb-host", metavar="HOST[:PORT]", default=None, help="adb server for Android devices.")
 @json_option
 def bench(device_names, models, precisions, formats, out, resume, runner_name, threads, no_xnnpack, warmup,  # noqa: ANN001
-          min_secs, max_secs, runs, target_ci, repeat, cooldown, cooldown_temp, no_wait, benchmark_binary, benchmark_apk,
+          min_secs, max_secs, runs, target_ci, repeat, rule, cooldown, cooldown_temp, no_wait, benchmark_binary, benchmark_apk,
           delegate, op_profiling, cpu_mask, compute_units, compute_unit, allow_charging, keep, adb_host, as_json) -> None:
     """Benchmark every artifact of the manifests under --models on a device.
 
@@ -143,7 +154,7 @@ def bench(device_names, models, precisions, formats, out, resume, runner_name, t
         timing=TimingOptions(threads=threads, xnnpack=not no_xnnpack, warmup_runs=warmup, min_secs=min_secs,
                              max_secs=max_secs, runs=runs, target_ci=target_ci),
         runner=runner_name, cooldown_s=cooldown, cooldown_temp_c=cooldown_temp, wait_for_lock=not no_wait,
-        allow_charging=allow_charging, repeat=repeat,
+        allow_charging=allow_charging, repeat=repeat, rule=rule,
         runner_options={key: value for key, value in {
             "binary": benchmark_binary, "apk": benchmark_apk, "delegate": delegate, "op_profiling": op_profiling,
             "cpu_mask": cpu_mask,
