@@ -104,3 +104,15 @@ def test_the_main_job_benches_enough_family_members_for_a_latency_fit(tmp_path):
     benched = {Path(value).name for option, value in zip(bench, bench[1:]) if option == "--models"}
     assert set(converted) <= benched or "models" in bench
     assert ["report"] in steps
+
+
+@pytest.mark.parametrize("args, message", [
+    (["convert", "--bogus"], "Error: No such option '--bogus'. Did you mean '--out'? (see 'mbdeploy convert --help')"),
+    (["frob"], "Error: No such command 'frob'. (see 'mbdeploy --help')"),
+    (["select", "--budget-ms", "5"], "Error: Missing option '--device'. (see 'mbdeploy select --help')"),
+    (["bench", "--threads", "two"], "Error: Invalid value for '--threads': 'two' is not a valid integer range. "
+                                    "(see 'mbdeploy bench --help')"),
+])
+def test_usage_errors_are_one_line(args, message):
+    done = bare_cli(*args)
+    assert done.returncode == 2 and done.stderr.splitlines() == [message]

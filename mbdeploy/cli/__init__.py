@@ -109,7 +109,20 @@ def cli(verbose: bool) -> None:
 
 def main() -> None:
     handle_termination_signals()
-    cli(prog_name="mbdeploy")
+    # Click prints a usage error as three lines (usage, a hint, the error); ours are one.
+    try:
+        code = cli.main(prog_name="mbdeploy", standalone_mode=False)
+    except click.UsageError as exc:
+        where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        click.echo(f"Error: {exc.format_message()}{where}", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("Error: aborted", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover
