@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import subprocess
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,61 +18,10 @@ import pytest
 from mbdeploy.devices.local import LocalDevice
 from mbdeploy.devices.lock import DeviceLock
 from support.cli import PYTHON, harness_env, mbdeploy
+from support.processes import exits_within, killed_afterwards, processes_mentioning, wait_for
 from support.tiny_model import tiny_tflite
 
 LONG = ["--min-secs", "120", "--max-secs", "120", "--warmup", "0"]
-
-
-def wait_for(predicate, timeout: float, what: str):  # noqa: ANN001, ANN201
-    """Poll `predicate` until it returns something truthy; fail naming `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.02)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
-
-
-def processes_mentioning(*words: str) -> list[int]:
-    """Pids whose command line contains every word (read from /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if all(word in cmdline for word in words):
-            found.append(int(entry.name))
-    return found
-
-
-def exits_within(pid: int, timeout: float) -> bool:
-    """Whether process `pid` ends within `timeout` s, told by the kernel through a pidfd."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        ready, _, _ = select.select([fd], [], [], timeout)
-        return bool(ready)
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def killed_afterwards(*words: str):
-    """Whatever runs mentioning `words` when the block ends is SIGKILLed: no test leaves a process behind."""
-    try:
-        yield
-    finally:
-        for pid in processes_mentioning(*words):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def _start_bench(tmp_path: Path, *extra: str) -> subprocess.Popen:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import posixpath
 import threading
 import warnings
 from dataclasses import asdict
@@ -61,11 +60,9 @@ def device_runners(device: Device, options: BenchOptions) -> list[Runner]:
 
 
 def clean_device(device: Device) -> None:
-    """Remove the models this sweep pushed, unless --keep (best effort: the record matters more)."""
-    if device.keep:
-        return
+    """Remove what this sweep put on the device, unless --keep (best effort: the record matters more)."""
     try:
-        device.shell(["rm", "-rf", "--", posixpath.join(device.workdir, "models")], timeout=60)
+        device.end_run()
     except Exception:  # noqa: BLE001
         pass
 
@@ -119,6 +116,7 @@ class _Sweep:
             device.lock = lock
             meter: PowerMeter | None = None
             try:
+                device.begin_run(self.folder.run_id)  # e.g. an ssh board: end what an earlier session left
                 runner.bind_run(self.folder.path)
                 runner.prepare(device)
                 # Once per device: finding the sensors costs a round trip.

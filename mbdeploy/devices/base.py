@@ -8,6 +8,7 @@ file name with spaces, quotes or `;` can never run anything extra.
 from __future__ import annotations
 
 import abc
+import posixpath
 import re
 import shlex
 from dataclasses import asdict, dataclass, field
@@ -140,6 +141,18 @@ class Device(abc.ABC):
     @abc.abstractmethod
     def workdir(self) -> str:
         """The device folder mbdeploy works under."""
+
+    def begin_run(self, run_id: str) -> None:
+        """Called by a bench once it holds this device's lock, before any work on it for run `run_id`."""
+
+    def end_run(self) -> None:
+        """Called when the bench is done with the device: remove what the run put there, unless --keep."""
+        if self.keep:
+            return
+        try:
+            self.shell(["rm", "-rf", "--", posixpath.join(self.workdir, "models")], timeout=60)
+        except Exception:  # noqa: BLE001 - best effort: the records matter more
+            pass
 
     def close(self) -> None:
         """Release connections; the default has none."""

@@ -33,8 +33,10 @@ def sshd_unavailable_reason() -> str | None:
 
 
 @contextmanager
-def sshd(folder: Path):
+def sshd(folder: Path, extra: str = ""):
     """A real OpenSSH server on a free loopback port, as the current user, with throwaway keys.
+
+    `extra` is appended to its sshd_config (e.g. a ForceCommand that prints a login banner).
 
     Yields (url_prefix, ssh_config_path): `ssh://user@127.0.0.1:PORT` and an ssh
     config file naming the user key and a private known_hosts file.
@@ -52,7 +54,7 @@ def sshd(folder: Path):
         f"HostKey {folder / 'host_key'}\nAuthorizedKeysFile {folder / 'authorized_keys'}\n"
         "ListenAddress 127.0.0.1\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
         "UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\nMaxStartups 50\nMaxSessions 50\n"
-        f"PidFile {folder / 'sshd.pid'}\n"
+        f"PidFile {folder / 'sshd.pid'}\n" + extra
     )
     client_config = folder / "ssh_config"
     client_config.write_text(
