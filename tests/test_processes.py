@@ -18,7 +18,7 @@ import pytest
 from mbdeploy.devices.local import LocalDevice
 from mbdeploy.devices.lock import DeviceLock
 from support.cli import PYTHON, harness_env, mbdeploy
-from support.processes import exits_within, killed_afterwards, processes_mentioning, wait_for
+from support.processes import exits_within, killed_afterwards, runners_under, wait_for
 from support.tiny_model import tiny_tflite
 
 LONG = ["--min-secs", "120", "--max-secs", "120", "--warmup", "0"]
@@ -32,7 +32,7 @@ def _start_bench(tmp_path: Path, *extra: str) -> subprocess.Popen:
 
 
 def _runner_of(tmp_path: Path) -> int:
-    [pid] = wait_for(lambda: processes_mentioning("litert_runner.py", str(tmp_path)), 90, "the runner to start")
+    [pid] = wait_for(lambda: runners_under(tmp_path), 90, "the runner to start")
     return pid
 
 
@@ -117,7 +117,7 @@ def test_sigterm_restores_the_phone_and_a_killed_run_is_restored_from_the_host_c
         bench = subprocess.Popen(_phone_bench(tmp_path, server, phone, *LONG), cwd=tmp_path, env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            wait_for(lambda: processes_mentioning(*words), 90, "the runner to start on the phone")
+            wait_for(lambda: runners_under(phone.root), 90, "the runner to start on the phone")
             assert _stay_on(phone) == "7" and (phone.state / "fixed_performance_mode").read_text().strip() == "true"
             bench.terminate()
             _, stderr = bench.communicate(timeout=60)
@@ -130,7 +130,7 @@ def test_sigterm_restores_the_phone_and_a_killed_run_is_restored_from_the_host_c
         bench = subprocess.Popen(_phone_bench(tmp_path, server, phone, *LONG), cwd=tmp_path, env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_for(lambda: processes_mentioning(*words), 90, "the runner to start on the phone")
+            wait_for(lambda: runners_under(phone.root), 90, "the runner to start on the phone")
         finally:
             bench.kill()
             bench.wait()

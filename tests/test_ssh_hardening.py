@@ -23,7 +23,7 @@ from mbdeploy.devices.lock import DeviceLock
 from mbdeploy.devices.ssh import SshDevice
 from mbdeploy.errors import DeviceDisconnected, DeviceError
 from support.cli import PYTHON, harness_env, mbdeploy
-from support.processes import exits_within, killed_afterwards, processes_mentioning, wait_for
+from support.processes import exits_within, killed_afterwards, processes_mentioning, runners_under, wait_for
 from support.sshd import sshd
 from support.tiny_model import tiny_tflite
 
@@ -32,9 +32,16 @@ LONG = ["--min-secs", "120", "--max-secs", "120", "--warmup", "0"]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """sshd with a login banner on stdout, as a `.bashrc` that echoes gives (a number among it, to tempt a
-    size check), and TMPDIR accepted from the client so a test can hand the board a full temp folder."""
-    folder = tmp_path_factory.mktemp("sshd")
+    """sshd that takes TMPDIR from the client, so a test can hand the board its own (or a full) temp folder."""
+    with sshd(tmp_path_factory.mktemp("sshd"), extra="AcceptEnv TMPDIR\n") as found:
+        yield found
+
+
+@pytest.fixture(scope="module")
+def banner_server(tmp_path_factory):
+    """sshd whose every session first prints a login banner on stdout, as a `.bashrc` that echoes does
+    (a number among it, to tempt a size check)."""
+    folder = tmp_path_factory.mktemp("sshd-banner")
     banner = folder / "banner.sh"
     banner.write_text('#!/bin/sh\necho "Welcome to the board"\necho 4096\nexec /bin/sh -c "$SSH_ORIGINAL_COMMAND"\n')
     banner.chmod(0o755)
@@ -101,8 +108,7 @@ def _bench_until_the_runner_runs(server, tmp_path: Path) -> tuple[subprocess.Pop
                               "--models", "models", *LONG], cwd=tmp_path, env=_env(server, tmp_path),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        [runner] = wait_for(lambda: processes_mentioning("litert_runner.py", str(tmp_path)), 90,
-                            "the runner to start on the board")
+        [runner] = wait_for(lambda: runners_under(tmp_path), 90, "the runner to start on the board")
     except BaseException:
         bench.kill()
         bench.communicate()
@@ -217,8 +223,8 @@ def test_a_live_bench_from_another_host_is_never_timed_beside(server, tmp_path):
 
 # --- 15: a login banner is never taken for output ----------------------------------------------
 
-def test_a_login_banner_breaks_nothing(server, tmp_path):
-    board = _device(server, tmp_path)
+def test_a_login_banner_breaks_nothing(banner_server, tmp_path):
+    board = _device(banner_server, tmp_path)
     try:
         assert board.shell(["echo", "exact"]).stdout == "exact\n"
         source = tmp_path / "blob.bin"
@@ -230,6 +236,11 @@ def test_a_login_banner_breaks_nothing(server, tmp_path):
         assert board.info().state == "online"
     finally:
         board.close()
+    _models(tmp_path)
+    done = mbdeploy(["bench", "--device", _url(banner_server, tmp_path), "--models", "models", "--runs", "3",
+                     "--warmup", "0", "--json"], cwd=tmp_path, env=_env(banner_server, tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["failed"] == 0
 
 
 # --- 16: errors keep their reason -------------------------------------------------------------

@@ -63,3 +63,24 @@ def killed_afterwards(*words: str):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def runners_under(folder: Path | str) -> list[int]:
+    """Pids of litert runner scripts (a Python whose script is `litert_runner.py`) working under `folder`.
+
+    Matched on the program and its script, not on text anywhere in the command line, so an ssh
+    client or a shell that merely mentions the script is never taken for the runner.
+    """
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [word.decode(errors="replace") for word in argv]
+        if (len(words) > 2 and "python" in Path(words[0]).name and words[1].endswith("litert_runner.py")
+                and any(str(folder) in word for word in words[2:])):
+            found.append(int(entry.name))
+    return found
