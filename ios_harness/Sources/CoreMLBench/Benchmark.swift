@@ -13,12 +13,14 @@ public struct Benchmark {
 
     /// Every .mlpackage and .mlmodelc at or below `folder`, as paths relative to it, sorted.
     public static func findModels(in folder: URL) -> [String] {
-        guard let walker = FileManager.default.enumerator(at: folder, includingPropertiesForKeys: nil) else { return [] }
-        let root = folder.standardizedFileURL.path
+        // The path-based walker yields paths relative to `folder` itself (no symlink spelling to strip).
+        guard let walker = FileManager.default.enumerator(atPath: folder.path) else { return [] }
         var found: [String] = []
-        for case let url as URL in walker where ["mlpackage", "mlmodelc"].contains(url.pathExtension) {
-            found.append(String(url.standardizedFileURL.path.dropFirst(root.count + 1)))
-            walker.skipDescendants()  // a model is a folder; never look inside it
+        while let relative = walker.nextObject() as? String {
+            if ["mlpackage", "mlmodelc"].contains(URL(fileURLWithPath: relative).pathExtension) {
+                found.append(relative)
+                walker.skipDescendants()  // a model is a folder; never look inside it
+            }
         }
         return found.sorted()
     }
@@ -33,7 +35,7 @@ public struct Benchmark {
         var results: [[String: Any]] = []
         for model in models {
             let url = folder.appendingPathComponent(model.path)
-            var compiled: Result<(URL, Double), Error>
+            let compiled: Result<(URL, Double), Error>
             do { compiled = .success(try await compile(url, expectedBytes: model.bytes)) } catch { compiled = .failure(error) }
             for unit in plan.computeUnits {
                 var entry: [String: Any] = ["model": model.path, "compute_units": unit, "status": "failed"]
