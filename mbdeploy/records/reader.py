@@ -17,13 +17,16 @@ from collections import Counter
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from mbdeploy.errors import ManifestError, ResultsError
 from mbdeploy.manifest import artifact_key, find_manifests, load_manifest
 from mbdeploy.records.schema import validate_layer_record, validate_record
 from mbdeploy.records.sessions import is_session
 from mbdeploy.records.store import RECORDS_FILE, RUN_FILE, RunFolder, read_numbered_records
+
+if TYPE_CHECKING:
+    from mbdeploy.records.index import RunIndex
 
 OFFICIAL_SOURCES = frozenset({"slim-checkpoint", "tflite", "keras"})
 FLOAT_PRECISIONS = frozenset({"fp32", "fp16"})
@@ -79,14 +82,30 @@ def _is_run(path: Path) -> bool:
     return (path / RECORDS_FILE).is_file()
 
 
-def load_run(path: Path) -> Run:
+def load_run(path: Path, index: "RunIndex | None" = None) -> Run:
     """One run folder: run.json (metadata) and every whole record of results.jsonl, each checked by the schema.
 
     A line that does not parse or a record the schema rejects is skipped with a
     warning naming the file and line (and listed in `Run.skipped`); every other
-    record is read, so one damaged line never hides a results folder.
+    record is read, so one damaged line never hides a results folder. With an
+    index (records/index.py), a run whose files are unchanged since it was
+    stored there is taken from it, neither parsed nor validated again.
     """
     folder = RunFolder(Path(path))
+    from mbdeploy.records.index import signature
+
+    sig = signature(folder.path)  # taken before reading: a write after it makes the next read re-read
+    stored = index.get(folder.path, sig) if index is not None else None
+    if stored is None:
+        stored = _read_run(folder)
+        if index is not None:
+            index.put(folder.path, sig, **stored)
+    for problem in stored["skipped"]:
+        warnings.warn(problem, stacklevel=2)
+    return Run(stored["run_id"], folder.path, stored["meta"], stored["records"], stored["skipped"], stored["layers"])
+
+
+def _read_run(folder: RunFolder) -> dict:
     skipped: list[str] = []
     meta: dict = {}
     if folder.run_file.is_file():
@@ -119,15 +138,27 @@ def load_run(path: Path) -> Run:
             skipped.append(f"{folder.layers_file}:{number}: {exc.message}; record skipped")
             continue
         layers.append(record)
-    for problem in skipped:
-        warnings.warn(problem, stacklevel=2)
     run_id = str(meta.get("run_id") or (records[0]["run_id"] if records else folder.path.name))
-    return Run(run_id, folder.path, meta, records, skipped, layers)
+    return {"run_id": run_id, "meta": meta, "skipped": skipped, "records": records, "layers": layers}
 
 
 def load_runs(paths: Iterable[Path]) -> list[Run]:
+    """Every run at or below the paths, through the run index of each results root (records/index.py)."""
+    from mbdeploy.records.index import RunIndex
+
     paths = list(paths)
-    runs = [load_run(path) for path in find_runs(paths)]
+    found = find_runs(paths)
+    indexes: dict[Path, RunIndex] = {}
+    try:
+        runs = []
+        for path in found:
+            root = Path(path).resolve().parent
+            if root not in indexes:
+                indexes[root] = RunIndex(root)
+            runs.append(load_run(path, indexes[root]))
+    finally:
+        for index in indexes.values():
+            index.close()
     if not runs:
         raise ResultsError(
             "no result runs found in " + ", ".join(str(p) for p in paths) + " (each run is a folder with results.jsonl)"

@@ -31,20 +31,29 @@ def record_schema() -> dict:
 
 def validate_record(record: dict) -> None:
     """Raise ResultsError naming the first violation of the record schema (or a non-finite number)."""
-    _validate(record, record_schema())
+    _validate(record, _validator(SCHEMA_FILE))
 
 
 def validate_layer_record(record: dict) -> None:
     """The same for a per-layer record of `mbdeploy profile` (layers.jsonl)."""
-    _validate(record, _load(LAYER_SCHEMA_FILE))
+    _validate(record, _validator(LAYER_SCHEMA_FILE))
 
 
-def _validate(record: dict, schema: dict) -> None:
+@lru_cache(maxsize=2)
+def _validator(path: Path):
+    # Built once per schema: building one per record cost more than checking the record.
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(_load(path))
+
+
+def _validate(record: dict, validator) -> None:
     import jsonschema
 
     _check_finite(record)
-    validator = jsonschema.Draft202012Validator(schema)
     try:
+        if validator.is_valid(record):  # the common case; best_match below walks every error
+            return
         error = jsonschema.exceptions.best_match(validator.iter_errors(record))
     except RecursionError:
         raise ResultsError("record rejected: nested too deeply") from None
