@@ -95,6 +95,22 @@ class Layer:
         return (self.kernel, self.kernel, self.in_channels, self.out_channels)
 
     @property
+    def groups(self) -> int:
+        """Convolution groups: one per channel for a depthwise layer, else one."""
+        return self.in_channels if self.kind == "depthwise" else 1
+
+    @property
+    def nchw_weight_axes(self) -> tuple[int, int, int, int]:
+        """Transpose axes from `kernel_shape`'s HWIO (HWC1 for depthwise) to the OIHW (C1HW) layout NCHW
+        backends (ONNX, Core ML) take: `kernel.transpose(layer.nchw_weight_axes)`."""
+        return (2, 3, 0, 1) if self.kind == "depthwise" else (3, 2, 0, 1)
+
+    @property
+    def padding(self) -> tuple[int, int]:
+        """SAME padding (before, after) along each spatial axis for this layer's input."""
+        return same_padding(self.in_size, self.kernel, self.stride)
+
+    @property
     def weight_count(self) -> int:
         return math.prod(self.kernel_shape)
 
@@ -134,6 +150,13 @@ def warn_if_unusual_resolution(resolution: int) -> None:
 def same_padding_out(size: int, stride: int) -> int:
     """Output size of a SAME-padded convolution."""
     return -(-size // stride)
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow's SAME padding (before, after) along one axis: an odd total puts the extra after
+    (bottom/right). Keras' and MIL's `"same"` are this rule; ONNX and the numpy ops write it out."""
+    total = max((same_padding_out(size, stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
 
 
 def layer_plan(spec: ModelSpec) -> list[Layer]:

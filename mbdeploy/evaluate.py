@@ -23,16 +23,17 @@ from __future__ import annotations
 import datetime
 import hashlib
 import re
-import sys
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 from mbdeploy.errors import InvalidInput, ManifestError, MissingDependency
+from mbdeploy.export import predictor
+from mbdeploy.formats import FORMATS
 from mbdeploy.manifest import artifact_file, artifact_key, find_manifests, load_manifest, save_manifest, tool_versions
+from mbdeploy.preprocessing import IMAGE_SUFFIXES, is_image_file, model_input
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 IMAGENET_CLASSES = 1000
 _SYNSET = re.compile(r"^n\d{8}$")
 
@@ -110,7 +111,7 @@ def _label_index(label: str, names: ClassNames | None, where: str) -> int:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in folder.iterdir() if is_image_file(p))
 
 
 def load_dataset(root: Path, labels_file: Path | None = None, class_names: Path | None = None,
@@ -158,111 +159,6 @@ def load_dataset(root: Path, labels_file: Path | None = None, class_names: Path 
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     return Dataset(root, images, labels)
-
-
-def preprocess(image_path: Path, resolution: int, preprocessing: dict):
-    """The manifest's preprocessing on the shared image loader: RGB, resize, (pixel - mean) / std."""
-    import numpy as np
-
-    from mbdeploy.preprocessing import load_image
-
-    if preprocessing.get("resize", "bilinear") != "bilinear" or preprocessing.get("color", "RGB") != "RGB":
-        raise ManifestError(
-            f"preprocessing {preprocessing.get('color')}/{preprocessing.get('resize')} is not supported; "
-            "eval runs the release's RGB input with a bilinear resize"
-        )
-    try:
-        pixels = load_image(image_path, resolution)
-    except OSError as exc:
-        raise InvalidInput(f"image {image_path} is unreadable: {exc}") from None
-    mean, std = float(preprocessing.get("mean", 127.5)), float(preprocessing.get("std", 127.5))
-    return ((pixels.astype(np.float32) - mean) / std).astype(np.float32)
-
-
-# --- runtimes -----------------------------------------------------------------
-
-
-Predictor = Callable[[object], object]  # float32 HxWx3 -> 1-D scores
-
-
-def tflite_predictor(path: Path) -> Predictor:
-    import numpy as np
-
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        raise MissingDependency("ai-edge-litert", "all") from None
-    from mbdeploy.tf_runtime import native_output_silenced
-
-    with native_output_silenced():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" line
-        interpreter = Interpreter(model_path=str(path))
-        interpreter.allocate_tensors()
-    given, output = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-
-    def predict(x):
-        batch = x[None]
-        if given["dtype"] in (np.int8, np.uint8):
-            scale, zero = given["quantization"]
-            info = np.iinfo(given["dtype"])
-            batch = np.clip(np.round(batch / scale + zero), info.min, info.max)
-        interpreter.set_tensor(given["index"], batch.astype(given["dtype"]))
-        interpreter.invoke()
-        scores = interpreter.get_tensor(output["index"])[0].astype(np.float32)
-        scale, zero = output["quantization"]
-        return (scores - zero) * scale if scale else scores
-
-    return predict
-
-
-def onnx_predictor(path: Path) -> Predictor:
-    import numpy as np
-
-    try:
-        import onnxruntime
-    except ImportError:
-        raise MissingDependency("onnxruntime", "onnx") from None
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    given = session.get_inputs()[0]
-    channels_first = len(given.shape) == 4 and given.shape[1] == 3 and given.shape[3] != 3
-    dtype = np.float16 if given.type == "tensor(float16)" else np.float32
-    if given.type not in ("tensor(float)", "tensor(float16)"):
-        raise InvalidInput(f"{path}: ONNX input type {given.type} is not supported; float or float16 expected")
-
-    def predict(x):
-        batch = x.transpose(2, 0, 1)[None] if channels_first else x[None]
-        return session.run(None, {given.name: batch.astype(dtype)})[0][0].astype(np.float32)
-
-    return predict
-
-
-def coreml_predictor(path: Path) -> Predictor:
-    import numpy as np
-
-    if sys.platform != "darwin":
-        raise InvalidInput("Core ML predict() runs only on macOS")
-    try:
-        import coremltools
-    except ImportError:
-        raise MissingDependency("coremltools", "coreml") from None
-    model = coremltools.models.MLModel(str(path))
-    spec = model.get_spec()
-    name = spec.description.input[0].name
-    output = spec.description.output[0].name
-    is_image = spec.description.input[0].type.WhichOneof("Type") == "imageType"
-
-    def predict(x):
-        if is_image:  # the model scales the pixels itself
-            from PIL import Image
-
-            feed = Image.fromarray(np.clip((x + 1) * 127.5, 0, 255).round().astype(np.uint8))
-        else:
-            feed = x[None].astype(np.float32)
-        return np.asarray(model.predict({name: feed})[output], dtype=np.float32).reshape(-1)
-
-    return predict
-
-
-PREDICTORS = {"tflite": tflite_predictor, "onnx": onnx_predictor, "coreml": coreml_predictor}
 
 
 # --- evaluation ---------------------------------------------------------------
@@ -317,7 +213,7 @@ def evaluate_manifest(manifest_file: Path, dataset: Dataset, formats: Iterable[s
                              + "); reconvert, or accept it with convert --no-verify")
             continue
         try:
-            predictors.append((result, PREDICTORS[artifact["format"]](artifact_file(manifest_file, artifact))))
+            predictors.append((result, predictor(artifact["format"], artifact_file(manifest_file, artifact))))
         except (InvalidInput, MissingDependency) as exc:
             result.status = f"skipped: {exc.message}"
         except (KeyError, ValueError, RuntimeError) as exc:  # a runtime that cannot load the file
@@ -327,7 +223,7 @@ def evaluate_manifest(manifest_file: Path, dataset: Dataset, formats: Iterable[s
     evaluated, unreadable = 0, []
     for image, label in zip(dataset.images, dataset.labels):
         try:
-            x = preprocess(image, resolution, preprocessing)
+            x = model_input(image, resolution, preprocessing)
         except InvalidInput:
             # One broken file in a large set should not cost the whole run; it is counted and named.
             unreadable.append(image.name)
@@ -394,9 +290,8 @@ def _record(manifest_file: Path, results: list[ArtifactResult], dataset: Dataset
             "dataset": str(dataset.root),
             "dataset_fingerprint": dataset.fingerprint(),
             "evaluated_at": when,
-            "runtime": {"tflite": "ai-edge-litert", "onnx": "onnxruntime", "coreml": "coremltools"}[result.format],
-            "runtime_version": tools.get({"tflite": "ai-edge-litert", "onnx": "onnxruntime",
-                                          "coreml": "coremltools"}[result.format]),
+            "runtime": FORMATS[result.format].runtime_tool,
+            "runtime_version": tools.get(FORMATS[result.format].runtime_tool),
             "agreement_with_fp32_percent": result.agreement_with_fp32_percent,
         }
         if not trained:

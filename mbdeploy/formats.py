@@ -15,6 +15,7 @@ class FormatInfo:
     name: str
     exporter: str  # module with export(job, precision, path) and verify(job, precision, path)
     runtime: str  # module with predictor(path): the host runtime verify and eval share
+    runtime_tool: str  # the distribution that runtime is, whose version eval records
     suffix: str
     precisions: tuple[str, ...]
     default_precisions: tuple[str, ...]
@@ -24,11 +25,11 @@ class FormatInfo:
 
 
 FORMATS: dict[str, FormatInfo] = {info.name: info for info in (
-    FormatInfo("tflite", "mbdeploy.export.tflite", "mbdeploy.export.tflite", ".tflite",
+    FormatInfo("tflite", "mbdeploy.export.tflite", "mbdeploy.export.tflite", "ai-edge-litert", ".tflite",
                ("fp32", "fp16", "dynamic", "int8"), ("fp32", "fp16", "dynamic", "int8"), ("tensorflow",), "convert"),
-    FormatInfo("coreml", "mbdeploy.export.coreml", "mbdeploy.export.coreml", ".mlpackage",
+    FormatInfo("coreml", "mbdeploy.export.coreml", "mbdeploy.export.coreml", "coremltools", ".mlpackage",
                ("fp32", "fp16", "int8", "w8a8"), ("fp16", "int8"), ("coremltools",), "coreml", folder=True),
-    FormatInfo("onnx", "mbdeploy.export.onnx", "mbdeploy.export.onnx", ".onnx",
+    FormatInfo("onnx", "mbdeploy.export.onnx", "mbdeploy.export.onnx", "onnxruntime", ".onnx",
                ("fp32", "int8"), ("fp32", "int8"), ("onnx", "onnxruntime"), "onnx"),
 )}
 FORMAT_NAMES: tuple[str, ...] = tuple(FORMATS)

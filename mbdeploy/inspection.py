@@ -15,8 +15,9 @@ import numpy as np
 
 from mbdeploy.accounting import Cost, breakdown_from_costs
 from mbdeploy.errors import InvalidInput
+from mbdeploy.formats import FORMATS
 
-INSPECTABLE = {".tflite": "tflite", ".onnx": "onnx", ".mlpackage": "coreml"}
+INSPECTABLE = {info.suffix: name for name, info in FORMATS.items()}
 
 
 def inspect_model(path: Path) -> dict:
@@ -30,8 +31,7 @@ def inspect_model(path: Path) -> dict:
         return inspect_tflite(path)
     import importlib
 
-    module = importlib.import_module(f"mbdeploy.export.{kind}")
-    return module.inspect(path)
+    return importlib.import_module(FORMATS[kind].exporter).inspect(path)
 
 
 def classify_conv(kind: str, kernel: int, in_size: int) -> str:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from mbdeploy.architecture import same_padding
+
 
 def same_pad(x: np.ndarray, kernel: int, stride: int) -> np.ndarray:
     """Pad H and W of an NHWC batch as TensorFlow's SAME does (extra on the bottom/right)."""
-    size = x.shape[1]
-    out = -(-size // stride)
-    total = max((out - 1) * stride + kernel - size, 0)
-    before = total // 2
-    return np.pad(x, ((0, 0), (before, total - before), (before, total - before), (0, 0)))
+    before, after = same_padding(x.shape[1], kernel, stride)
+    return np.pad(x, ((0, 0), (before, after), (before, after), (0, 0)))
 
 
 def _windows(x: np.ndarray, kernel: int, stride: int) -> np.ndarray:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mbdeploy.errors import InvalidInput
+from mbdeploy.errors import InvalidInput, ManifestError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 
@@ -24,8 +24,28 @@ def load_image(path: Path, resolution: int) -> np.ndarray:
         return np.asarray(image.convert("RGB").resize((resolution, resolution), Image.BILINEAR), dtype=np.uint8)
 
 
-def normalize(pixels: np.ndarray) -> np.ndarray:
-    return (pixels.astype(np.float32) / 127.5 - 1.0).astype(np.float32)
+def normalize(pixels: np.ndarray, mean: float = 127.5, std: float = 127.5) -> np.ndarray:
+    """x = (pixel - mean) / std, written as pixel / std - mean / std: with the release's 127.5 that is
+    exactly pixel / 127.5 - 1, the float values the calibration sets have always had."""
+    return (pixels.astype(np.float32) / np.float32(std) - np.float32(mean / std)).astype(np.float32)
+
+
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def model_input(path: Path, resolution: int, preprocessing: dict) -> np.ndarray:
+    """One image as a model's manifest says to feed it: RGB, bilinear resize, (pixel - mean) / std."""
+    if preprocessing.get("resize", "bilinear") != "bilinear" or preprocessing.get("color", "RGB") != "RGB":
+        raise ManifestError(
+            f"preprocessing {preprocessing.get('color')}/{preprocessing.get('resize')} is not supported; "
+            "eval runs the release's RGB input with a bilinear resize"
+        )
+    try:
+        pixels = load_image(path, resolution)
+    except OSError as exc:
+        raise InvalidInput(f"image {path} is unreadable: {exc}") from None
+    return normalize(pixels, float(preprocessing.get("mean", 127.5)), float(preprocessing.get("std", 127.5)))
 
 
 def image_files(folder: Path) -> list[Path]:

@@ -21,12 +21,12 @@ from typing import Callable, Iterable
 
 from mbdeploy.architecture import ModelSpec
 from mbdeploy.errors import InvalidInput, ResultsError
+from mbdeploy.formats import FORMAT_NAMES
 from mbdeploy.records.fit import fit_groups
 from mbdeploy.records.layer_model import LayerModel, fit_layer_models
 from mbdeploy.records.reader import ManifestIndex, accuracy_of, config_names, latest_ok, load_runs, tidy_rows
 
 METRICS = {"median": "latency_ms_median", "p90": "latency_ms_p90"}
-FORMATS = ("tflite", "coreml", "onnx")
 
 
 @dataclass
@@ -74,9 +74,9 @@ def _validate(budget_ms: float, metric: str, formats: Iterable[str] | None, max_
         raise InvalidInput(f"budget must be a positive number of milliseconds, got {budget_ms}")
     if metric not in METRICS:
         raise InvalidInput(f"metric {metric!r} is not one of: {', '.join(METRICS)}")
-    unknown = set(formats or ()) - set(FORMATS)
+    unknown = set(formats or ()) - set(FORMAT_NAMES)
     if unknown:
-        raise InvalidInput(f"format(s) {', '.join(sorted(unknown))} unknown; allowed: {', '.join(FORMATS)}")
+        raise InvalidInput(f"format(s) {', '.join(sorted(unknown))} unknown; allowed: {', '.join(FORMAT_NAMES)}")
     if max_size_mb is not None and max_size_mb <= 0:
         raise InvalidInput(f"max size must be a positive number of MB, got {max_size_mb}")
 
@@ -132,7 +132,7 @@ def select_model(device: str, budget_ms: float, results: Iterable[Path], model_d
 
     layer_models = fit_layer_models([r for run in runs for r in run.records if r["device"]["id"] == device],
                                     [r for run in runs for r in run.layer_records if r["whole"]["device_id"] == device])
-    wanted_formats = set(formats or FORMATS)
+    wanted_formats = set(formats or FORMAT_NAMES)
     for key, candidate in candidates.items():
         row = measured.get(key)
         if row is not None:

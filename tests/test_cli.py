@@ -100,7 +100,7 @@ def test_inspect_rejects_unknown_files(tmp_path):
     path = tmp_path / "model.pb"
     path.write_text("x")
     result = run_cli("inspect", path)
-    assert result.returncode == 2 and "Error: cannot inspect model.pb; allowed: .tflite, .onnx, .mlpackage" in result.stderr
+    assert result.returncode == 2 and "Error: cannot inspect model.pb; allowed: .tflite, .mlpackage, .onnx" in result.stderr
 
 
 def test_readme_starts_with_the_two_setup_commands_and_ci_runs_the_test_one():

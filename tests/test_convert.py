@@ -87,7 +87,7 @@ def test_failed_verification_exits_non_zero_and_marks_the_manifest(tmp_path, mon
 
 def test_real_weights_give_the_official_top1(tmp_path, reference_dir):
     """Import Google's 0.5_160 quant model, convert to fp32: same top-1 on the three photos."""
-    from mbdeploy.export.tflite import run_tflite
+    from mbdeploy.export.tflite import predictor
     from mbdeploy.weights.tflite_import import open_interpreter
     from PIL import Image
 
@@ -104,7 +104,7 @@ def test_real_weights_give_the_official_top1(tmp_path, reference_dir):
         interpreter.set_tensor(interpreter.get_input_details()[0]["index"], pixels[None])
         interpreter.invoke()
         official_top1 = int(interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0].argmax())
-        our_top1 = int(run_tflite(ours, ((pixels.astype(np.float32) - 128) / 128)[None])[0].argmax())
+        our_top1 = int(predictor(ours)((pixels.astype(np.float32) - 128) / 128).argmax())
         assert labels[official_top1] == label
         assert our_top1 == official_top1, (photo, labels[our_top1])
 

@@ -240,8 +240,7 @@ def official_inputs(reference_dir: Path, resolution: int) -> np.ndarray:
 def test_real_weights_give_the_official_top1(reference_dir, tmp_path):
     """Core ML fp16 and ONNX fp32 built from the official 0.5_160 weights agree with it on three photos."""
     pytest.importorskip("onnxruntime", reason="onnxruntime (the onnx extra) is not installed")
-    from mbdeploy.export.onnx import run_onnx
-    from mbdeploy.export.tflite import run_tflite
+    from mbdeploy.export import predict_all, predictor
 
     official = reference_dir / "mobilenet_v1_0.5_160_quant.tflite"
     labels_file = reference_dir / "imagenet_labels.txt"
@@ -254,13 +253,14 @@ def test_real_weights_give_the_official_top1(reference_dir, tmp_path):
     inputs = official_inputs(reference_dir, 160)
     labels = labels_file.read_text().splitlines()
 
-    expected = [labels[i] for i in run_tflite(official, inputs).argmax(1)]
-    got_coreml = [labels[i] for i in coreml.run_reference(paths["coreml"], inputs).argmax(1)]
-    got_onnx = [labels[i] for i in run_onnx(paths["onnx"], inputs).argmax(1)]
+    expected = [labels[i] for i in predict_all(predictor("tflite", official), inputs).argmax(1)]
+    got_coreml = [labels[i] for i in predict_all(coreml.reference_predictor(paths["coreml"]), inputs).argmax(1)]
+    got_onnx = [labels[i] for i in predict_all(predictor("onnx", paths["onnx"]), inputs).argmax(1)]
     assert got_coreml == expected
     assert got_onnx == expected
     assert expected[2].startswith("hotdog")  # the README's table: the photos are what we think
     assert inspect_model(paths["coreml"])["coreml"]["classifier"]  # trained weights + labels: a classifier
+    assert coreml.class_labels(paths["coreml"]) == labels  # the order the macOS runtime's label dict is read in
 
 
 def test_a_damaged_package_is_rebuilt_and_inspect_says_so_in_one_line(tmp_path):

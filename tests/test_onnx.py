@@ -82,9 +82,21 @@ def test_inspect_agrees_with_the_analytic_count(converted, precision):
 
 def test_same_padding_is_tensorflows():
     """Stride 2 on an even size pads only after (TensorFlow SAME), as the Keras reference does."""
-    assert onnx_export.same_pads(128, 3, 2) == (0, 1)
-    assert onnx_export.same_pads(127, 3, 2) == (1, 1)
-    assert onnx_export.same_pads(8, 1, 1) == (0, 0)
+    from mbdeploy.architecture import same_padding
+
+    assert same_padding(128, 3, 2) == (0, 1)
+    assert same_padding(127, 3, 2) == (1, 1)
+    assert same_padding(8, 1, 1) == (0, 0)
+
+
+def test_graph_pads_are_the_plans(converted):
+    """Every Conv node carries its layer's padding from the plan (the plan owns the geometry)."""
+    import onnx
+
+    graph = onnx.load(str(path_of(converted, "fp32"))).graph
+    pads = {node.name: list(next(a.ints for a in node.attribute if a.name == "pads"))
+            for node in graph.node if node.op_type == "Conv"}
+    assert pads == {layer.name: [layer.padding[0]] * 2 + [layer.padding[1]] * 2 for layer in layer_plan(SPEC)}
 
 
 def test_first_layer_matches_numpy(converted):
@@ -126,7 +138,7 @@ def test_inspect_of_a_file_that_is_not_onnx(tmp_path):
 def test_missing_onnxruntime_names_the_extra(monkeypatch, converted):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
     with pytest.raises(MissingDependency, match=r"pip install 'mbdeploy\[onnx\]'"):
-        onnx_export.run_onnx(path_of(converted, "fp32"), np.zeros((1, 128, 128, 3), np.float32))
+        onnx_export.predictor(path_of(converted, "fp32"))
 
 
 @pytest.mark.parametrize("trans_b", [0, 1])

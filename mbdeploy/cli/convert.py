@@ -7,6 +7,9 @@ from pathlib import Path
 import click
 
 from mbdeploy.cli.output import console, emit, json_option, progress, warnings_to_stderr
+from mbdeploy.formats import FORMAT_NAMES, FORMATS
+
+PRECISIONS_HELP = "; ".join(f"{','.join(info.precisions)} ({name})" for name, info in FORMATS.items())
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -20,9 +23,8 @@ def _split(value: str | None) -> list[str] | None:
               help="Slim checkpoint (.tgz or .ckpt prefix), Keras (.keras/.h5) or a MobileNet .tflite. "
                    "Default: seeded random weights (latency only).")
 @click.option("--precisions", default=None,
-              help="Comma list: fp32,fp16,dynamic,int8 (TFLite), fp32,fp16,int8,w8a8 (Core ML), fp32,int8 (ONNX); "
-                   "'tflite:dynamic' targets one format. Default: each format's defaults.")
-@click.option("--formats", default=None, help="Comma list of tflite,coreml,onnx. Default: all installed.")
+              help=f"Comma list: {PRECISIONS_HELP}; 'tflite:dynamic' targets one format. Default: each format's defaults.")
+@click.option("--formats", default=None, help=f"Comma list of {','.join(FORMAT_NAMES)}. Default: all installed.")
 @click.option("--calib", "calib_dir", type=click.Path(path_type=Path), default=None,
               help="Folder of calibration images for int8. Default: a deterministic synthetic set.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("models"), show_default=True)

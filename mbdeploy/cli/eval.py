@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from mbdeploy.cli.output import console, emit, json_option, progress, warnings_to_stderr
+from mbdeploy.formats import FORMAT_NAMES
 
 
 @click.command("eval", help="Top-1/top-5 of every converted model on a labelled image set (DIR/<label>/*.jpg, "
@@ -20,7 +21,7 @@ from mbdeploy.cli.output import console, emit, json_option, progress, warnings_t
 @click.option("--class-names", "class_names", type=click.Path(path_type=Path), default=None,
               help="Class names, one per line in ImageNet order (1000 lines, or 1001 with background first).")
 @click.option("--limit", type=int, default=None, help="Use only the first N images.")
-@click.option("--formats", multiple=True, type=click.Choice(["tflite", "onnx", "coreml"]), help="Only these formats.")
+@click.option("--formats", multiple=True, type=click.Choice(FORMAT_NAMES), help="Only these formats.")
 @json_option
 def eval_command(data: Path, models: tuple, labels: Path | None, class_names: Path | None, limit: int | None,
                  formats: tuple, as_json: bool) -> None:

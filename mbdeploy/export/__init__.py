@@ -1,8 +1,9 @@
 """Export formats behind one small interface.
 
 Each format module has `export(job, precision, out_path)` (writes the
-artifact at `out_path`, atomically) and `verify(job, precision, path)`
-(returns the verification figures). Which precisions a format supports is
+artifact at `out_path`, atomically), `verify(job, precision, path)`
+(returns the verification figures) and `predictor(path)`: the format's host
+runtime, which `verify` and `eval` both use. Which precisions a format supports is
 data here; impossible combinations are rejected before any work starts.
 """
 
@@ -12,6 +13,8 @@ import importlib
 import importlib.util
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -22,10 +25,7 @@ from mbdeploy.weights import ModelWeights
 
 
 def format_installed(name: str) -> bool:
-    info = FORMATS[name]
-    return importlib.util.find_spec(info.exporter) is not None and all(
-        importlib.util.find_spec(module) is not None for module in info.requires
-    )
+    return all(importlib.util.find_spec(module) is not None for module in FORMATS[name].requires)
 
 
 def installed_formats() -> list[str]:
@@ -36,8 +36,6 @@ def require_format(name: str) -> None:
     if name not in FORMATS:
         raise InvalidInput(f"unknown format {name!r}; allowed: {', '.join(FORMATS)}")
     info = FORMATS[name]
-    if importlib.util.find_spec(info.exporter) is None:
-        raise InvalidInput(f"format {name!r} is not available in this version of mbdeploy")
     for module in info.requires:
         if importlib.util.find_spec(module) is None:
             raise MissingDependency(module, info.extra or "all")
@@ -99,3 +97,16 @@ class ExportJob:
 
 def exporter(name: str):
     return importlib.import_module(FORMATS[name].exporter)
+
+
+# One float32 HWC image in [-1, 1] (the manifest's preprocessing) -> the model's 1-D class scores.
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+def predictor(name: str, path: Path) -> Predictor:
+    """The format's host runtime on one artifact: what `verify` checks and `eval` measures."""
+    return importlib.import_module(FORMATS[name].runtime).predictor(path)
+
+
+def predict_all(predict: Predictor, images: np.ndarray) -> np.ndarray:
+    return np.stack([predict(image) for image in images])

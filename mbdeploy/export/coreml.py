@@ -28,9 +28,10 @@ Precisions:
   coremltools' own activation quantizer writes. These ops need iOS 17, so a
   lower deployment target is raised to iOS17 with a warning.
 
-Verification: on Linux the saved package is read back from disk and run by
-`mbdeploy.export.coreml_executor`; on macOS the real Core ML runtime runs it as
-well and its figures are the ones that count.
+Host runtime (`predictor`, used by verification and eval): on Linux the saved
+package is read back from disk and run by `mbdeploy.export.coreml_executor`;
+on macOS the real Core ML runtime runs it. Verification on macOS runs both and
+the runtime's figures are the ones that count.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ import numpy as np
 from mbdeploy.architecture import layer_plan
 from mbdeploy.atomic import temporary_dir
 from mbdeploy.errors import ConversionError, InvalidInput, MissingDependency
-from mbdeploy.export import ExportJob
+from mbdeploy.export import ExportJob, Predictor, predict_all
 from mbdeploy.verify import compare
 
 DEFAULT_TARGET = "iOS16"
@@ -173,14 +174,11 @@ def build_program(job: ExportJob, target, ranges: dict[str, float] | None = None
                 # Global average pool, then the classifier as a 1x1 convolution (as Slim has it).
                 x = mb.reduce_mean(x=x, axes=[2, 3], keep_dims=True, name="AvgPool_1a")
                 x = quantized(x, "AvgPool_1a")
-                x = mb.conv(x=x, weight=kernel.transpose(3, 2, 0, 1), bias=bias, name=layer.name)
+                x = mb.conv(x=x, weight=kernel.transpose(layer.nchw_weight_axes), bias=bias, name=layer.name)
                 continue
-            if layer.kind == "depthwise":  # HWC1 -> C1HW, one group per channel
-                weight, groups = kernel.transpose(2, 3, 0, 1), layer.in_channels
-            else:  # HWIO -> OIHW
-                weight, groups = kernel.transpose(3, 2, 0, 1), 1
-            x = mb.conv(x=x, weight=np.ascontiguousarray(weight), bias=bias, strides=[layer.stride] * 2,
-                        pad_type="same", groups=groups, name=layer.name)
+            # MIL's pad_type "same" is the plan's SAME rule (`layer.padding`).
+            x = mb.conv(x=x, weight=np.ascontiguousarray(kernel.transpose(layer.nchw_weight_axes)), bias=bias,
+                        strides=[layer.stride] * 2, pad_type="same", groups=layer.groups, name=layer.name)
             x = mb.relu6(x=x, name=f"{layer.name}_relu6")
             source = f"{layer.name}_relu6"
         x = mb.reshape(x=x, shape=[1, spec.classes], name="SpatialSqueeze")
@@ -235,49 +233,71 @@ def export(job: ExportJob, precision: str, out_path: Path) -> None:
 
 # --- verification ----------------------------------------------------------
 
-def run_reference(path: Path, inputs: np.ndarray) -> np.ndarray:
-    """Probabilities of the saved package on NHWC float inputs, by the numpy executor."""
+def predictor(path: Path) -> Predictor:
+    """The host's Core ML runtime on one float HWC image: Core ML itself on macOS, else the numpy executor."""
+    return runtime_predictor(path) if sys.platform == "darwin" else reference_predictor(path)
+
+
+def reference_predictor(path: Path) -> Predictor:
+    """Probabilities of the saved package, read back from disk and run by the numpy executor (any OS)."""
     from mbdeploy.export.coreml_executor import load_program, run_program
 
+    import_coremltools()  # a missing coremltools is a MissingDependency, not an ImportError
     with quiet():
         program, spec = load_program(path)
     name = spec.description.input[0].name
-    outputs = []
-    for sample in inputs:
-        result = run_program(program, {name: sample[None].astype(np.float32)})
-        outputs.append(_probabilities(result, spec))
-    return np.stack(outputs)
+    probabilities = spec.description.predictedProbabilitiesName or spec.description.output[0].name
+
+    def predict(image: np.ndarray) -> np.ndarray:
+        result = run_program(program, {name: image[None].astype(np.float32)})
+        return np.asarray(result[probabilities], np.float32).reshape(-1)
+
+    return predict
 
 
-def _probabilities(result: dict, spec) -> np.ndarray:
-    probs = spec.description.predictedProbabilitiesName or spec.description.output[0].name
-    return np.asarray(result[probs], np.float32).reshape(-1)
+def class_labels(path: Path) -> list[str] | None:
+    """A classifier's labels in class order, from its `classify` op; None for a plain model."""
+    from mbdeploy.export.coreml_executor import load_program
+
+    with quiet():
+        program, _ = load_program(path)
+    for op in program.functions["main"].operations:
+        if op.op_type == "classify":
+            return [str(label) for label in op.inputs["classes"].val]
+    return None
 
 
-def run_coreml_runtime(path: Path, inputs: np.ndarray, labels: list[str] | None) -> np.ndarray:  # pragma: no cover
-    """Probabilities from the real Core ML runtime (macOS only), in class order."""
+def runtime_predictor(path: Path) -> Predictor:  # pragma: no cover - the real runtime exists only on macOS
+    """Probabilities from the real Core ML runtime (CPU), in class order."""
     ct = import_coremltools()
     model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY)
     spec = model.get_spec()
-    name = spec.description.input[0].name
-    probs = spec.description.predictedProbabilitiesName
-    outputs = []
-    for sample in inputs:
-        result = model.predict({name: sample[None].astype(np.float32)})
-        if probs:  # a classifier gives label -> probability
-            outputs.append(np.array([result[probs][label] for label in labels], np.float32))
+    given = spec.description.input[0]
+    is_image = given.type.WhichOneof("Type") == "imageType"
+    probabilities = spec.description.predictedProbabilitiesName
+    labels = class_labels(path) if probabilities else None
+    output = probabilities or spec.description.output[0].name
+
+    def predict(image: np.ndarray) -> np.ndarray:
+        if is_image:  # the model scales the pixels itself
+            from PIL import Image
+
+            feed = Image.fromarray(np.clip((image + 1) * 127.5, 0, 255).round().astype(np.uint8))
         else:
-            outputs.append(np.asarray(result[spec.description.output[0].name], np.float32).reshape(-1))
-    return np.stack(outputs)
+            feed = image[None].astype(np.float32)
+        result = model.predict({given.name: feed})[output]
+        if labels:  # a classifier gives label -> probability
+            return np.array([result[label] for label in labels], np.float32)
+        return np.asarray(result, np.float32).reshape(-1)
+
+    return predict
 
 
 def verify(job: ExportJob, precision: str, path: Path) -> dict:
-    reference = run_reference(path, job.probes)
-    figures = compare("coreml", precision, reference, job.reference, verifier="reference executor")
+    figures = compare("coreml", precision, predict_all(reference_predictor(path), job.probes), job.reference,
+                      verifier="reference executor")
     if sys.platform == "darwin":  # pragma: no cover - the real runtime exists only on macOS
-        labels = job.options.get("labels")
-        labels = read_labels(labels, job.spec.classes) if labels and job.weights.trained else None
-        runtime = compare("coreml", precision, run_coreml_runtime(path, job.probes, labels), job.reference,
+        runtime = compare("coreml", precision, predict_all(runtime_predictor(path), job.probes), job.reference,
                           verifier="Core ML runtime")
         runtime["reference_executor"] = {k: figures[k] for k in ("max_abs_diff", "cosine", "top1_agreement", "passed")}
         return runtime

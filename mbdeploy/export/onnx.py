@@ -1,4 +1,4 @@
-"""ONNX export (fp32, int8 static QDQ), verification with onnxruntime, inspect.
+"""ONNX export (fp32, int8 static QDQ); onnxruntime, the host runtime verification and eval share; inspect.
 
 The graph is written with `onnx.helper` straight from the layer plan and the
 folded weights (no tf2onnx, so no dependence on its support for our
@@ -33,7 +33,7 @@ import numpy as np
 from mbdeploy.architecture import layer_plan
 from mbdeploy.atomic import temporary_path
 from mbdeploy.errors import ConversionError, InvalidInput, MissingDependency
-from mbdeploy.export import ExportJob
+from mbdeploy.export import ExportJob, Predictor, predict_all
 from mbdeploy.verify import compare
 
 OPSET = 17
@@ -59,13 +59,6 @@ def import_onnxruntime():
     return onnxruntime
 
 
-def same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """TensorFlow SAME padding (before, after) along one axis."""
-    out = -(-size // stride)
-    total = max((out - 1) * stride + kernel - size, 0)
-    return total // 2, total - total // 2
-
-
 def build_graph(job: ExportJob):
     """The fp32 ModelProto of the layer plan."""
     onnx = import_onnx()
@@ -83,17 +76,14 @@ def build_graph(job: ExportJob):
         if layer.kind == "logits":
             nodes.append(helper.make_node("GlobalAveragePool", [x], ["AvgPool_1a"], name="AvgPool_1a"))
             x = "AvgPool_1a"
-        if layer.kind == "depthwise":  # HWC1 -> C1HW, one group per channel
-            weight, groups = kernel.transpose(2, 3, 0, 1), layer.in_channels
-        else:  # HWIO -> OIHW
-            weight, groups = kernel.transpose(3, 2, 0, 1), 1
-        before, after = same_pads(layer.in_size, layer.kernel, layer.stride)
+        weight = kernel.transpose(layer.nchw_weight_axes)
+        before, after = layer.padding
         initializers += [numpy_helper.from_array(np.ascontiguousarray(weight, np.float32), f"{layer.name}/weights"),
                          numpy_helper.from_array(bias.astype(np.float32), f"{layer.name}/biases")]
         nodes.append(helper.make_node(
             "Conv", [x, f"{layer.name}/weights", f"{layer.name}/biases"], [layer.name], name=layer.name,
             kernel_shape=[layer.kernel] * 2, strides=[layer.stride] * 2, pads=[before, before, after, after],
-            group=groups,
+            group=layer.groups,
         ))
         x = layer.name
         if layer.kind != "logits":
@@ -172,18 +162,33 @@ def export(job: ExportJob, precision: str, out_path: Path) -> None:
             raise ConversionError(f"ONNX {precision} export of {job.spec.name} failed: {exc}") from None
 
 
-def run_onnx(path: Path, inputs: np.ndarray, threads: int = 1) -> np.ndarray:
-    """Probabilities from onnxruntime (CPU) on NHWC float inputs, one sample at a time."""
+def predictor(path: Path, threads: int | None = None) -> Predictor:
+    """onnxruntime (CPU) on one float HWC image -> 1-D scores.
+
+    Our graphs take NHWC float32; an NCHW or float16 input is fed as it asks.
+    `threads` None is onnxruntime's own default; verification pins 1.
+    """
     ort = import_onnxruntime()
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
+    if threads:
+        options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: sample[None].astype(np.float32)})[0] for sample in inputs])
+    given = session.get_inputs()[0]
+    if given.type not in ("tensor(float)", "tensor(float16)"):
+        raise InvalidInput(f"{path}: ONNX input type {given.type} is not supported; float or float16 expected")
+    channels_first = len(given.shape) == 4 and given.shape[1] == 3 and given.shape[3] != 3
+    dtype = np.float16 if given.type == "tensor(float16)" else np.float32
+
+    def predict(image: np.ndarray) -> np.ndarray:
+        batch = image.transpose(2, 0, 1)[None] if channels_first else image[None]
+        return session.run(None, {given.name: batch.astype(dtype)})[0][0].astype(np.float32)
+
+    return predict
 
 
 def verify(job: ExportJob, precision: str, path: Path) -> dict:
-    return compare("onnx", precision, run_onnx(path, job.probes), job.reference, verifier="onnxruntime")
+    return compare("onnx", precision, predict_all(predictor(path, threads=1), job.probes), job.reference,
+                   verifier="onnxruntime")
 
 
 # --- inspect -----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""TFLite export (fp32, fp16, dynamic, int8) and its verification with LiteRT."""
+"""TFLite export (fp32, fp16, dynamic, int8); LiteRT, the host runtime that verification and eval share."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from mbdeploy.atomic import write_bytes
-from mbdeploy.errors import ConversionError
-from mbdeploy.export import ExportJob
+from mbdeploy.errors import ConversionError, MissingDependency
+from mbdeploy.export import ExportJob, Predictor, predict_all
 from mbdeploy.tf_runtime import import_tensorflow, native_output_silenced
 from mbdeploy.verify import compare
 
@@ -56,21 +56,27 @@ def export(job: ExportJob, precision: str, out_path: Path) -> None:
     write_bytes(out_path, flatbuffer)
 
 
-def run_tflite(path: Path, inputs: np.ndarray, threads: int = 1) -> np.ndarray:
-    """Run a .tflite on float inputs with LiteRT, (de)quantizing int8 I/O as its tensors say."""
-    from ai_edge_litert.interpreter import Interpreter
+def predictor(path: Path, threads: int | None = None) -> Predictor:
+    """LiteRT on one float HWC image -> 1-D scores, (de)quantizing int8/uint8 I/O as its tensors say.
 
+    `threads` None is LiteRT's own default; verification pins 1 for repeatable figures.
+    """
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        raise MissingDependency("ai-edge-litert", "all") from None
     with native_output_silenced():
         interpreter = Interpreter(model_path=str(path), num_threads=threads)
         interpreter.allocate_tensors()
     source = interpreter.get_input_details()[0]
     sink = interpreter.get_output_details()[0]
-    outputs = []
-    for sample in inputs:
-        interpreter.set_tensor(source["index"], quantize(sample[None], source))
+
+    def predict(image: np.ndarray) -> np.ndarray:
+        interpreter.set_tensor(source["index"], quantize(image[None], source))
         interpreter.invoke()
-        outputs.append(dequantize(interpreter.get_tensor(sink["index"]), sink)[0])
-    return np.stack(outputs)
+        return dequantize(interpreter.get_tensor(sink["index"]), sink)[0]
+
+    return predict
 
 
 def quantize(values: np.ndarray, details: dict) -> np.ndarray:
@@ -90,4 +96,5 @@ def dequantize(values: np.ndarray, details: dict) -> np.ndarray:
 
 
 def verify(job: ExportJob, precision: str, path: Path) -> dict:
-    return compare("tflite", precision, run_tflite(path, job.probes), job.reference, verifier="LiteRT")
+    return compare("tflite", precision, predict_all(predictor(path, threads=1), job.probes), job.reference,
+                   verifier="LiteRT")
