@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from mbdeploy.architecture import ModelSpec, model_name
+from mbdeploy.architecture import model_name
 
 
 @dataclass(frozen=True)
@@ -90,10 +90,6 @@ KNOWN_DISCREPANCIES: dict[str, str] = {
 # Release MACs are rounded to whole millions; compare at that precision.
 MACS_TOLERANCE = 0.03
 PARAMS_TOLERANCE = 0.03
-
-
-def published_row(spec: ModelSpec) -> PublishedRow | None:
-    return PUBLISHED.get(spec.name)
 
 
 def macs_agree(ours: int, published_million: float) -> bool:

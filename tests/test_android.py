@@ -299,6 +299,8 @@ def test_cli_bench_on_the_test_phone_stores_valid_records(server, phone, cli_env
     assert record["device"]["kind"] == "android" and record["device"]["model"] == "Pixel 7"
     assert record["latency_ms"]["count"] == 20 and record["latency_ms"]["median"] > 0
     assert record["power"]["source"].startswith("battery current_now x voltage_now")
+    during = record["thermal"]["during_run"]  # the phone's sampler, inside the timed loop
+    assert (during["status_start"], during["status_end"]) == (0, 0) and during["max_temperature_c"] > 0
     assert not (phone.root / "data/local/tmp/mbdeploy").exists()  # cleaned up after the run
     assert "fixed_performance_mode" in record["runner_extra"]["device_settings"]
 

@@ -6,8 +6,6 @@ test_coreml.py, which converts both formats from one Keras reference.)
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 
@@ -19,8 +17,7 @@ from support.cli import run_cli  # noqa: E402
 from mbdeploy.accounting import model_cost  # noqa: E402
 from mbdeploy.architecture import ModelSpec, layer_plan  # noqa: E402
 from mbdeploy.convert import ConvertRequest, convert_model  # noqa: E402
-from mbdeploy.errors import InvalidInput, MissingDependency  # noqa: E402
-from mbdeploy.export import onnx as onnx_export  # noqa: E402
+from mbdeploy.errors import InvalidInput  # noqa: E402
 from mbdeploy.inspection import inspect_model  # noqa: E402
 from mbdeploy.numpy_ops import conv2d  # noqa: E402
 
@@ -133,12 +130,6 @@ def test_inspect_of_a_file_that_is_not_onnx(tmp_path):
     bogus.write_bytes(b"not a protobuf at all")
     with pytest.raises(InvalidInput, match="not a readable ONNX model"):
         inspect_model(bogus)
-
-
-def test_missing_onnxruntime_names_the_extra(monkeypatch, converted):
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
-    with pytest.raises(MissingDependency, match=r"pip install 'mbdeploy\[onnx\]'"):
-        onnx_export.predictor(path_of(converted, "fp32"))
 
 
 @pytest.mark.parametrize("trans_b", [0, 1])

@@ -112,6 +112,10 @@ def measure_one(device: Device, device_info: dict, runner: Runner, artifact: Art
             "thermal": {"cooldown": cooldown, "before": before.to_dict(), "after": after.to_dict(),
                         "throttle_reasons": reasons},
         })
+        # What the phone's own sampler saw inside the timed loop (Android: thermal status, hottest zone).
+        during = meter.thermal() if meter is not None else {}
+        if during:
+            record["thermal"]["during_run"] = during
     except Exception as exc:  # noqa: BLE001 - one failing model must not stop the sweep
         message = exc.message if isinstance(exc, MbdeployError) else f"{type(exc).__name__}: {exc}"
         record.update({"status": "failed", "error": message})

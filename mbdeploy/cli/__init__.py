@@ -34,10 +34,10 @@ COMMANDS = {
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return [name for name in COMMANDS if _available(name)]
+        return list(COMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in COMMANDS or not _available(name):
+        if name not in COMMANDS:
             return None
         module_name, attribute, _ = COMMANDS[name]
         return getattr(importlib.import_module(module_name), attribute)
@@ -86,11 +86,6 @@ def handle_termination_signals() -> None:
     for signum in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(signum) is not signal.SIG_IGN:  # nohup asked for HUP to be ignored: keep it so
             signal.signal(signum, _interrupt)
-
-
-def _available(name: str) -> bool:
-    module_name = COMMANDS[name][0]
-    return importlib.util.find_spec(module_name) is not None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

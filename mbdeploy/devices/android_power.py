@@ -272,7 +272,7 @@ class AndroidPowerMeter(PowerMeter):
             return parse_rails(local.read_text())
 
     def thermal(self) -> dict:
-        """Thermal facts from the last timed run: status at start/end and the hottest zone."""
+        """Thermal status (PowerManager's 0 none .. 6 shutdown) at the loop's start and end, and the hottest zone."""
         trace = self.last_load
         if trace is None:
             return {}

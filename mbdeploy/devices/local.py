@@ -15,13 +15,13 @@ from pathlib import Path
 
 from mbdeploy.devices import lifeline, peak, sensors
 from mbdeploy.atomic import sha256_file
+from mbdeploy.cache import cache_root
 from mbdeploy.devices.base import Device, DeviceInfo, SensorReading, ShellResult
 from mbdeploy.errors import DeviceError
 
 
 def default_workdir() -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "mbdeploy" / "local-device"
+    return cache_root() / "local-device"
 
 
 def _read(path: Path) -> str | None:

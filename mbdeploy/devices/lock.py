@@ -10,14 +10,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from mbdeploy.cache import cache_root
 from mbdeploy.errors import ResultsError
 
 
 def lock_dir() -> Path:
     if os.environ.get("MBDEPLOY_LOCK_DIR"):
         return Path(os.environ["MBDEPLOY_LOCK_DIR"])
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "mbdeploy" / "locks"
+    return cache_root() / "locks"
 
 
 class DeviceLock:

@@ -41,6 +41,10 @@ class PowerMeter(abc.ABC):
         """The idle baseline from the last `measure_idle`, when one was taken."""
         return None
 
+    def thermal(self) -> dict:
+        """Thermal facts the meter's own sampler saw during the last timed run; empty when it samples none."""
+        return {}
+
     @abc.abstractmethod
     def measure_idle(self, seconds: float) -> None:
         """Sample the idle baseline before a model runs."""

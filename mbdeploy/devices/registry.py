@@ -10,7 +10,6 @@ what was seen.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import warnings
 
 from mbdeploy.devices.base import Device, DeviceInfo
@@ -19,13 +18,11 @@ from mbdeploy.devices.local import LocalDevice
 from mbdeploy.devices.ssh import SshDevice
 from mbdeploy.errors import DeviceError, DeviceNotFound
 
-# Kinds provided by other modules when present: module -> how to call its discover().
+# Kinds whose modules are imported only when devices are listed: module -> how to call its discover().
 OPTIONAL_KINDS = ("mbdeploy.devices.android", "mbdeploy.devices.ios")
 
 
 def _optional_discover(module_name: str, adb_host: str | None) -> list[Device]:
-    if importlib.util.find_spec(module_name) is None:
-        return []
     module = importlib.import_module(module_name)
     try:
         if module_name.endswith("android"):

@@ -17,8 +17,6 @@ import math
 from typing import Sequence
 
 CONFIDENCE = 0.95
-# With fewer samples no order-statistic interval reaches 95% (n=5 gives 93.75%).
-MIN_SAMPLES_FOR_CI = 6
 
 LATENCY_KEYS = ("median", "mean", "p5", "p90", "p95", "p99", "std", "min", "max", "count", "ci95_low", "ci95_high")
 

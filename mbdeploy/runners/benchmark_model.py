@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 from mbdeploy.atomic import sha256_file, write_text
+from mbdeploy.cache import cache_root
 from mbdeploy.devices.base import Device
 from mbdeploy.errors import InvalidInput, RunnerError
 from mbdeploy.runners.base import RunOutcome, Runner, TimingOptions
@@ -44,8 +45,7 @@ DELEGATES = ("cpu", "xnnpack", "gpu", "nnapi")
 
 # ---------------------------------------------------------------- the binary
 def cache_dir() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "mbdeploy" / "benchmark_model" / RELEASE_VERSION
+    return cache_root() / "benchmark_model" / RELEASE_VERSION
 
 
 def release_file(abi: str, apk: bool = False) -> str:
