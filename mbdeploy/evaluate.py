@@ -59,7 +59,9 @@ class Dataset:
         return digest.hexdigest()[:16]
 
 
-def _normalise(name: str) -> str:
+def _label_key(name: str) -> str:
+    """A class name compared loosely: "Hot_Dog" finds "hot dog". Unlike a device name, a hyphen is
+    part of the name ("black-and-tan coonhound")."""
     return re.sub(r"[\s_]+", " ", name.strip().lower())
 
 
@@ -72,7 +74,7 @@ class ClassNames:
 
     def __init__(self, lines: list[str]) -> None:
         lines = [line.strip() for line in lines if line.strip()]
-        if len(lines) == IMAGENET_CLASSES + 1 and _normalise(lines[0]) == "background":
+        if len(lines) == IMAGENET_CLASSES + 1 and _label_key(lines[0]) == "background":
             lines = lines[1:]
         self.names = lines
         self._index: dict[str, int] = {}
@@ -83,7 +85,7 @@ class ClassNames:
                 line = words[1] if len(words) > 1 else ""
             for spelling in [line, *line.split(",")]:
                 if spelling.strip():
-                    self._index.setdefault(_normalise(spelling), index)
+                    self._index.setdefault(_label_key(spelling), index)
 
     @classmethod
     def from_file(cls, path: Path) -> "ClassNames":
@@ -93,7 +95,7 @@ class ClassNames:
             raise InvalidInput(f"class names file {path} is unreadable: {exc}") from None
 
     def lookup(self, label: str) -> int | None:
-        return self._index.get(label) if _SYNSET.match(label) else self._index.get(_normalise(label))
+        return self._index.get(label) if _SYNSET.match(label) else self._index.get(_label_key(label))
 
 
 def _label_index(label: str, names: ClassNames | None, where: str) -> int:
