@@ -131,8 +131,8 @@ def test_a_missing_runtime_names_its_extra(format_name, fp32_models, monkeypatch
     for loaded in [m for m in sys.modules if m == runtime_module or m.startswith(runtime_module + ".")]:
         monkeypatch.setitem(sys.modules, loaded, None)  # as if it were not installed
     monkeypatch.setitem(sys.modules, runtime_module, None)
-    extra = FORMATS[format_name].extra or "all"
-    with pytest.raises(MissingDependency, match=rf"pip install 'mbdeploy\[{extra}\]'"):
+    tool = FORMATS[format_name].runtime_tool
+    with pytest.raises(MissingDependency, match=rf"^{tool} is not installed; install it with: pip install 'mbdeploy\[\w+\]'"):
         predictor(format_name, _path(fp32_models, format_name))
 
 
