@@ -196,7 +196,9 @@ def test_a_delegate_node_swallows_layers_and_says_so(small_models):
     rows = [{"name": f"[{ops[last_pointwise][1]}]:{len(ops)}", "node_type": "TfLiteXNNPackDelegate",
              "run_order": 0, "avg_us": 900, "count": 50},
             {"name": "Delegate/Convolution (NHWC, F32) IGEMM:0", "node_type": "DelegateOpInvoke", "run_order": 1,
-             "avg_us": 40, "count": 50}]
+             "avg_us": 40, "count": 50},
+            {"name": "Convolution (NHWC, F32) IGEMM", "node_type": "Convolution (NHWC, F32) IGEMM", "run_order": 0,
+             "avg_us": 40, "count": 50, "delegate": "TfLiteXNNPackDelegate"}]
     rows += [{"name": f"[{tensor}]:{i}", "node_type": op, "run_order": 2 + i, "avg_us": 5, "count": 50}
              for i, (op, tensor) in enumerate(ops) if i > last_pointwise]
     mapped = map_nodes(rows, graph_layers)
@@ -206,19 +208,25 @@ def test_a_delegate_node_swallows_layers_and_says_so(small_models):
                in m.delegated for m in swallowed)
     assert [m.avg_ms for m in mapped[27:]] == [pytest.approx(0.005), pytest.approx(0.010), pytest.approx(0.005)]
 
-    from mbdeploy.profile.sweep import op_profile_record
+    from mbdeploy.profile.sweep import op_profile_records
 
+    # The whole-model record as the Android runners leave it: the pulled profile's rows in runner_extra.
     whole = {"run_id": "r", "device": {"kind": "android", "id": "R58M"}, "config_key": "c",
              "artifact": {"name": SMALL.name, "format": "tflite", "precision": "fp32", "sha256": "a" * 64},
-             "runner": {"name": "benchmark_model"}}
-    for layer_time in mapped:
-        record = op_profile_record(whole, layer_time)
+             "runner": {"name": "benchmark_model"}, "runner_extra": {"op_profile": rows}}
+    records = op_profile_records(whole, graph_layers, graph_layers)
+    assert len(records) == 30 and all(r["status"] == "ok" and r["method"] == "op_profile" for r in records)
+    for record in records:
         validate_layer_record(record)
-        assert record["method"] == "op_profile" and record["whole"]["sha256"] == "a" * 64
+        assert record["whole"]["sha256"] == "a" * 64
+    assert records[0]["latency_ms"] is None and "TfLiteXNNPackDelegate" in records[0]["delegated"]
+    assert records[-1]["latency_ms"]["mean"] == pytest.approx(0.005) and records[-1]["latency_ms"]["median"] is None
+    missing = op_profile_records({**whole, "runner_extra": {}}, graph_layers, graph_layers[:2])
+    assert [r["status"] for r in missing] == ["failed", "failed"] and "no per-node op profile" in missing[0]["error"]
     with pytest.raises(RunnerError, match="not of the form"):
         map_nodes([{**rows[0], "name": "Conv2d_0"}], graph_layers)
     with pytest.raises(RunnerError, match="no node for layer"):
-        map_nodes(rows[2:], graph_layers)
+        map_nodes(rows[3:], graph_layers)
 
 
 # --- the layer model --------------------------------------------------------------------

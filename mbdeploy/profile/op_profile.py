@@ -12,7 +12,9 @@ profile_summarizer.cc`): a node is named by its output tensors and its node
 index; a delegate kernel is one node (type e.g. `TfLiteXNNPackDelegate`)
 named by the partition's outputs; events a delegate reports from inside
 (`DelegateOpInvoke`, named `Delegate/<op>:<n>`) are not graph nodes and are
-left out here.
+left out here, as are rows a runner marks with the `delegate` that profiled them
+(the proto's `delegate_profiles`). The Android runners put these rows in
+`runner_extra["op_profile"]` (issue 11's pulled profile file).
 
 Mapping: each node's output tensors name the artifact's op that produced them,
 hence its layer (`slicing.map_layers`). A node typed by one of the graph's ops
@@ -59,7 +61,9 @@ def map_nodes(rows: list[dict], graph_layers: list[GraphLayer]) -> list[LayerTim
     sums: dict[int, float] = {}
     counts: dict[int, int] = {}
     covered = -1  # the last layer a node reached, in plan order
-    for row in sorted((r for r in rows if r.get("node_type") != DELEGATE_INTERNAL), key=lambda r: r["run_order"]):
+    # A delegate's own profile of what ran inside it (rows with `delegate` set) is not graph nodes.
+    nodes = [r for r in rows if r.get("node_type") != DELEGATE_INTERNAL and not r.get("delegate")]
+    for row in sorted(nodes, key=lambda r: r["run_order"]):
         outputs = node_outputs(str(row["name"]))
         reached = [layer_of_tensor[t] for t in outputs if t in layer_of_tensor]
         if not reached:

@@ -219,22 +219,27 @@ class _Profile:
             self.store_layer(_checked(record))
 
     def op_profile(self, whole: dict, graph_layers, todo) -> None:  # noqa: ANN001
-        rows = (whole.get("runner_extra") or {}).get("op_profile_nodes")
-        wanted = {g.layer.name for g in todo}
-        try:
-            if not isinstance(rows, list) or not rows:
-                raise InvalidInput(f"the {whole['runner']['name']} runner returned no per-node op profile")
-            mapped = map_nodes(rows, graph_layers)
-        except MbdeployError as exc:
-            for graph_layer in todo:
-                record = layer_skeleton(whole, graph_layer.layer, "op_profile")
-                record["error"] = exc.message
-                self.store_layer(_checked(record))
-            return
-        for layer_time in mapped:
-            if layer_time.graph_layer.layer.name not in wanted:
-                continue
-            self.store_layer(_checked(op_profile_record(whole, layer_time)))
+        for record in op_profile_records(whole, graph_layers, todo):
+            self.store_layer(record)
+
+
+def op_profile_records(whole: dict, graph_layers, todo) -> list[dict]:  # noqa: ANN001 - slicing.GraphLayer lists
+    """The layer records of `todo` from the whole-model record's op profile (checked; failed ones say why)."""
+    # The runner's per-node rows (runner_extra["op_profile"], read from the tool's pulled profile file).
+    rows = (whole.get("runner_extra") or {}).get("op_profile")
+    try:
+        if not isinstance(rows, list) or not rows:
+            raise InvalidInput(f"the {whole['runner']['name']} runner returned no per-node op profile")
+        mapped = map_nodes(rows, graph_layers)
+    except MbdeployError as exc:
+        failed = []
+        for graph_layer in todo:
+            record = layer_skeleton(whole, graph_layer.layer, "op_profile")
+            record["error"] = exc.message
+            failed.append(_checked(record))
+        return failed
+    wanted = {g.layer.name for g in todo}
+    return [_checked(op_profile_record(whole, t)) for t in mapped if t.graph_layer.layer.name in wanted]
 
 
 def op_profile_record(whole: dict, layer_time) -> dict:  # noqa: ANN001 - op_profile.LayerTime
