@@ -5,7 +5,10 @@ max <= 10% over the grid models it did not see; profiling one model's layers to
 a 2% CI per layer in <= 60 s.
 
 One run, side by side: converts the 16-model fp32 grid (cached, random
-weights, not timed), benchmarks all 16 whole on `local` (`mbdeploy.bench`),
+weights, not timed), benchmarks all 16 whole on `local` (`mbdeploy.bench`) in
+`--rounds` rounds, each in a fresh random order, and takes each model's median
+over the rounds (on a shared machine the load drifts within a minute; rounds in
+shuffled order spread that drift over all models instead of biasing the last ones),
 profiles at most 4 of them layer by layer (`mbdeploy.profile`, single-layer
 method), fits the layer model (`mbdeploy.records.layer_model`) on those
 profiles and the bench's whole times, and predicts the other models. The
@@ -29,10 +32,46 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _grid_run import bench_local, convert_grid  # noqa: E402
+from _grid_run import convert_grid  # noqa: E402
 
 # The grid's four corners: every other model lies inside them in alpha and resolution.
 DEFAULT_PROFILED = "1.0_224,0.25_128,1.0_128,0.25_224"
+
+
+def bench_rounds(models: Path, out: Path, timing, rounds: int, seed: int = 0) -> tuple[list[Path], dict]:
+    """Every fp32 model of `models` benched whole `rounds` times, each round in a fresh random order.
+
+    Returns the run folders and, per model, (MACs, median over the rounds of each round's median).
+    """
+    import random
+
+    from mbdeploy import bench
+    from mbdeploy.devices.registry import describe, resolve
+    from mbdeploy.records.reader import load_runs
+
+    options = bench.BenchOptions(timing=timing)
+    devices = resolve("local")
+    infos = [describe(d).to_dict() for d in devices]
+    artifacts = bench.collect_artifacts([models], ["fp32"], ["tflite"])
+    order = random.Random(seed)
+    folders = []
+    try:
+        for _ in range(rounds):
+            shuffled = order.sample(artifacts, len(artifacts))
+            folder = bench.start_run(out, options, [models], infos, command=sys.argv)
+            bench.run_sweep(devices, infos, shuffled, folder, options)
+            folders.append(folder.path)
+    finally:
+        for device in devices:
+            device.close()
+    medians: dict[str, list[float]] = {}
+    macs: dict[str, int] = {}
+    for run in load_runs(folders):
+        for record in run.records:
+            if record["status"] == "ok":
+                medians.setdefault(record["artifact"]["name"], []).append(record["latency_ms"]["median"])
+                macs[record["artifact"]["name"]] = record["artifact"]["macs"]
+    return folders, {name: (macs[name], statistics.median(values)) for name, values in medians.items()}
 
 
 def profile_local(models: list[Path], out: Path, timing) -> tuple[Path, list[float]]:
@@ -63,7 +102,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--profile", default=DEFAULT_PROFILED, help="at most 4 grid models (alpha_res) to profile")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--max-secs", type=float, default=10.0)
+    parser.add_argument("--max-secs", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3, help="whole-model bench rounds, each in a random order")
     args = parser.parse_args()
 
     from mbdeploy.architecture import ModelSpec, model_name
@@ -81,15 +121,11 @@ def main() -> None:
 
     started = time.monotonic()
     timing = TimingOptions(threads=args.threads, min_secs=1.0, max_secs=args.max_secs)
-    bench_run = bench_local(args.models, out, timing)
-    print(f"benched the 16 models whole in {time.monotonic() - started:.0f} s: {bench_run}", flush=True)
+    bench_runs, whole = bench_rounds(args.models, out, timing, args.rounds)
+    print(f"benched the 16 models whole, {args.rounds} rounds, in {time.monotonic() - started:.0f} s", flush=True)
     layer_timing = TimingOptions(threads=args.threads, min_secs=0.5, max_secs=5.0, target_ci=0.02)
     profile_run, walls = profile_local([args.models / name for name in profiled_names], out, layer_timing)
 
-    whole = {}
-    for record in load_runs([bench_run])[0].records:
-        if record["status"] == "ok" and record["artifact"]["precision"] == "fp32":
-            whole[record["artifact"]["name"]] = (record["artifact"]["macs"], record["latency_ms"]["median"])
     profile = load_runs([profile_run])[0]
     groups = profiled_models(profile.records, profile.layer_records)
     if len(groups) != 1:
@@ -128,7 +164,7 @@ def main() -> None:
     print(f"held out: {len(held_out)} models; layer model fitted on {len(profiles)} profiles "
           f"({', '.join(p.name for p in profiles)}); power law leave-one-out over all {len(names)}")
     print(f"targets: layer model median <= 3%: {'met' if statistics.median(layer_abs) <= 0.03 else 'NOT met'}, "
-          f"max <= 10%: {'met' if max(layer_abs) <= 0.10 else 'NOT met'}; runs: {bench_run} {profile_run}")
+          f"max <= 10%: {'met' if max(layer_abs) <= 0.10 else 'NOT met'}; runs: {out}")
     print(f"layer model: median |error| {100 * statistics.median(layer_abs):.1f}%, max {100 * max(layer_abs):.1f}%; "
           f"power law: median |error| {100 * statistics.median(power_abs):.1f}%, max {100 * max(power_abs):.1f}%")
 

@@ -336,6 +336,13 @@ def test_profile_on_local_report_and_select(small_models, tmp_path):
                  str(models), cwd=tmp_path)
     assert "predicted (layer model," in table.stdout
 
+    # --resume skips what the run holds: no new whole or layer record.
+    again = _cli("profile", "--device", "local", "--models", str(models / SMALL.name), "--precisions", "fp32,int8",
+                 "--runs", "30", "--out", "results", "--resume", result["run_id"], "--json", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    resumed = json.loads(again.stdout)
+    assert (resumed["records"], resumed["layer_records"], len(resumed["profiles"])) == (0, 0, 2)
+
 
 def test_profile_over_ssh(small_models, tmp_path):
     from support.sshd import sshd
