@@ -338,7 +338,8 @@ def test_profile_on_local_report_and_select(small_models, tmp_path):
 
     # --resume skips what the run holds: no new whole or layer record.
     again = _cli("profile", "--device", "local", "--models", str(models / SMALL.name), "--precisions", "fp32,int8",
-                 "--runs", "30", "--out", "results", "--resume", result["run_id"], "--json", cwd=tmp_path)
+                 "--runs", "30", "--warmup", "1", "--out", "results", "--resume", result["run_id"], "--json",
+                 cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     resumed = json.loads(again.stdout)
     assert (resumed["records"], resumed["layer_records"], len(resumed["profiles"])) == (0, 0, 2)
