@@ -80,7 +80,7 @@ def profile_local(models: list[Path], out: Path, timing) -> tuple[Path, list[flo
     from mbdeploy.devices.registry import describe, resolve
     from mbdeploy.profile.sweep import ProfileOptions, run_profile
 
-    options = ProfileOptions(bench=bench.BenchOptions(timing=timing), method="single_layer")
+    options = ProfileOptions(bench=bench.BenchOptions(timing=timing), method="single_layer", layer_max_secs=20.0)
     devices = resolve("local")
     infos = [describe(d).to_dict() for d in devices]
     folder = bench.start_run(out, options.bench, models, infos, command=sys.argv)

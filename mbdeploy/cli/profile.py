@@ -84,6 +84,9 @@ def _render(result: dict) -> None:
               help="Time each model and each layer at least this long before stopping on the CI target.")
 @click.option("--max-secs", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
               help="Stop a model or layer after this long even if the CI target is not met.")
+@click.option("--layer-secs", type=click.FloatRange(min=0, min_open=True), default=20.0, show_default=True,
+              help="single_layer: stop timing a model's layers after this long even if a CI target is not met "
+                   "(litert times them all in one round-robin loop).")
 @click.option("--runs", type=click.IntRange(min=1), default=None, help="A fixed number of timed runs.")
 @click.option("--target-ci", type=click.FloatRange(min=0, min_open=True), default=0.02, show_default=True,
               help="Stop when the 95% CI half-width of the median is at most this fraction of it.")
@@ -96,7 +99,7 @@ def _render(result: dict) -> None:
 @click.option("--adb-host", metavar="HOST[:PORT]", default=None, help="adb server for Android devices.")
 @json_option
 def profile(device_name, models, precisions, method, out, resume, runner_name, threads, no_xnnpack, warmup,  # noqa: ANN001
-            min_secs, max_secs, runs, target_ci, no_wait, benchmark_binary, benchmark_apk, keep, adb_host,
+            min_secs, max_secs, layer_secs, runs, target_ci, no_wait, benchmark_binary, benchmark_apk, keep, adb_host,
             as_json) -> None:
     """Time every layer of each .tflite artifact on a device, beside the whole model.
 
@@ -117,7 +120,7 @@ def profile(device_name, models, precisions, method, out, resume, runner_name, t
         runner_options={key: value for key, value in {"binary": benchmark_binary, "apk": benchmark_apk}.items()
                         if value is not None},
     )
-    options = ProfileOptions(bench=bench_options, method=method)
+    options = ProfileOptions(bench=bench_options, method=method, layer_max_secs=layer_secs)
     library.check_options(bench_options)
     model_paths = list(models) or [Path("models")]
     # Layers are cut from .tflite files; the other formats have no single-layer builder yet.

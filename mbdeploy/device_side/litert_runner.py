@@ -11,6 +11,13 @@ Output (stdout, one line per --model, in order): {"schema": "mbdeploy.litert_run
 Several models in one process (`mbdeploy profile`'s single-layer models) pay
 for the interpreter's start and LiteRT's import once; peak memory is then the
 process's high-water mark so far.
+
+With --round-robin the models are loaded together and invoked in turn, one
+invoke each per round, each invoke timed alone: each model then runs with the
+caches as the others leave them, as a layer does inside its graph (a layer
+timed alone back to back keeps its weights in cache, which in the graph the
+other layers evict). The loop stops when every model's interval meets
+--target-ci (after --min-secs) or at --max-secs, which bound the whole loop.
 """
 
 from __future__ import annotations
@@ -215,6 +222,74 @@ def measure(args, model):
     }
 
 
+def measure_round_robin(args):
+    """Every --model loaded, then invoked in turn; one result per model, in order (an error where one failed)."""
+    started = time.perf_counter_ns()
+    import numpy as np
+    from ai_edge_litert import interpreter as litert
+
+    import_ms = (time.perf_counter_ns() - started) / 1e6
+    resolver = litert.OpResolverType.AUTO if args.xnnpack else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    rng = np.random.default_rng(args.seed)
+    clock = time.perf_counter_ns
+    results, live = [], []
+    for model in args.model:
+        try:
+            init_start = clock()
+            interpreter = litert.Interpreter(model_path=model, num_threads=args.threads,
+                                             experimental_op_resolver_type=resolver)
+            interpreter.allocate_tensors()
+            init_ms = (clock() - init_start) / 1e6
+            inputs = interpreter.get_input_details()
+            for detail in inputs:
+                interpreter.set_tensor(detail["index"], random_input(detail, rng))
+            begin = clock()
+            interpreter.invoke()
+            first_ms = (clock() - begin) / 1e6
+        except Exception as exc:  # reported per model, the others still run
+            results.append({"schema": SCHEMA, "model": model, "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        entry = {"model": model, "invoke": interpreter.invoke, "init_ms": init_ms, "first_inference_ms": first_ms,
+                 "inputs": [{"shape": [int(d) for d in x["shape"]], "dtype": np.dtype(x["dtype"]).name}
+                            for x in inputs], "samples": [], "reason": None, "next_check": 1}
+        results.append(entry)
+        live.append(entry)
+    for _ in range(args.warmup):
+        for entry in live:
+            entry["invoke"]()
+    loop_start = clock()
+    waiting = list(live)
+    while waiting:
+        for entry in live:  # every model every round, so the cache state stays the graph's
+            begin = clock()
+            entry["invoke"]()
+            end = clock()
+            if entry["reason"] is None:
+                entry["samples"].append((end - begin) / 1e6)
+        elapsed = (clock() - loop_start) / 1e9
+        for entry in waiting:
+            count = len(entry["samples"])
+            if args.runs is not None or elapsed >= args.max_secs or (
+                    count >= entry["next_check"] and elapsed >= args.min_secs):
+                entry["reason"] = stop_reason(entry["samples"], elapsed, args.min_secs, args.max_secs, args.runs,
+                                              args.target_ci)
+                entry["next_check"] = count + max(1, count // 20)
+        waiting = [entry for entry in waiting if entry["reason"] is None]
+    loop_s = (clock() - loop_start) / 1e9
+    out = []
+    for entry in results:
+        if "error" in entry:
+            out.append(entry)
+            continue
+        out.append({"schema": SCHEMA, "model": entry["model"], "samples_ms": [round(x, 5) for x in entry["samples"]],
+                    "init_ms": entry["init_ms"], "import_ms": import_ms,
+                    "first_inference_ms": entry["first_inference_ms"], "peak_memory_mb": peak_rss_mb(),
+                    "stop_reason": entry["reason"], "loop_s": loop_s, "schedule": "round_robin",
+                    "threads": args.threads, "xnnpack": args.xnnpack, "inputs": entry["inputs"],
+                    "python": sys.version.split()[0], "numpy": np.__version__})
+    return out
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, action="append", help="repeat to time several models in turn")
@@ -226,6 +301,8 @@ def parse_args(argv):
     parser.add_argument("--runs", type=int, default=None)
     parser.add_argument("--target-ci", type=float, default=0.02)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--round-robin", action="store_true",
+                        help="load every --model, invoke them in turn (see the module docstring)")
     parser.add_argument("--sysfs-root", default="/", help="where sysfs is mounted (tests use a fake tree)")
     return parser.parse_args(argv)
 
@@ -233,6 +310,15 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     status = 0
+    if args.round_robin:
+        try:
+            results = measure_round_robin(args)
+        except Exception as exc:  # e.g. LiteRT missing: every model gets the error
+            results = [{"schema": SCHEMA, "model": m, "error": f"{type(exc).__name__}: {exc}"} for m in args.model]
+        for result in results:
+            status = 1 if "error" in result else status
+            print(json.dumps(result), flush=True)
+        return status
     for model in args.model:
         try:
             result = measure(args, model)

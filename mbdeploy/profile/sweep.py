@@ -18,7 +18,7 @@ from __future__ import annotations
 import posixpath
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -49,6 +49,9 @@ Event = Callable[[str, dict], None]  # "start", "record", "layer", "skip", "unsu
 class ProfileOptions:
     bench: BenchOptions = field(default_factory=BenchOptions)
     method: str = "auto"
+    # single_layer: the budget of the loop that times all of a model's layers (a round-robin
+    # runner times them in one loop; a one-by-one runner gives each layer this budget).
+    layer_max_secs: float = 20.0
 
 
 def resolve_method(method: str, runner_name: str) -> str:
@@ -91,7 +94,7 @@ def layer_skeleton(whole: dict, layer: ProfileLayer, method: str) -> dict:
         "artifact": {key: artifact.get(key) for key in ("name", "format", "precision", "sha256", "alpha", "resolution")},
         "runner": whole["runner"], "config_key": config_key, "method": method,
         "layer": {**layer.to_dict(), "bytes_moved": layer.bytes_moved(artifact["precision"])},
-        "model": None, "nodes": None, "delegated": None, "latency_ms": None, "stop_reason": None,
+        "model": None, "nodes": None, "delegated": None, "schedule": None, "latency_ms": None, "stop_reason": None,
         "samples_ms": [], "started_at": now, "finished_at": now,
     }
 
@@ -208,13 +211,15 @@ class _Profile:
             records.append(record)
             remotes.append(remote)
         # One device process times them all in turn (when the runner can), in plan order.
-        for record, outcome in zip(records, runner.run_many(device, remotes)):
+        layer_runner = runner.with_options(replace(runner.options, max_secs=self.options.layer_max_secs))
+        for record, outcome in zip(records, layer_runner.run_many(device, remotes)):
             if isinstance(outcome, MbdeployError):
                 record["error"] = outcome.message
             else:
                 # Statistics only: a 2 us layer gives 100k+ samples in half a second.
                 record.update({"status": "ok", "latency_ms": latency_block(outcome),
-                               "stop_reason": outcome.stop_reason})
+                               "stop_reason": outcome.stop_reason,
+                               "schedule": outcome.extra.get("schedule", runner.schedule)})
             record["finished_at"] = utc_now()
             self.store_layer(_checked(record))
 

@@ -10,6 +10,7 @@ keys of the record's `latency_ms` they know and None for the rest.
 from __future__ import annotations
 
 import abc
+import copy
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -50,6 +51,9 @@ class RunOutcome:
 class Runner(abc.ABC):
     name: str = "abstract"
     formats: tuple[str, ...] = ("tflite",)  # the artifact formats this runner can time
+    # How `run_many` times several models: "one_by_one" (each alone, back to back) or "round_robin"
+    # (loaded together, invoked in turn, so each runs with the caches the others leave, as in a graph).
+    schedule: str = "one_by_one"
 
     def __init__(self, options: TimingOptions) -> None:
         self.options = options
@@ -73,6 +77,12 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def run(self, device: Device, remote_model: str) -> RunOutcome:
         """Time the model already pushed to `remote_model` on the device."""
+
+    def with_options(self, options: TimingOptions) -> "Runner":
+        """The same runner (same device state) timing with other options, e.g. a profile's layer budget."""
+        other = copy.copy(self)
+        other.options = options
+        return other
 
     def run_many(self, device: Device, remote_models: list[str]) -> list[RunOutcome | MbdeployError]:
         """Time several pushed models in turn (a profile's single-layer models): an outcome or the error, each.
