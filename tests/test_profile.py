@@ -310,6 +310,7 @@ def test_profile_on_local_report_and_select(small_models, tmp_path):
         whole = record["whole"]
         assert (whole["device_id"], whole["name"], whole["sha256"], whole["config_key"]) in wholes
         assert record["latency_ms"]["count"] == 30 and record["stop_reason"] == "runs"
+        assert record["schedule"] == "round_robin"  # litert times a model's layers in turn, in one loop
 
     # The report's section and results.csv's per-layer rows.
     report = _cli("report", "results", "--out", "report", "--json", cwd=tmp_path)
