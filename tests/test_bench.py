@@ -176,7 +176,8 @@ def test_cli_bench_local_with_a_hostile_file_name(tmp_path):
     env = harness_env(tmp_path)
     workdir = tmp_path / "cache" / "mbdeploy" / "local-device"
     with no_new_pwned(tmp_path, models, workdir, Path.cwd()):
-        result = mbdeploy(["bench", "--device", "local", "--models", "models", *QUICK], cwd=tmp_path, env=env)
+        result = mbdeploy(["bench", "--device", "local", "--models", "models", "--label", "commit 1a2b3c", *QUICK],
+                          cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     assert "Benchmark summary" in result.stdout and "Run folder: results/" in result.stdout
     [run] = (tmp_path / "results").iterdir()
@@ -184,6 +185,7 @@ def test_cli_bench_local_with_a_hostile_file_name(tmp_path):
     assert record["status"] == "ok" and record["artifact"]["name"] == INJECTION_NAME.removesuffix(".tflite")
     meta = json.loads((run / "run.json").read_text())
     assert meta["devices"][0]["id"] == "local" and meta["options"]["timing"]["min_secs"] == 0.2
+    assert meta["label"] == "commit 1a2b3c"  # bench --label, shown in the report's history
 
 
 @pytest.mark.parametrize("args, message", [

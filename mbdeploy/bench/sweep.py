@@ -34,9 +34,10 @@ def host_meta() -> dict:
 
 
 def start_run(out: Path, options: BenchOptions, models: Iterable[Path], device_infos: list[dict],
-              resume: str | None = None, command: list[str] | None = None, settings: dict | None = None) -> RunFolder:
+              resume: str | None = None, command: list[str] | None = None, settings: dict | None = None,
+              label: str | None = None) -> RunFolder:
     """A new run folder, or the run `resume` names. `settings` (bench.resume.run_settings) is what a
-    later --resume restores."""
+    later --resume restores; `label` (bench --label) names the run in the report's history."""
     if resume:
         folder = RunFolder.open(out, resume)
         dropped, bad = folder.repair()
@@ -44,12 +45,14 @@ def start_run(out: Path, options: BenchOptions, models: Iterable[Path], device_i
             warnings.warn(f"{folder.records_file}: dropped {dropped} unreadable line(s) before resuming; "
                           f"the file as it was is kept as {bad.name}", stacklevel=2)
         resumed = folder.meta().get("resumed_at", [])
-        folder.update_meta(resumed_at=[*resumed, utc_now()])
+        folder.update_meta(resumed_at=[*resumed, utc_now()], **({"label": label} if label is not None else {}))
         return folder
     meta = {"host": host_meta(), "tools": tool_versions(), "options": asdict(options),
             "models": [str(m) for m in models], "devices": device_infos, "command": command}
     if settings is not None:
         meta["settings"] = settings
+    if label is not None:
+        meta["label"] = label
     return RunFolder.create(out, meta)
 
 

@@ -135,10 +135,12 @@ def _render(result: dict) -> None:
 @click.option("--allow-charging", is_flag=True, help="Phones: measure power even while USB-powered.")
 @click.option("--keep", is_flag=True, help="Leave the run's work folder on the device (every kind) after the run.")
 @click.option("--adb-host", metavar="HOST[:PORT]", default=None, help="adb server for Android devices.")
+@click.option("--label", metavar="TEXT", default=None,
+              help="A label for the run (e.g. the commit under test), stored in run.json and shown in the report's history.")
 @json_option
 def bench(device_names, models, precisions, formats, out, resume, runner_name, threads, no_xnnpack, warmup,  # noqa: ANN001
           min_secs, max_secs, runs, target_ci, repeat, rule, cooldown, cooldown_temp, no_wait, benchmark_binary, benchmark_apk,
-          delegate, op_profiling, cpu_mask, compute_units, compute_unit, allow_charging, keep, adb_host, as_json) -> None:
+          delegate, op_profiling, cpu_mask, compute_units, compute_unit, allow_charging, keep, adb_host, label, as_json) -> None:
     """Benchmark every artifact of the manifests under --models on a device.
 
     Results go to OUT/<run-id>/results.jsonl (one validated record per device,
@@ -203,7 +205,7 @@ def bench(device_names, models, precisions, formats, out, resume, runner_name, t
         settings = library.run_settings(options, model_paths, precision_list, format_list)
         with warnings_to_stderr():  # --resume says what it repaired
             folder = library.start_run(out, options, model_paths, infos, resume=resume, command=sys.argv,
-                                       settings=settings)
+                                       settings=settings, label=label)
         created = None if resume else folder
         skipped = 0
         # With --repeat K: K sessions and one aggregate per artifact.

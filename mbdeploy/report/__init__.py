@@ -42,25 +42,36 @@ class Report:
 REPORT_MARK = ".mbdeploy-report"
 
 
-def write_report(results: Iterable[Path], out_dir: Path, model_dirs: Iterable[Path] = ()) -> Report:
+def write_report(results: Iterable[Path], out_dir: Path, model_dirs: Iterable[Path] = (), *,
+                 device: str | None = None, model: str | None = None, since: str | None = None) -> Report:
     """Read runs (folders or a results root), write figures, results.csv and index.html into out_dir.
 
     Everything is written into a fresh folder beside out_dir and renamed into place, so
     no file of an earlier report survives beside an index that no longer names it, and
-    an interrupted report leaves the previous one whole.
+    an interrupted report leaves the previous one whole. `device` and `model` are shell
+    patterns that focus the report; `since` (a date) leaves out runs that started before it.
+    Over many devices the per-series figures give way to the fleet view (report/fleet.py).
     """
     import shutil
     import tempfile
 
     from mbdeploy.records.reader import ManifestIndex, latest_ok, load_runs, tidy_rows, to_csv
-    from mbdeploy.report.figures import render_all
+    from mbdeploy.report.figures import FIGURES, FigureOutput, render_all
     from mbdeploy.records.fit import fit_groups
     from mbdeploy.report.html import render_page
     from mbdeploy.records.layers import layer_rows
     from mbdeploy.report.layers import where_the_time_goes
 
     out_dir = Path(out_dir)
+    from mbdeploy.report.fleet import MAX_SERIES, fleet_view, focus_runs, matching, series_count
+    from mbdeploy.report.history import history_view, parse_since, run_time
+
     runs = load_runs(list(results))
+    if since is not None:
+        start = parse_since(since)
+        runs = [run for run in runs if (run_time(run) or start) >= start]
+        if not runs:
+            raise InvalidInput(f"--since {since}: no run started on or after it")
     _check_replaceable(out_dir)
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -70,14 +81,31 @@ def write_report(results: Iterable[Path], out_dir: Path, model_dirs: Iterable[Pa
                            f"{exc.strerror or exc}") from None
     try:
         rows = tidy_rows(runs, ManifestIndex(model_dirs))
+        if device is not None or model is not None:
+            rows = matching(rows, device, model)
+            if not rows:
+                raise InvalidInput(f"no record matches --device {device or '*'} --model {model or '*'}: "
+                                   "both are shell patterns (pixel*, *_224) matched against device ids and model names")
+            runs = focus_runs(runs, device, model)
         latest = latest_ok(rows)
         fits = fit_groups(latest)
-        figures = render_all(latest, staging)
+        sections = []
+        if series_count(latest) > MAX_SERIES:  # one series per device would crowd every axis: the fleet view
+            note = (f"not drawn series by series for {series_count(latest)} device/format/precision/config series "
+                    f"(more than {MAX_SERIES}); see the fleet view, or focus with --device PATTERN / --model PATTERN")
+            figures = [FigureOutput(name, title, note=note) for name, title, _ in FIGURES]
+            fleet_html, fleet_figures = fleet_view(latest, staging, model)
+            sections.append(fleet_html)
+        else:
+            figures, fleet_figures = render_all(latest, staging), []
+        history_html, history_figures = history_view(runs, rows, staging)
+        if history_html:
+            sections.append(history_html)
         layers_html, layer_figures = where_the_time_goes(runs, staging)
         write_text(staging / "results.csv", to_csv(rows + layer_rows(runs, rows)))
         generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         page = render_page(runs=runs, all_rows=rows, latest=latest, fits=fits, figures=figures, out_dir=staging,
-                           generated_at=generated, extra_sections=[layers_html] if layers_html else [])
+                           generated_at=generated, extra_sections=sections + ([layers_html] if layers_html else []))
         write_text(staging / "index.html", page)
         write_text(staging / REPORT_MARK, "written by mbdeploy report; the next report replaces this folder\n")
         _swap_into_place(staging, out_dir)
@@ -85,12 +113,14 @@ def write_report(results: Iterable[Path], out_dir: Path, model_dirs: Iterable[Pa
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     moved = [replace(f, png=out_dir / f.png.name if f.png else None, svg=out_dir / f.svg.name if f.svg else None)
-             for f in figures + layer_figures]
+             for f in figures + fleet_figures + history_figures + layer_figures]
     return Report(out_dir / "index.html", out_dir / "results.csv", moved, len(rows), len(runs), fits)
 
 
 def _check_replaceable(out_dir: Path) -> None:
     from mbdeploy.report.figures import FIGURES
+    from mbdeploy.report.fleet import FIGURE_NAMES as FLEET_FIGURES
+    from mbdeploy.report.history import FIGURE_NAMES as HISTORY_FIGURES
     from mbdeploy.report.layers import FIGURE_NAMES
 
     if not out_dir.exists():
@@ -99,7 +129,7 @@ def _check_replaceable(out_dir: Path) -> None:
         raise InvalidInput(f"--out {out_dir} is a file; name a folder (it is created when missing)")
     ours = {"index.html", "results.csv", REPORT_MARK} | {f"{name}.{ext}" for name, _, _ in FIGURES
                                                          for ext in ("png", "svg")}
-    ours |= {f"{name}.{ext}" for name in FIGURE_NAMES for ext in ("png", "svg")}
+    ours |= {f"{name}.{ext}" for name in FIGURE_NAMES + FLEET_FIGURES + HISTORY_FIGURES for ext in ("png", "svg")}
     names = sorted(p.name for p in out_dir.iterdir())
     foreign = [name for name in names if name not in ours]
     if foreign and REPORT_MARK not in names:

@@ -298,21 +298,31 @@ FIGURES: tuple[tuple[str, str, Callable], ...] = (
 
 def render_all(rows: list[dict], out_dir: Path) -> list[FigureOutput]:
     """Draw every figure into out_dir as NAME.png and NAME.svg (written atomically)."""
-    import io
-
     outputs = []
     for name, title, draw in FIGURES:
         result = draw(rows)
         if isinstance(result, str):
             outputs.append(FigureOutput(name, title, note=result))
             continue
-        plt = _pyplot()
-        paths = {}
-        for extension in ("png", "svg"):
-            buffer = io.BytesIO()
-            result.savefig(buffer, format=extension, dpi=110)
-            paths[extension] = Path(out_dir) / f"{name}.{extension}"
-            write_bytes(paths[extension], buffer.getvalue())
-        plt.close(result)
-        outputs.append(FigureOutput(name, title, png=paths["png"], svg=paths["svg"]))
+        outputs.append(save_figure(result, name, title, out_dir))
     return outputs
+
+
+def save_figure(figure, name: str, title: str, out_dir: Path) -> FigureOutput:
+    """A matplotlib figure written as NAME.png and NAME.svg (atomically), then closed."""
+    import io
+
+    plt = _pyplot()
+    paths = {}
+    for extension in ("png", "svg"):
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format=extension, dpi=110)
+        paths[extension] = Path(out_dir) / f"{name}.{extension}"
+        write_bytes(paths[extension], buffer.getvalue())
+    plt.close(figure)
+    return FigureOutput(name, title, png=paths["png"], svg=paths["svg"])
+
+
+# The set-up other report modules (fleet, history) draw with.
+pyplot = _pyplot
+plain_log_axes = _plain_log_axes

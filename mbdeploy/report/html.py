@@ -62,6 +62,9 @@ def _figure(output: FigureOutput, out_dir: Path) -> str:
             f'<figcaption>Also as <a href="{svg}">SVG</a>.</figcaption></figure>')
 
 
+figure_html = _figure  # for the report's other sections (fleet, history)
+
+
 def device_summary(all_rows: list[dict], latest: list[dict], fits: dict[tuple, PowerLawFit]) -> str:
     headers = ["device", "kind", "model", "SoC", "OS", "cores", "records ok", "failed", "throttled",
                "fastest", "fastest median ms", "fits: format precision config -> R\u00b2, LOO median |error|"]
