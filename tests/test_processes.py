@@ -183,3 +183,17 @@ def test_resume_restores_the_runs_models_and_options_and_refuses_others(tmp_path
     records = folder.records()
     assert sorted(r["artifact"]["name"] for r in records) == ["m4", "m8"]
     assert all(r["runner"]["threads"] == 2 and r["latency_ms"]["count"] == 7 for r in records)
+
+
+def test_a_run_with_a_path_option_is_stored_and_resumed_with_it(tmp_path):
+    from mbdeploy import bench
+
+    binary = tmp_path / "benchmark_model"
+    options = bench.BenchOptions(runner="benchmark_model", runner_options={"binary": binary})
+    settings = bench.run_settings(options, [tmp_path / "models"], [], ["tflite"])
+    folder = bench.start_run(tmp_path / "results", options, [tmp_path / "models"], [], settings=settings)
+    meta = json.loads(folder.run_file.read_text())
+    assert meta["options"]["runner_options"]["binary"] == str(binary)
+    _, stored = bench.resumed_settings(tmp_path / "results", folder.run_id, {"binary": str(binary)}, {})
+    restored = bench.options_from_settings(stored, ("binary",))
+    assert restored.runner == "benchmark_model" and str(restored.runner_options["binary"]) == str(binary)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import threading
@@ -47,7 +48,9 @@ def start_run(out: Path, options: BenchOptions, models: Iterable[Path], device_i
         resumed = folder.meta().get("resumed_at", [])
         folder.update_meta(resumed_at=[*resumed, utc_now()], **({"label": label} if label is not None else {}))
         return folder
-    meta = {"host": host_meta(), "tools": tool_versions(), "options": asdict(options),
+    # Paths (e.g. --benchmark-binary) as text: run.json is JSON.
+    options_meta = json.loads(json.dumps(asdict(options), default=str))
+    meta = {"host": host_meta(), "tools": tool_versions(), "options": options_meta,
             "models": [str(m) for m in models], "devices": device_infos, "command": command}
     if settings is not None:
         meta["settings"] = settings
