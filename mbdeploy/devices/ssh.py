@@ -79,7 +79,7 @@ SESSION_SETUP = (
     "mbd_run() { "
     'if command -v setsid >/dev/null 2>&1; then setsid sh -c "$2" </dev/null >"$S/o" 2>"$S/e" & '
     'else sh -c "$2" </dev/null >"$S/o" 2>"$S/e" & fi; c=$!; echo "$c" > "$S/running"; '
-    '{ IFS= read -r _ <&3; kill -s KILL -- "-$c" 2>/dev/null || kill -KILL "$c" 2>/dev/null; } & w=$!; '
+    '{ IFS= read -r _ <&3; kill -s KILL -- "-$c" 2>/dev/null || kill -KILL "-$c" 2>/dev/null || kill -KILL "$c" 2>/dev/null; } & w=$!; '
     'wait "$c"; r=$?; kill -KILL "$w" 2>/dev/null; wait "$w" 2>/dev/null; rm -f "$S/running"; '
     'printf "%s %s %s %s\\n" "$1" "$r" $(wc -c <"$S/o") $(wc -c <"$S/e"); cat "$S/o" "$S/e"; }'
 )
@@ -103,7 +103,7 @@ for d in "${TMPDIR:-/tmp}"/mbdeploy-session.*; do
   fi
   if [ -f "$d/running" ]; then
     c=$(cat "$d/running")
-    if marked "$c" "$t"; then kill -s KILL -- "-$c" 2>/dev/null || kill -KILL "$c" 2>/dev/null; echo "ended $c"; fi
+    if marked "$c" "$t"; then kill -s KILL -- "-$c" 2>/dev/null || kill -KILL "-$c" 2>/dev/null || kill -KILL "$c" 2>/dev/null; echo "ended $c"; fi
   fi
   marked "$pid" "$t" && kill -KILL "$pid" 2>/dev/null
   rm -rf "$d"
@@ -259,6 +259,7 @@ class SshDevice(Device):
         self._idle: list[RemoteSession] = []  # sessions ready for a command
         self._sessions: set[RemoteSession] = set()  # every open session, busy or idle
         self._session_lock = threading.Lock()
+        self._connect_lock = threading.Lock()
         self._lock_key: str | None = None
 
     @property
@@ -307,6 +308,10 @@ class SshDevice(Device):
 
     def _connect(self) -> None:
         """Open the shared master connection once: a child of ours that dies with us (no ControlPersist)."""
+        with self._connect_lock:  # two threads must not start two masters
+            self._connect_locked()
+
+    def _connect_locked(self) -> None:
         if self._control_dir and self._master is not None and self._master.poll() is None:
             return
         self._drop_master()
