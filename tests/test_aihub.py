@@ -233,3 +233,19 @@ def test_the_record_schema_knows_every_runner_and_device_kind():
     properties = record_schema()["properties"]
     assert properties["runner"]["properties"]["name"]["enum"] == list(RUNNERS)
     assert "aihub" in properties["device"]["properties"]["kind"]["enum"]
+
+
+def test_profile_on_a_hosted_phone_maps_the_hubs_layers_to_the_plan(tmp_path, hub, small_models):
+    env = client_env(tmp_path, hub)
+    done = cli("profile", "--device", S24, "--models", str(fp32_model(small_models)), "--precisions", "fp32",
+               "--out", str(tmp_path / "results"), "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["failed"] == []
+    [profile] = result["profiles"]
+    assert profile["method"] == "op_profile"
+    names = [layer["name"] for layer in profile["layers"]]
+    assert names[0] == "Conv2d_0" and "Conv2d_13_pointwise" in names and "Logits" in names
+    # Each layer's time is the hub's per-layer figure (an average: no median, no CI), mapped by tensor name.
+    timed = [layer for layer in profile["layers"] if layer["mean_ms"]]
+    assert len(timed) >= 28 and all(layer["time_basis"] == "mean" for layer in timed)

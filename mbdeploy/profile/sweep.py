@@ -40,7 +40,7 @@ from mbdeploy.runners.registry import make_runners
 
 METHODS = ("auto", "single_layer", "op_profile")
 # Runners whose tool profiles each node of the whole model itself.
-OP_PROFILE_RUNNERS = ("benchmark_model", "benchmark_app")
+OP_PROFILE_RUNNERS = ("benchmark_model", "benchmark_app", "aihub")
 
 Event = Callable[[str, dict], None]  # "start", "record", "layer", "skip", "unsupported", "wait"
 

@@ -61,13 +61,17 @@ def outcome_from_profile(profile: dict, job_id: str, job_url: str, hub_device: d
     if not raw or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and t >= 0 for t in raw):
         raise RunnerError(f"AI Hub job {job_id} returned no per-inference times")
     layers = []
+    nodes = []  # the layers as op-profile rows, which `mbdeploy profile` maps to the plan's layers
     units: dict[str, int] = {}
-    for layer in profile.get("execution_detail") or []:
+    for order, layer in enumerate(profile.get("execution_detail") or []):
         unit = str(layer.get("compute_unit") or "UNSPECIFIED")
         units[unit] = units.get(unit, 0) + 1
         time_us = layer.get("execution_time")
         layers.append({"name": layer.get("name"), "type": layer.get("type"), "compute_unit": unit,
                        "time_ms": time_us / 1e3 if isinstance(time_us, (int, float)) else None})
+        if isinstance(time_us, (int, float)) and layer.get("name"):
+            nodes.append({"name": f"[{layer['name']}]:{order}", "node_type": layer.get("type") or "UNKNOWN",
+                          "run_order": order, "avg_us": float(time_us), "count": 1, "compute_unit": unit})
 
     def ms(key: str) -> float | None:
         value = summary.get(key)
@@ -91,7 +95,7 @@ def outcome_from_profile(profile: dict, job_id: str, job_url: str, hub_device: d
             "memory_mb": {stage: {"increase": ranges_mb(f"{stage}_memory_increase_range"),
                                   "peak": ranges_mb(f"{stage}_memory_peak_range")}
                           for stage in ("compile", "first_load", "warm_load", "inference")},
-            "compute_units": units, "layers": layers,
+            "compute_units": units, "layers": layers, "op_profile_nodes": nodes,
             "thermal": "unavailable: a hosted phone's temperatures and clocks are not reported",
         },
     )
@@ -101,7 +105,9 @@ class AihubRunner(Runner):
     name = "aihub"
     formats = ("tflite", "onnx")
 
-    def __init__(self, options: TimingOptions, compute_unit: str = "all", **runner_options: object) -> None:
+    def __init__(self, options: TimingOptions, compute_unit: str = "all", op_profiling: bool = True,
+                 **runner_options: object) -> None:
+        # op_profiling: every hub job profiles per layer (profile=True); `mbdeploy profile` asks for it by name.
         if runner_options:
             raise InvalidInput(f"the aihub runner takes no {', '.join(sorted(runner_options))} option; "
                                "it takes --compute-unit")

@@ -17,7 +17,9 @@ one device, as the real server does), model creation, multipart upload and
 its completion, model lookup, inference (profiling) jobs whose state
 advances one step per poll, job results with a profile (raw per-inference
 times, load times, memory ranges, per-layer times and compute units), and
-the faults tests need: a job on a device whose name contains "Failing"
+(per-layer detail names each layer by its op's output tensor in the uploaded
+.tflite, as an op profile does; this naming is our assumption, the client
+passes names through as it gets them), and the faults tests need: a job on a device whose name contains "Failing"
 fails with a message, the first N job submissions answer 429, a wrong
 token answers 401. Jobs and models live in memory and, with --state-file,
 on disk, so a restarted server still knows the jobs a resumed bench
@@ -60,6 +62,26 @@ def _pb():
     from qai_hub import public_api_pb2
 
     return public_api_pb2
+
+
+def graph_ops(data: bytes) -> list[tuple[str, str]]:
+    """(name, type) of each op of an uploaded .tflite, in node order: the hub names a layer by its output tensor.
+
+    A model that is not a TFLite flatbuffer (ONNX, a zipped .mlpackage) gets no per-layer detail here.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    if not schema.Model.ModelBufferHasIdentifier(data, 0):
+        return []
+    model = schema.ModelT.InitFromPackedBuf(data, 0)
+    graph = model.subgraphs[0]
+    names = {value: key for key, value in vars(schema.BuiltinOperator).items() if not key.startswith("_")}
+    ops = []
+    for op in graph.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        kind = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
+        ops.append((graph.tensors[op.outputs[0]].name.decode(), kind))
+    return ops
 
 
 class Hub:
@@ -120,7 +142,8 @@ class Hub:
         pb = _pb()
         done = pb.FileMultipartUploadComplete.FromString(body)
         data = b"".join(self.uploads.pop(f"{model_id}/{index}", b"") for index in range(len(done.etags)))
-        self.models[model_id].update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), complete=True)
+        self.models[model_id].update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), complete=True,
+                                     ops=graph_ops(data))
         self.save()
         return pb.CreateUpdateResponse(id=model_id).SerializeToString()
 
@@ -185,12 +208,10 @@ class Hub:
         times = [base_us + (i * 37 + seed) % 61 for i in range(100)]
         layers = []
         units = ("COMPUTE_UNIT_NPU", "COMPUTE_UNIT_NPU", "COMPUTE_UNIT_GPU", "COMPUTE_UNIT_CPU")
-        for index, (name, kind) in enumerate([("Conv2d_0", "CONV_2D"), ("Conv2d_1_depthwise", "DEPTHWISE_CONV_2D"),
-                                              ("Conv2d_1_pointwise", "CONV_2D"), ("Logits", "CONV_2D"),
-                                              ("Predictions", "SOFTMAX")]):
+        for index, (name, kind) in enumerate(model.get("ops") or []):
             layers.append(pb.LayerDetail(name=name, layer_type_name=kind, id=str(index),
                                          compute_unit=pb.ComputeUnit.Value(units[index % len(units)]),
-                                         execution_time=base_us // 8 + index * 3))
+                                         execution_time=max(1, base_us // 30) + index % 7))
 
         def usage(low: int, high: int):
             return pb.ProfileDetail.MemoryUsage(increase=pb.Range(lower=low // 2, upper=high // 2),
