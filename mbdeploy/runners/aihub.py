@@ -95,7 +95,7 @@ def outcome_from_profile(profile: dict, job_id: str, job_url: str, hub_device: d
             "memory_mb": {stage: {"increase": ranges_mb(f"{stage}_memory_increase_range"),
                                   "peak": ranges_mb(f"{stage}_memory_peak_range")}
                           for stage in ("compile", "first_load", "warm_load", "inference")},
-            "compute_units": units, "layers": layers, "op_profile_nodes": nodes,
+            "compute_units": units, "layers": layers, "op_profile": nodes,
             "thermal": "unavailable: a hosted phone's temperatures and clocks are not reported",
         },
     )
