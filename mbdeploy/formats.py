@@ -22,13 +22,16 @@ class FormatInfo:
     requires: tuple[str, ...]  # importable modules the format needs
     extra: str | None  # the pip extra that installs them
     folder: bool = False  # the artifact is a folder (.mlpackage), not a file
+    # The platform whose own runtime runs the format; elsewhere the host runtime is a slow reference (None: any).
+    native_platform: str | None = None
 
 
 FORMATS: dict[str, FormatInfo] = {info.name: info for info in (
     FormatInfo("tflite", "mbdeploy.export.tflite", "mbdeploy.export.tflite", "ai-edge-litert", ".tflite",
                ("fp32", "fp16", "dynamic", "int8"), ("fp32", "fp16", "dynamic", "int8"), ("tensorflow",), "convert"),
     FormatInfo("coreml", "mbdeploy.export.coreml", "mbdeploy.export.coreml", "coremltools", ".mlpackage",
-               ("fp32", "fp16", "int8", "w8a8"), ("fp16", "int8"), ("coremltools",), "coreml", folder=True),
+               ("fp32", "fp16", "int8", "w8a8"), ("fp16", "int8"), ("coremltools",), "coreml", folder=True,
+               native_platform="darwin"),
     FormatInfo("onnx", "mbdeploy.export.onnx", "mbdeploy.export.onnx", "onnxruntime", ".onnx",
                ("fp32", "int8"), ("fp32", "int8"), ("onnx", "onnxruntime"), "onnx"),
 )}
@@ -39,3 +42,13 @@ PLAIN_SUFFIXES: dict[str, str] = {".tflite": "tflite"}
 
 def format_of_suffix(suffix: str) -> str | None:
     return next((info.name for info in FORMATS.values() if info.suffix == suffix), None)
+
+
+def eval_default_formats(platform: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(formats `eval` runs when none are named, formats it leaves out) on this platform.
+
+    Core ML off macOS runs in the numpy reference executor, about 25x slower than the
+    other runtimes (benchmarks/bench_host_runtimes.py): left out unless named.
+    """
+    chosen = tuple(n for n, f in FORMATS.items() if f.native_platform in (None, platform))
+    return chosen, tuple(n for n in FORMATS if n not in chosen)

@@ -147,3 +147,31 @@ def test_inspect_agrees_with_the_plan(format_name, fp32_models):
     assert [layer["type"] for layer in report["layers"]] == [layer.kind for layer in layer_plan(SPEC)]
     assert report["inputs"][0]["shape"] == [1, SPEC.resolution, SPEC.resolution, 3]
     assert report["outputs"][0]["shape"] == [1, SPEC.classes]
+
+
+def test_eval_leaves_out_formats_whose_host_runtime_is_only_a_reference_here():
+    from mbdeploy.formats import FORMAT_NAMES, eval_default_formats
+
+    on_linux, left_out = eval_default_formats("linux")
+    assert left_out == ("coreml",) and "coreml" not in on_linux and set(on_linux) | {"coreml"} == set(FORMAT_NAMES)
+    assert eval_default_formats("darwin") == (FORMAT_NAMES, ())
+
+
+def test_eval_cli_without_formats_says_which_artifacts_it_left_out(fp32_models, tmp_path):
+    import json
+    import sys
+
+    from support.cli import run_cli
+
+    if sys.platform == "darwin" or not _installed("coreml"):
+        pytest.skip("Core ML has its native runtime here, or no Core ML artifact was built")
+    data = tmp_path / "data" / "5"
+    data.mkdir(parents=True)
+    from PIL import Image
+
+    Image.fromarray((_images(1)[0] * 127.5 + 127.5).astype("uint8")).save(data / "a.png")
+    done = run_cli("eval", "--data", tmp_path / "data", "--models", fp32_models.manifest_path.parent, "--json")
+    assert done.returncode == 0, done.stderr
+    assert "coreml artifacts left out" in done.stderr and "--formats" in done.stderr
+    rows = {row["format"]: row for row in json.loads(done.stdout)}
+    assert rows["coreml"]["status"] == "skipped: format not requested" and rows["onnx"]["status"] != rows["coreml"]["status"]

@@ -28,11 +28,31 @@ def eval_command(data: Path, models: tuple, labels: Path | None, class_names: Pa
     from mbdeploy.evaluate import evaluate, load_dataset
     from mbdeploy.manifest import find_manifests
 
+    if not formats:
+        formats = _default_formats(models)
     dataset = load_dataset(data, labels, class_names, limit)
     total = len(dataset.images) * len(list(find_manifests(models)))
     with warnings_to_stderr(), progress("evaluating", total, enabled=not as_json) as bar:
         results = evaluate(models, dataset, formats or None, bar.advance)
     emit([r.to_dict() for r in results], as_json, lambda _: _render(results, dataset.labelled))
+
+
+def _default_formats(models: tuple) -> tuple[str, ...]:
+    """Every format with a native runtime here; a warning names artifacts left out (Core ML off macOS)."""
+    import sys
+    import warnings
+
+    from mbdeploy.formats import eval_default_formats
+    from mbdeploy.manifest import find_manifests, load_manifest
+
+    chosen, left_out = eval_default_formats(sys.platform)
+    present = sorted({entry.get("format") for manifest in find_manifests(models)
+                      for entry in load_manifest(manifest).get("artifacts", [])} & set(left_out))
+    if present:
+        warnings.warn(f"{', '.join(present)} artifacts left out: off their native platform they run in a slow "
+                      f"reference executor (about 25x slower); name them with --formats to evaluate them anyway",
+                      UserWarning, stacklevel=1)
+    return chosen
 
 
 def _render(results: list, labelled: bool) -> None:
