@@ -57,7 +57,7 @@ def main() -> int:
                 v = artifact["verification"]
                 top1 = "n/a" if v["top1_agreement"] is None else f"{v['top1_agreement']:.2f}"
                 print(f"{label:26s} {artifact['format'] + '/' + artifact['precision']:15s} {v['max_abs_diff']:8.1e} "
-                      f"{v['max_logit_diff']:9.1e} {v['cosine']:7.4f} {v['decisive_probes']:8d} {top1:>5s}  "
+                      f"{'inf' if v['max_logit_diff'] is None else format(v['max_logit_diff'], '.1e'):>9s} {v['cosine']:7.4f} {v['decisive_probes']:8d} {top1:>5s}  "
                       f"{'ok' if v['passed'] else 'FAILED'} {v['tolerance']}")
     return 0
 

@@ -15,6 +15,7 @@ inputs (synthetic images, plus real photos when `--calib` names them).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -94,19 +95,23 @@ def compare(fmt: str, precision: str, outputs: np.ndarray, reference: np.ndarray
     ranked = np.sort(reference, axis=1)
     decisive = (ranked[:, -1] - ranked[:, -2]) >= DECISIVE_MARGIN
     agree = outputs.argmax(1) == reference.argmax(1)
+    # Infinite where one side zeroes a class the other gives >= LOGIT_FLOOR (normal for int8 outputs).
+    logit_diff = max_logit_diff(outputs, reference)
     figures = {
         "verifier": verifier,
         "probes": int(len(reference)),
         "max_abs_diff": float(np.max(np.abs(outputs - reference))),
-        "max_logit_diff": max_logit_diff(outputs, reference),
+        "max_logit_diff": logit_diff if math.isfinite(logit_diff) else None,  # JSON has no Infinity
         "cosine": cosine(outputs, reference),
         "top1_agreement": float(np.mean(agree[decisive])) if decisive.any() else None,
         "decisive_probes": int(decisive.sum()),
         "top1_agreement_all": float(np.mean(agree)),
     }
     failures, notes = [], []
-    if tolerance.max_logit_diff is not None and not figures["max_logit_diff"] <= tolerance.max_logit_diff:
-        failures.append(f"max logit diff {figures['max_logit_diff']:.2e} > {tolerance.max_logit_diff:g}")
+    if tolerance.max_logit_diff is not None and not logit_diff <= tolerance.max_logit_diff:
+        failures.append(f"max logit diff {logit_diff:.2e} > {tolerance.max_logit_diff:g}" if math.isfinite(logit_diff)
+                        else f"max logit diff infinite (a class given >= {LOGIT_FLOOR:g} on one side is 0 on the "
+                             f"other) > {tolerance.max_logit_diff:g}")
     if tolerance.min_cosine is not None and not figures["cosine"] >= tolerance.min_cosine:
         failures.append(f"cosine {figures['cosine']:.4f} < {tolerance.min_cosine}")
     agreement = figures["top1_agreement"]

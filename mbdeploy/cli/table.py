@@ -46,3 +46,7 @@ def _render(rows: list[dict]) -> None:
     out.print(grid)
     for note in notes:
         out.print(note)
+    from mbdeploy.published import KNOWN_DISCREPANCIES
+
+    # Not a row of the grid, but a published figure that disagrees all the same.
+    out.print(f"[{len(notes) + 1}] paper Table 2, Conv 3x3: {KNOWN_DISCREPANCIES['table2:Conv 3x3']}")
