@@ -93,8 +93,14 @@ def heatmap(latest: list[dict], value: str, label: str):
     grid = numpy.full((len(devices), len(artifacts)), numpy.nan)
     for (name, device), v in cells.items():
         grid[devices.index(device), artifacts.index(name)] = v
-    height = 1.6 + 0.16 * len(devices)
-    figure, axes = plt.subplots(figsize=(2.5 + 0.55 * len(artifacts), height), layout="constrained")
+    # Fixed margins in inches, not constrained layout: its text measuring cost more than the drawing.
+    top, bottom, left, right = 0.3, 1.9, 1.2, 1.6
+    height = top + bottom + 0.16 * len(devices)
+    width = left + right + 0.55 * max(len(artifacts), 4)
+    figure = plt.figure(figsize=(width, height))
+    axes = figure.add_axes((left / width, bottom / height, 1 - (left + right) / width, 1 - (top + bottom) / height))
+    bar_height = min(1 - (top + bottom) / height, 6 / height)
+    bar = figure.add_axes((1 - (right - 0.25) / width, 1 - top / height - bar_height, 0.2 / width, bar_height))
     positive = grid[numpy.isfinite(grid) & (grid > 0)]
     norm = LogNorm(vmin=positive.min(), vmax=positive.max()) if positive.size and positive.min() < positive.max() else None
     image = axes.imshow(numpy.ma.masked_invalid(grid), aspect="auto", cmap="viridis", norm=norm,
@@ -103,7 +109,7 @@ def heatmap(latest: list[dict], value: str, label: str):
     axes.set_yticks(range(len(devices)), devices, fontsize=6 if len(devices) > 40 else 8)
     axes.set_xlabel("model, format, precision")
     axes.set_ylabel(f"device ({len(devices)}, fastest first)")
-    figure.colorbar(image, ax=axes, label=label, shrink=min(1.0, 8 / height + 0.2))
+    figure.colorbar(image, cax=bar, label=label)
     return figure
 
 
@@ -128,8 +134,11 @@ def small_multiples(latest: list[dict]):
     names = sorted(panels)
     columns = min(PANEL_COLUMNS, len(names))
     lines = math.ceil(len(names) / columns)
-    figure, axes_grid = plt.subplots(lines, columns, figsize=(4.2 * columns, 3.4 * lines), squeeze=False,
-                                     sharex=True, sharey=True, layout="constrained")
+    height = 0.5 + 3.2 * lines
+    figure, axes_grid = plt.subplots(lines, columns, figsize=(4.2 * columns, height), squeeze=False,
+                                     sharex=True, sharey=True)
+    figure.subplots_adjust(left=0.08, right=0.98, bottom=0.6 / height, top=1 - 0.5 / height, wspace=0.08,
+                           hspace=0.3)  # fixed margins: constrained layout's text measuring cost more than drawing
     for i, name in enumerate(names):
         axes = axes_grid[i // columns][i % columns]
         by_device = panels[name]
@@ -155,7 +164,7 @@ def small_multiples(latest: list[dict]):
     for row in axes_grid:
         row[0].set_ylabel("median latency (ms)")
     figure.legend([Line2D([], [], color="#4477aa", alpha=0.5), Line2D([], [], color="#cc3311", linewidth=2)],
-                  ["one device", "fleet median"], loc="outside upper right", fontsize=8)
+                  ["one device", "fleet median"], loc="upper right", ncols=2, fontsize=8)
     return figure
 
 

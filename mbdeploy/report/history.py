@@ -13,11 +13,12 @@ import datetime
 import html
 from pathlib import Path
 
-from mbdeploy.compare import REGRESSIONS, judge
+from mbdeploy.compare import REGRESSIONS, UNCONFIRMED, judge
 from mbdeploy.errors import InvalidInput
 from mbdeploy.records.reader import config_names, match_key
 from mbdeploy.report.figures import FigureOutput
 
+MARKED = (*REGRESSIONS, UNCONFIRMED)
 MAX_PANELS = 12  # match keys drawn; regressions first, the table lists every regression
 PANEL_COLUMNS = 3
 FIGURE_NAMES = ("history",)
@@ -78,7 +79,7 @@ def judged_history(rows: list[dict], threshold: float = 0.05) -> dict[tuple, lis
 def _panel_keys(judged: dict) -> list[tuple]:
     """The keys drawn: the most recent regressions first, then the longest histories."""
     def latest_regression(key: tuple) -> str:
-        return max((r.get("started_at") or "" for r, verdict, _ in judged[key] if verdict in REGRESSIONS), default="")
+        return max((r.get("started_at") or "" for r, verdict, _ in judged[key] if verdict in MARKED), default="")
 
     flagged = sorted((k for k in judged if latest_regression(k)), key=latest_regression, reverse=True)
     rest = sorted((k for k in judged if not latest_regression(k)), key=lambda k: (-len(judged[k]), k))
@@ -86,6 +87,7 @@ def _panel_keys(judged: dict) -> list[tuple]:
 
 
 def history_figure(judged: dict, keys: list[tuple], names: dict[str, str]):
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.lines import Line2D
 
     from mbdeploy.report.figures import pyplot
@@ -93,8 +95,11 @@ def history_figure(judged: dict, keys: list[tuple], names: dict[str, str]):
     plt = pyplot()
     columns = min(PANEL_COLUMNS, len(keys))
     lines = -(-len(keys) // columns)
-    figure, grid = plt.subplots(lines, columns, figsize=(4.4 * columns, 3.0 * lines), squeeze=False,
-                                layout="constrained")
+    height = 0.7 + 3.0 * lines
+    figure, grid = plt.subplots(lines, columns, figsize=(4.4 * columns, height), squeeze=False)
+    # Fixed margins, not constrained layout: measuring every tick label cost more than drawing the panels.
+    figure.subplots_adjust(left=0.08, right=0.98, bottom=0.9 / height, top=1 - 0.7 / height, wspace=0.25,
+                           hspace=0.6)
     for i, key in enumerate(keys):
         axes = grid[i // columns][i % columns]
         ok = [(when(r.get("started_at")), r, verdict) for r, verdict, _ in judged[key]
@@ -110,9 +115,15 @@ def history_figure(judged: dict, keys: list[tuple], names: dict[str, str]):
             bad = [(t, r) for t, r, verdict in ok if verdict in REGRESSIONS]
             axes.scatter([t for t, _ in bad], [r["latency_ms_median"] for _, r in bad], color="#cc3311", marker="X",
                          s=60, zorder=3)
+            maybe = [(t, r) for t, r, verdict in ok if verdict == UNCONFIRMED]
+            axes.scatter([t for t, _ in maybe], [r["latency_ms_median"] for _, r in maybe], facecolors="none",
+                         edgecolors="#ee7733", marker="o", s=60, linewidths=1.5, zorder=3)
         device, model, fmt, precision, config = key
         axes.set_title(f"{device}\n{model} {fmt} {precision} ({names.get(config, config)})", fontsize=8)
-        axes.tick_params(axis="x", labelsize=7, rotation=30)
+        locator = AutoDateLocator(minticks=2, maxticks=6)
+        axes.xaxis.set_major_locator(locator)
+        axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+        axes.tick_params(axis="x", labelsize=7)
         axes.tick_params(axis="y", labelsize=7)
         axes.grid(True, alpha=0.3)
     for j in range(len(keys), lines * columns):
@@ -120,8 +131,10 @@ def history_figure(judged: dict, keys: list[tuple], names: dict[str, str]):
     for row in grid:
         row[0].set_ylabel("median latency (ms)")
     figure.legend([Line2D([], [], color="#4477aa", marker="o"), Line2D([], [], color="#4477aa", alpha=0.3, linewidth=6),
-                   Line2D([], [], color="#cc3311", marker="X", linestyle="")],
-                  ["median", "95% CI", "regression (as compare judges it)"], loc="outside upper right", fontsize=8)
+                   Line2D([], [], color="#cc3311", marker="X", linestyle=""),
+                   Line2D([], [], markeredgecolor="#ee7733", markerfacecolor="none", marker="o", linestyle="")],
+                  ["median", "95% CI", "regression (as compare judges it)", "slower, unconfirmed (within-session CIs)"],
+                  loc="upper right", ncols=4, fontsize=8)
     return figure
 
 
@@ -140,10 +153,13 @@ def history_view(runs: list, rows: list[dict], out_dir: Path, threshold: float =
     labels = {run.run_id: run_label(run) for run in runs}
     regressions = [(key, row, verdict, change) for key, points in judged.items() for row, verdict, change in points
                    if verdict in REGRESSIONS]
+    unconfirmed = [(key, row, verdict, change) for key, points in judged.items() for row, verdict, change in points
+                   if verdict == UNCONFIRMED]
     regressions.sort(key=lambda item: item[1].get("started_at") or "", reverse=True)
     body = [[row.get("started_at"), row["run_id"], labels.get(row["run_id"]), key[0], key[1], key[2], key[3],
              names.get(key[4], key[4]), row["latency_ms_median"], change, verdict]
-            for key, row, verdict, change in regressions]
+            for key, row, verdict, change in regressions + sorted(unconfirmed, key=lambda i: i[1].get("started_at") or "",
+                                                                  reverse=True)]
     ordered = sorted(runs, key=lambda run: (run_time(run) or datetime.datetime.min.replace(tzinfo=datetime.timezone.utc)))
     run_rows = [[run.run_id, (run_time(run).strftime("%Y-%m-%d %H:%M") if run_time(run) else None),
                  run.meta.get("label"), run_label(run).removeprefix(f"{run.meta.get('label')}; ")
@@ -151,11 +167,13 @@ def history_view(runs: list, rows: list[dict], out_dir: Path, threshold: float =
     page = (f"<h2>History</h2><p>{len(judged)} match keys (device, model, format, precision, runner config) "
             f"measured in two runs or more. Each record is judged against the key's previous one as "
             f"<code>mbdeploy compare</code> judges two runs (threshold {threshold:.0%}); "
-            f"{len(regressions)} would be called a regression (marked with a red cross). The panels show "
+            f"{len(regressions)} would be called a regression (a red cross) and {len(unconfirmed)} a slow-down "
+            "beyond the threshold that within-session CIs alone cannot confirm (an orange ring; "
+            "<code>bench --repeat K</code> gives the between-session CI that can). The panels show "
             f"the {len(keys)} keys with the most recent regressions, then the longest histories; focus with "
             "<code>--device</code>, <code>--model</code> and <code>--since DATE</code>.</p>"
             + figure_html(figure, out_dir)
-            + "<h3>Regressions</h3>"
+            + "<h3>Regressions and unconfirmed slow-downs</h3>"
             + (table(["started", "run", "label, tools", "device", "model", "format", "precision", "config",
                       "median ms", "change", "verdict"], body) if body else "<p>None.</p>")
             + "<h3>Runs over time</h3>"

@@ -116,6 +116,19 @@ def run_metadata(runs: list) -> str:  # list[Run]
     return "".join(blocks)
 
 
+# Past this many records the page lists the latest record per match key (results.csv holds them all).
+MAX_TABLE_ROWS = 2000
+
+
+def _records_section(all_rows: list[dict], latest: list[dict]) -> str:
+    if len(all_rows) <= MAX_TABLE_ROWS:
+        return "<h2>Every record</h2><p>Rows shaded orange were throttled; red ones failed.</p>" + records_table(all_rows)
+    return (f"<h2>Latest records</h2><p>{len(all_rows):,} records are too many for one page: this lists the latest "
+            f"successful record of each of the {len(latest):,} match keys (device, model, format, precision, runner "
+            'config); every record is in <a href="results.csv">results.csv</a>. Rows shaded orange were throttled.</p>'
+            + records_table(latest))
+
+
 def render_page(*, runs: list, all_rows: list[dict], latest: list[dict], fits: dict, figures: list[FigureOutput],
                 out_dir: Path, generated_at: str, extra_sections: Sequence[str] = ()) -> str:
     sections = [
@@ -126,7 +139,7 @@ def render_page(*, runs: list, all_rows: list[dict], latest: list[dict], fits: d
         "<h2>Devices</h2>" + device_summary(all_rows, latest, fits),
         "<h2>Figures</h2>" + "".join(_figure(f, out_dir) for f in figures),
         *extra_sections,
-        "<h2>Every record</h2><p>Rows shaded orange were throttled; red ones failed.</p>" + records_table(all_rows),
+        _records_section(all_rows, latest),
         "<h2>Runs</h2>" + run_metadata(runs),
     ]
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
