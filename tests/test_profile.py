@@ -243,9 +243,10 @@ def _synthetic(spec: ModelSpec, precision: str = "fp32") -> ProfiledModel:
         a, b, c = TRUE_COSTS[layer.kind]
         moved = layer.bytes_moved(precision)
         samples.append(LayerSample(spec.name, layer.kind, layer.macs, moved,
-                                   a * layer.macs / 1e9 + b * moved / 1e6 + c))
+                                   a * layer.macs / 1e9 + b * moved / 1e6 + c, layer.activation_elements * 4))
     total = sum(s.ms for s in samples)
-    return ProfiledModel(spec.name, 0.9 * total + 0.05, tuple(samples))
+    activation_mb = sum(s.activation_bytes for s in samples) / 1e6
+    return ProfiledModel(spec.name, 0.95 * total - 0.02 * activation_mb, tuple(samples))
 
 
 def test_layer_model_recovers_known_costs_and_predicts_off_the_grid():
@@ -259,7 +260,7 @@ def test_layer_model_recovers_known_costs_and_predicts_off_the_grid():
         if kind == "logits":  # MACs and bytes both follow the input width alone: only their sum is fixed
             continue
         assert (cost.ms_per_gmac, cost.ms_per_mb, cost.ms_fixed) == pytest.approx((a, b, c), rel=1e-6, abs=1e-9)
-    assert (model.scale, model.offset_ms) == pytest.approx((0.9, 0.05), rel=1e-6)
+    assert (model.scale, model.per_activation_mb) == pytest.approx((0.95, -0.02), rel=1e-6)
     assert max(abs(e) for e in model.loo_errors) < 1e-6 and len(model.loo_errors) == 4
     for spec in [*grid_specs(), ModelSpec(1.4, 256), ModelSpec(0.6, 200)]:
         assert model.predict(spec) == pytest.approx(_synthetic(spec).whole_ms, rel=1e-6)

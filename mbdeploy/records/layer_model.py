@@ -16,9 +16,15 @@ every profiled model counts alike, with no negative cost: a coefficient that
 comes out negative is dropped and the rest refitted (active set), and a
 feature that does not vary within a type (the softmax's bytes when every
 model has 1001 classes) is left to c. A layer alone is not the layer in the
-graph (caches, the invoke's own overhead), so the whole model is then
-`scale x (sum of layers) + offset`, both fitted on the profiled models' whole
-times (also non-negative).
+graph, so the whole model is then
+
+    whole = scale x (sum of layers) + per_activation_mb x (activation MB)
+
+both fitted on the profiled models' whole times (relative least squares).
+`per_activation_mb` comes out negative where a layer's input, which in the
+graph the layer before has just written into the cache, costs more to read
+when the layer is timed alone; `scale` takes what is proportional (one
+invoke's fixed cost paid per layer instead of once, on small models).
 
 The honest error is out of sample: `loo_errors` refits without each profiled
 model and predicts its whole time; `select` reports the error on the
@@ -27,6 +33,7 @@ measured models the fit did not see when there are any.
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -35,7 +42,7 @@ import numpy as np
 
 from mbdeploy.architecture import ModelSpec
 from mbdeploy.errors import ResultsError
-from mbdeploy.layer_accounting import ProfileLayer, profile_layers
+from mbdeploy.layer_accounting import ELEMENT_BYTES, ProfileLayer, element_bytes, profile_layers
 
 FEATURES = ("ms_per_gmac", "ms_per_mb", "ms_fixed")
 
@@ -49,6 +56,7 @@ class LayerSample:
     macs: int
     bytes_moved: int
     ms: float
+    activation_bytes: int = 0  # the activations it reads and writes (part of bytes_moved)
 
 
 @dataclass(frozen=True)
@@ -73,8 +81,8 @@ class TypeCost:
 class LayerModel:
     precision: str
     costs: dict[str, TypeCost]
-    scale: float  # whole = scale x (sum of predicted layers) + offset_ms
-    offset_ms: float
+    scale: float  # whole = scale x (sum of predicted layers) + per_activation_mb x activation MB
+    per_activation_mb: float
     models: tuple[str, ...]
     loo_errors: tuple[float, ...] = field(default=())  # signed relative errors, one per profiled model left out
 
@@ -92,10 +100,12 @@ class LayerModel:
 
     def predict(self, spec: ModelSpec) -> float:
         """The whole model's latency (ms) of any family member, on the grid or off it."""
-        return self.scale * self.sum_of_layers(spec) + self.offset_ms
+        activation = element_bytes(self.precision)[0]
+        moved = sum(layer.activation_elements * activation for layer in profile_layers(spec))
+        return self.scale * self.sum_of_layers(spec) + self.per_activation_mb * moved / 1e6
 
     def to_dict(self) -> dict:
-        return {"precision": self.precision, "scale": self.scale, "offset_ms": self.offset_ms,
+        return {"precision": self.precision, "scale": self.scale, "per_activation_mb": self.per_activation_mb,
                 "models": list(self.models), "loo_errors": list(self.loo_errors),
                 "loo_median_abs_error": self.loo_median_abs_error,
                 "costs": {kind: {"ms_per_gmac": c.ms_per_gmac, "ms_per_mb": c.ms_per_mb, "ms_fixed": c.ms_fixed,
@@ -137,59 +147,68 @@ def _fit(models: Sequence[ProfiledModel], precision: str) -> tuple[dict[str, Typ
             by_kind.setdefault(sample.kind, []).append((sample, 1.0 / model.whole_ms))
     costs = {kind: _type_cost([s for s, _ in rows], [w for _, w in rows]) for kind, rows in by_kind.items()}
     sums = np.array([sum(costs[s.kind].ms(s.macs, s.bytes_moved) for s in model.layers) for model in models])
+    moved = np.array([sum(s.activation_bytes for s in model.layers) / 1e6 for model in models])
     wholes = np.array([model.whole_ms for model in models])
-    if len(models) >= 2:
-        scale, offset = nonnegative_least_squares(np.stack([sums, np.ones(len(models))], axis=1), wholes,
-                                                  1.0 / wholes ** 2)
-    else:
-        scale, offset = float(wholes[0] / sums[0]) if sums[0] > 0 else 1.0, 0.0
-    return costs, float(scale), float(offset)
+    w = (1.0 / wholes)[:, None]
+    scale, per_mb = 0.0, 0.0
+    if len(models) >= 2 and np.ptp(moved) > 0:
+        scale, per_mb = np.linalg.lstsq(np.stack([sums, moved], axis=1) * w, wholes * w[:, 0], rcond=None)[0]
+    if scale <= 0:  # one model, or a fit that makes no sense: the ratio alone
+        scale, per_mb = float(np.sum(sums / wholes) / np.sum(sums ** 2 / wholes ** 2)), 0.0
+    return costs, float(scale), float(per_mb)
 
 
 def fit_layer_model(models: Sequence[ProfiledModel], precision: str) -> LayerModel:
-    """Fit the per-type costs and the graph's scale and offset; leave-one-model-out errors with >= 3 models."""
+    """Fit the per-type costs and the graph's two terms; leave-one-model-out errors with >= 3 models."""
     if not models:
         raise ResultsError("cannot fit a layer model without a profiled model")
     if any(m.whole_ms <= 0 or not m.layers for m in models):
         raise ResultsError("every profiled model needs a positive whole time and its layers")
-    costs, scale, offset = _fit(models, precision)
+    costs, scale, per_mb = _fit(models, precision)
     loo: list[float] = []
     if len(models) >= 3:
         for i, left_out in enumerate(models):
             rest = [m for j, m in enumerate(models) if j != i]
-            rest_costs, rest_scale, rest_offset = _fit(rest, precision)
+            rest_costs, rest_scale, rest_per_mb = _fit(rest, precision)
             if any(s.kind not in rest_costs for s in left_out.layers):
                 loo = []
                 break
             total = sum(rest_costs[s.kind].ms(s.macs, s.bytes_moved) for s in left_out.layers)
-            predicted = rest_scale * total + rest_offset
+            predicted = rest_scale * total + rest_per_mb * sum(s.activation_bytes for s in left_out.layers) / 1e6
             loo.append((predicted - left_out.whole_ms) / left_out.whole_ms)
-    return LayerModel(precision, costs, scale, offset, tuple(m.name for m in models), tuple(loo))
+    return LayerModel(precision, costs, scale, per_mb, tuple(m.name for m in models), tuple(loo))
 
 
 # --- from records -----------------------------------------------------------------
 
 
-def profiled_models(whole_records: Iterable[dict], layer_records: Iterable[dict]) -> dict[tuple, list[ProfiledModel]]:
-    """Profiles with every layer timed, grouped by (device, format, precision, config key)."""
+def profiled_models(whole_records: Iterable[dict], layer_records: Iterable[dict],
+                    statistic: str = "median") -> dict[tuple, list[ProfiledModel]]:
+    """Profiles with every layer timed, grouped by (device, format, precision, config key).
+
+    `statistic`: which figure of the latency blocks to fit (the median; `min` is a load-robust diagnostic).
+    """
     from mbdeploy.records.layers import latest_layers, layer_time, whole_key
 
     wholes = {}
     for record in sorted(whole_records, key=lambda r: r.get("started_at") or ""):
-        if record.get("status") == "ok" and (record.get("latency_ms") or {}).get("median"):
+        if record.get("status") == "ok" and (record.get("latency_ms") or {}).get(statistic):
             wholes[whole_key(record)] = record
     groups: dict[tuple, dict[str, ProfiledModel]] = {}
     for key, layers in sorted(latest_layers(layer_records).items()):
         whole = wholes.get(key)
-        times = [layer_time(r)[0] for r in layers]
+        times = [layer_time(r, statistic)[0] for r in layers]
         if whole is None or any(t is None or t <= 0 for t in times):
             continue
         artifact = layers[0]["artifact"]
+        activation = element_bytes(artifact["precision"])[0] if artifact["precision"] in ELEMENT_BYTES else 4
         samples = tuple(LayerSample(artifact["name"], r["layer"]["kind"], r["layer"]["macs"], r["layer"]["bytes_moved"],
-                                    t) for r, t in zip(layers, times))
+                                    t, activation * (math.prod(r["layer"]["input_shape"])
+                                                     + math.prod(r["layer"]["output_shape"])))
+                        for r, t in zip(layers, times))
         group = (key[0], artifact["format"], artifact["precision"], key[3])
         groups.setdefault(group, {})[artifact["name"]] = ProfiledModel(artifact["name"],
-                                                                       whole["latency_ms"]["median"], samples)
+                                                                       whole["latency_ms"][statistic], samples)
     return {group: list(models.values()) for group, models in groups.items()}
 
 

@@ -25,10 +25,14 @@ def whole_key(record: dict) -> tuple[str, str, str, str]:
     return record["device"]["id"], record["artifact"]["name"], record["artifact"]["sha256"], record["config_key"]
 
 
-def layer_time(record: dict) -> tuple[float | None, str | None]:
+def layer_time(record: dict, statistic: str = "median") -> tuple[float | None, str | None]:
+    """(time ms, which statistic): the median, else the mean (an op profile); or the statistic asked for."""
     latency = record.get("latency_ms") or {}
     if record.get("status") != "ok":
         return None, None
+    if statistic != "median":
+        value = latency.get(statistic)
+        return (float(value), statistic) if value is not None else (None, None)
     if latency.get("median") is not None:
         return float(latency["median"]), "median"
     if latency.get("mean") is not None:
