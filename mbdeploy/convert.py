@@ -21,10 +21,11 @@ from typing import Callable
 from mbdeploy.accounting import model_cost
 from mbdeploy.architecture import ModelSpec, model_name, validate_alpha, validate_resolution, warn_if_unusual_resolution
 from mbdeploy.atomic import sha256_file
-from mbdeploy.errors import InvalidInput, VerificationError
+from mbdeploy.errors import InvalidInput, ManifestError, VerificationError
 from mbdeploy.export import FORMATS, plan_exports
-from mbdeploy.manifest import PREPROCESSING, SCHEMA, artifact_digest, load_manifest, manifest_path, save_manifest, tool_versions
-from mbdeploy.preprocessing import image_files
+from mbdeploy.manifest import (MANIFEST_NAME, PREPROCESSING, SCHEMA, artifact_digest, checked_artifact, load_manifest,
+                               manifest_lock, manifest_path, update_manifest, tool_versions)
+from mbdeploy.preprocessing import image_files, readable_images
 from mbdeploy.tf_runtime import require_tensorflow
 from mbdeploy.weights import source_of
 
@@ -136,11 +137,13 @@ def weights_fingerprint(path: Path | None, alpha: float, seed: int) -> str:
 
 
 def calibration_fingerprint(calib_dir: Path | None, seed: int) -> str:
+    """Exactly the images calibration reads (the first CALIBRATION_LIMIT that decode), by relative path and content."""
     if calib_dir is None:
         return f"synthetic:{SYNTHETIC_CALIBRATION}:seed={seed}"
     digest = hashlib.sha256()
-    for path in image_files(Path(calib_dir))[:CALIBRATION_LIMIT * 4]:
-        digest.update(path.name.encode())
+    images, _ = readable_images(Path(calib_dir), CALIBRATION_LIMIT)
+    for path in images:
+        digest.update(path.relative_to(calib_dir).as_posix().encode() + b"\0")
         digest.update(sha256_file(path).encode())
     return digest.hexdigest()
 
@@ -174,11 +177,11 @@ def artifact_filename(name: str, fmt: str, precision: str) -> str:
 def up_to_date(model_dir: Path, artifact: dict | None, key: str) -> bool:
     if not artifact or artifact.get("build_key") != key:
         return False
-    path = model_dir / artifact["path"]
-    if not path.exists():
-        return False
-    size, digest = artifact_digest(path)  # an .mlpackage folder is hashed file by file
-    return size == artifact.get("bytes") and digest == artifact.get("sha256")
+    try:  # the path stays in the folder, the size is compared before hashing
+        checked_artifact(manifest_path(model_dir), artifact)
+    except ManifestError:
+        return False  # rebuilt, and the entry replaced with the file's true path
+    return True
 
 
 def convert_model(request: ConvertRequest, progress: Progress | None = None) -> ConvertResult:
@@ -194,7 +197,10 @@ def convert_model(request: ConvertRequest, progress: Progress | None = None) -> 
     keys = {pair: build_key(*pair, fingerprint, request, calib, tools) for pair in pairs}
 
     _remove_stale_temporaries(model_dir)
-    manifest = _existing_manifest(model_dir, fingerprint)
+    with manifest_lock(model_dir):
+        manifest = _existing_manifest(model_dir, fingerprint)
+        if manifest is None and manifest_path(model_dir).exists():
+            _supersede(model_dir, say)
     current = {(a["format"], a["precision"]): a for a in manifest["artifacts"]} if manifest else {}
     todo = [pair for pair in pairs if not up_to_date(model_dir, current.get(pair), keys[pair])]
     reused = [f"{f}/{p}" for f, p in pairs if (f, p) not in todo]
@@ -203,19 +209,25 @@ def convert_model(request: ConvertRequest, progress: Progress | None = None) -> 
         return ConvertResult(manifest_path(model_dir), manifest, [], reused)
 
     job = _prepare_job(request, todo, say)
-    if manifest is None:
-        manifest = _new_manifest(job, tools)
-    manifest["tools"] = tools
+    fresh = _new_manifest(job, tools)
     failures, built = [], []
     for fmt, precision in todo:
         say(f"{name}: {fmt} {precision}")
         artifact = _build_artifact(job, fmt, precision, model_dir, request, keys[(fmt, precision)])
-        manifest["artifacts"] = [
-            a for a in manifest["artifacts"] if (a["format"], a["precision"]) != (fmt, precision)
-        ] + [artifact]
-        # Accuracy measured on the old file says nothing about the new one.
-        manifest.get("accuracy", {}).pop(f"{fmt}/{precision}", None)
-        save_manifest(model_dir, manifest)  # after each artifact: an interrupt keeps what is done
+
+        def merge(current: dict | None, artifact: dict = artifact) -> dict:
+            # Re-read under the lock: another convert or an eval may have written since we started.
+            if current is None or current.get("weights", {}).get("sha256") != fingerprint:
+                current = dict(fresh, artifacts=[])
+            current["tools"] = tools
+            current["artifacts"] = [a for a in current["artifacts"]
+                                    if (a.get("format"), a.get("precision")) != (artifact["format"], artifact["precision"])
+                                    ] + [artifact]
+            # Accuracy measured on the old file says nothing about the new one.
+            current.get("accuracy", {}).pop(f"{artifact['format']}/{artifact['precision']}", None)
+            return current
+
+        manifest = update_manifest(model_dir, merge)  # after each artifact: an interrupt keeps what is done
         built.append(f"{fmt}/{precision}")
         verification = artifact["verification"]
         if not verification.get("skipped") and not verification["passed"]:
@@ -237,6 +249,34 @@ def _remove_stale_temporaries(model_dir: Path) -> None:
     if model_dir.is_dir():
         for leftover in model_dir.glob(".*.tmp"):
             shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+
+
+def _supersede(model_dir: Path, say: Progress) -> None:
+    """Other weights (or an unreadable manifest) in this folder: move its model files and manifest aside.
+
+    They go to `superseded-<UTC time>/` inside the folder (the manifest renamed
+    `manifest.json.old`), so nothing of the user's is deleted, and bench, which
+    times only what a manifest lists where one exists, never times them.
+    """
+    import datetime
+    import shutil
+
+    from mbdeploy.formats import FORMATS
+
+    if not model_dir.is_dir():
+        return
+    suffixes = {info.suffix for info in FORMATS.values()}
+    old = [p for p in sorted(model_dir.iterdir())
+           if p.name == MANIFEST_NAME or (p.suffix in suffixes and not p.name.startswith("."))]
+    if not old:
+        return
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    aside = model_dir / f"superseded-{stamp}"
+    aside.mkdir(exist_ok=True)
+    for path in old:
+        shutil.move(str(path), aside / (path.name + ".old" if path.name == MANIFEST_NAME else path.name))
+    warnings.warn(f"{model_dir} held a model from other weights: {len(old)} file(s) moved to {aside}", stacklevel=3)
+    say(f"moved {len(old)} superseded file(s) to {aside}")
 
 
 def _existing_manifest(model_dir: Path, fingerprint: str) -> dict | None:

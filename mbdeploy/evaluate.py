@@ -31,7 +31,8 @@ from typing import Callable, Iterable
 from mbdeploy.errors import InvalidInput, ManifestError, MissingDependency
 from mbdeploy.export import predictor
 from mbdeploy.formats import FORMATS
-from mbdeploy.manifest import artifact_file, artifact_key, find_manifests, load_manifest, save_manifest, tool_versions
+from mbdeploy.manifest import (artifact_key, checked_artifact, find_manifests, load_manifest, tool_versions,
+                               update_manifest)
 from mbdeploy.preprocessing import IMAGE_SUFFIXES, is_image_file, model_input
 
 IMAGENET_CLASSES = 1000
@@ -201,6 +202,10 @@ def evaluate_manifest(manifest_file: Path, dataset: Dataset, formats: Iterable[s
     preprocessing = manifest.get("preprocessing", {})
     label_offset = int(preprocessing.get("label_offset", 1 if manifest["spec"].get("classes") == 1001 else 0))
     results, predictors = [], []
+    # Checked as bench checks them (path inside the folder, size and sha256) before any is run:
+    # a swapped file must not have its top-1 written into another artifact's entry.
+    checked = {id(a): checked_artifact(manifest_file, a)[0] for a in manifest["artifacts"]
+               if not formats or a["format"] in formats}
     for artifact in manifest["artifacts"]:
         result = ArtifactResult(manifest["name"], artifact["format"], artifact["precision"])
         results.append(result)
@@ -215,7 +220,7 @@ def evaluate_manifest(manifest_file: Path, dataset: Dataset, formats: Iterable[s
                              + "); reconvert, or accept it with convert --no-verify")
             continue
         try:
-            predictors.append((result, predictor(artifact["format"], artifact_file(manifest_file, artifact))))
+            predictors.append((result, predictor(artifact["format"], checked[id(artifact)])))
         except (InvalidInput, MissingDependency) as exc:
             result.status = f"skipped: {exc.message}"
         except (KeyError, ValueError, RuntimeError) as exc:  # a runtime that cannot load the file
@@ -258,7 +263,8 @@ def evaluate_manifest(manifest_file: Path, dataset: Dataset, formats: Iterable[s
             result.status = UNTRAINED_STATUS
         warnings.warn(f"{manifest['name']} has seeded random weights: its top-1 is chance level, recorded as "
                       "meaningless and used by neither select nor report", stacklevel=2)
-    _record(manifest_file, results, dataset, trained=manifest.get("weights", {}).get("trained") is not False)
+    _record(manifest_file, results, dataset, trained=manifest.get("weights", {}).get("trained") is not False,
+            evaluated={artifact_key(a): a["sha256"] for a in manifest["artifacts"]})
     return results
 
 
@@ -278,14 +284,28 @@ def _compare_with_fp32(results: list[ArtifactResult]) -> None:
             result.top1_drop_vs_fp32_points = reference.top1_percent - result.top1_percent
 
 
-def _record(manifest_file: Path, results: list[ArtifactResult], dataset: Dataset, trained: bool) -> None:
-    manifest = load_manifest(manifest_file)  # re-read: keep anything written since we started
+def _record(manifest_file: Path, results: list[ArtifactResult], dataset: Dataset, trained: bool,
+            evaluated: dict[str, str]) -> None:
+    """Write the accuracy entries under the folder's lock, into the manifest as it is then (`update_manifest`).
+
+    `evaluated` maps each artifact key to the sha256 that was run: an artifact
+    rebuilt meanwhile by a convert gets no entry (its file is not the one measured).
+    """
+    update_manifest(Path(manifest_file).parent,
+                    lambda current: _with_accuracy(current, manifest_file, results, dataset, trained, evaluated))
+
+
+def _with_accuracy(manifest: dict | None, manifest_file: Path, results: list[ArtifactResult], dataset: Dataset,
+                   trained: bool, evaluated: dict[str, str]) -> dict:
+    if manifest is None:
+        raise ManifestError(f"{manifest_file} disappeared or became unreadable while eval ran")
     accuracy = manifest.setdefault("accuracy", {})
     when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     tools = tool_versions()
     for artifact in manifest["artifacts"]:
         result = next((r for r in results if r.format == artifact["format"] and r.precision == artifact["precision"]), None)
-        if result is None or result.status not in ("ok", UNTRAINED_STATUS):
+        if (result is None or result.status not in ("ok", UNTRAINED_STATUS)
+                or evaluated.get(artifact_key(artifact)) != artifact.get("sha256")):
             continue
         entry = {
             "images": result.images,
@@ -307,7 +327,7 @@ def _record(manifest_file: Path, results: list[ArtifactResult], dataset: Dataset
                                                 "agreement_with_fp32_percent": entry["agreement_with_fp32_percent"],
                                                 "agreement_images": result.images,
                                                 "agreement_dataset_fingerprint": entry["dataset_fingerprint"]}
-    save_manifest(Path(manifest_file).parent, manifest)
+    return manifest
 
 
 def evaluate(models: Iterable[Path], dataset: Dataset, formats: Iterable[str] | None = None,

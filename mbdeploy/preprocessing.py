@@ -52,28 +52,46 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if p.is_file())
 
 
+def readable_images(folder: Path, limit: int | None = None) -> tuple[list[Path], list[Path]]:
+    """(the first `limit` files under `folder` that decode as images, the files skipped before them).
+
+    The one choice of calibration images: conversion reads exactly these, and
+    the build key hashes exactly these.
+    """
+    from PIL import Image
+
+    images, skipped = [], []
+    for path in image_files(folder):
+        if limit is not None and len(images) >= limit:
+            break
+        try:
+            with Image.open(path) as image:
+                image.load()
+        except Exception:  # Pillow raises several types for a non-image
+            skipped.append(path)
+        else:
+            images.append(path)
+    return images, skipped
+
+
 def load_image_folder(folder: Path, resolution: int, limit: int | None = None) -> np.ndarray:
-    """Every readable image under `folder` as a float batch; others skipped with a warning."""
+    """Every readable image under `folder` (the first `limit`) as a float batch; others skipped with a warning."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InvalidInput(f"calibration folder {folder} does not exist or is not a folder")
-    batch, skipped = [], []
-    for path in image_files(folder):
-        if limit is not None and len(batch) >= limit:
-            break
-        try:
-            batch.append(normalize(load_image(path, resolution)))
-        except Exception:  # Pillow raises several types for a non-image
-            skipped.append(path.name)
+    images, skipped = readable_images(folder, limit)
     if skipped:
-        shown = ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+        shown = ", ".join(p.name for p in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
         warnings.warn(f"skipped {len(skipped)} non-image file(s) in {folder}: {shown}", stacklevel=2)
-    if not batch:
+    if not images:
         raise InvalidInput(
             f"calibration folder {folder} holds no readable images "
             f"(allowed: {', '.join(sorted(IMAGE_SUFFIXES))})"
         )
-    return np.stack(batch)
+    try:
+        return np.stack([normalize(load_image(path, resolution)) for path in images])
+    except OSError as exc:
+        raise InvalidInput(f"calibration image changed while it was read: {exc}") from None
 
 
 def synthetic_images(count: int, resolution: int, seed: int) -> np.ndarray:

@@ -11,7 +11,7 @@ from support.cli import run_cli
 
 from mbdeploy.errors import InvalidInput
 from mbdeploy.evaluate import ClassNames, evaluate, load_dataset
-from mbdeploy.manifest import PREPROCESSING, SCHEMA, load_manifest, save_manifest
+from mbdeploy.manifest import PREPROCESSING, SCHEMA, artifact_digest, load_manifest, save_manifest
 
 PHOTOS = {"cat.bmp": "Egyptian cat", "bird.bmp": "chickadee", "hot_dog.jpg": "hotdog, hot dog, red hot"}
 
@@ -33,9 +33,9 @@ def _manifest_for(models: Path, name: str, resolution: int, artifacts: list[tupl
     folder.mkdir(parents=True)
     entries = []
     for path, fmt, precision in artifacts:
-        (folder / path.name).symlink_to(path)
-        entries.append({"format": fmt, "precision": precision, "path": path.name, "bytes": path.stat().st_size,
-                        "sha256": "0" * 64})
+        shutil.copy(path, folder / path.name)  # a symlink out of the folder would be refused, as eval should
+        size, digest = artifact_digest(folder / path.name)
+        entries.append({"format": fmt, "precision": precision, "path": path.name, "bytes": size, "sha256": digest})
     save_manifest(folder, {"schema": SCHEMA, "name": name, "spec": {"alpha": 0.5, "resolution": resolution, "classes": 1001},
                            "weights": {"source": source, "trained": True}, "preprocessing": dict(PREPROCESSING),
                            "artifacts": entries})

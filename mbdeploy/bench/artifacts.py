@@ -8,7 +8,7 @@ from typing import Sequence
 
 from mbdeploy.errors import InvalidInput, ManifestError
 from mbdeploy.formats import FORMAT_NAMES, PLAIN_SUFFIXES
-from mbdeploy.manifest import artifact_digest, artifact_file, find_manifests, load_manifest
+from mbdeploy.manifest import MANIFEST_NAME, artifact_digest, artifact_file, checked_artifact, find_manifests, load_manifest
 
 
 @dataclass
@@ -49,12 +49,7 @@ def _int_or_none(value: object) -> int | None:
 
 
 def _from_manifest(manifest_file: Path, manifest: dict, entry: dict) -> Artifact:
-    path = artifact_file(manifest_file, entry)
-    if not path.exists():
-        raise ManifestError(f"{manifest_file} lists {entry.get('path')!r}, which does not exist")
-    size, digest = artifact_digest(path)
-    if entry.get("sha256") and entry["sha256"] != digest:
-        raise ManifestError(f"{path} changed since {manifest_file} was written (sha256 differs); convert it again")
+    path, size, digest = checked_artifact(manifest_file, entry)
     spec = manifest.get("spec", {})
     return Artifact(
         name=manifest["name"], format=entry["format"], precision=str(entry["precision"]), path=path,
@@ -76,9 +71,19 @@ def _plain(path: Path) -> Artifact:
     )
 
 
+def _under_a_manifest(path: Path, root: Path) -> bool:
+    folder = path.parent
+    while True:
+        if (folder / MANIFEST_NAME).is_file():
+            return True
+        if folder == root or folder == folder.parent:
+            return False
+        folder = folder.parent
+
+
 def collect_artifacts(paths: Sequence[Path], precisions: Sequence[str] | None = None,
                       formats: Sequence[str] = ("tflite",)) -> list[Artifact]:
-    """Artifacts listed by manifests under `paths`, plus plain model files no manifest lists."""
+    """Artifacts listed by manifests under `paths`, plus plain model files named directly or in folders without one."""
     bad = sorted(set(formats) - set(FORMAT_NAMES))
     if bad:
         raise InvalidInput(f"unknown format(s) {bad}; allowed: {', '.join(FORMAT_NAMES)}")
@@ -94,7 +99,10 @@ def collect_artifacts(paths: Sequence[Path], precisions: Sequence[str] | None = 
             manifests = [beside] if beside.is_file() else []
             plain.append(root)
         elif root.is_dir():
-            plain += sorted(p for p in root.rglob("*") if p.suffix in PLAIN_SUFFIXES and p.is_file())
+            # Where a manifest exists, it says what the folder holds: a stray or superseded file
+            # beside it (or below it) is not timed as a plain file. A plain file the user names is.
+            plain += sorted(p for p in root.rglob("*") if p.suffix in PLAIN_SUFFIXES and p.is_file()
+                            and not _under_a_manifest(p, root))
         for manifest_file in manifests:
             manifest = load_manifest(manifest_file)
             for entry in manifest["artifacts"]:

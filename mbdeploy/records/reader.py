@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from mbdeploy.errors import ManifestError, ResultsError
-from mbdeploy.manifest import artifact_key, find_manifests, load_manifest
+from mbdeploy.manifest import MANIFEST_NAME, artifact_key, find_manifests, load_manifest
 from mbdeploy.records.schema import validate_layer_record, validate_record
 from mbdeploy.records.sessions import is_session
 from mbdeploy.records.store import RECORDS_FILE, RUN_FILE, RunFolder, read_numbered_records
@@ -209,8 +209,9 @@ class ManifestIndex:
             for base in _bases(run_path):
                 candidate = Path(named) if Path(named).is_absolute() else base / named
                 if candidate.is_dir():
-                    candidate = candidate / "manifest.json"
-                if candidate.is_file() and self._add(candidate) is not None:
+                    candidate = candidate / MANIFEST_NAME
+                # A record comes from a device: it may name a manifest, never any other host file.
+                if candidate.name == MANIFEST_NAME and candidate.is_file() and self._add(candidate) is not None:
                     break
         entry = self._by_sha.get(artifact.get("sha256", ""))
         if entry is not None:
