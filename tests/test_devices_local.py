@@ -182,8 +182,8 @@ def test_config_aliases_and_resolution(tmp_path, monkeypatch):
     (tmp_path / "mbdeploy.toml").write_text(
         '[aliases]\nPi = "ssh://pi@10.0.0.5:2222?python=/opt/venv/bin/python"\nhere = "local"\nloop = "loop"\n'
         '[ssh]\nconfig = "boards.conf"\n')
-    config = load_config()
-    assert config.ssh_config == tmp_path / "boards.conf"
+    (tmp_path / "boards.conf").write_text("Host board\n  Port 2222\n")
+    assert load_config(trust_project_ssh=True).ssh_config == tmp_path / "boards.conf"  # a project file's, opted in
     [pi] = resolve("PI")
     assert isinstance(pi, SshDevice) and pi.id == "ssh://pi@10.0.0.5:2222" and pi.python == "/opt/venv/bin/python"
     assert [d.id for d in resolve("HERE")] == ["local"]

@@ -100,9 +100,11 @@ def test_cli_bench_over_ssh_through_a_config_alias(server, tmp_path):
     url, config = server
     if not REFERENCE_MODEL.exists():
         pytest.skip(f"reference model absent: {REFERENCE_MODEL}")
+    # The alias from the project file, the ssh config from the user's own (harness_env: XDG_CONFIG_HOME).
     (tmp_path / "mbdeploy.toml").write_text(
-        f'[aliases]\nmyboard = "{url}?python={sys.executable}&workdir={tmp_path / "remote"}"\n'
-        f'[ssh]\nconfig = "{config}"\n')
+        f'[aliases]\nmyboard = "{url}?python={sys.executable}&workdir={tmp_path / "remote"}"\n')
+    (tmp_path / "config" / "mbdeploy").mkdir(parents=True)
+    (tmp_path / "config" / "mbdeploy" / "config.toml").write_text(f'[ssh]\nconfig = "{config}"\n')
     result = mbdeploy(["bench", "--device", "MyBoard", "--models", str(REFERENCE_MODEL), "--runs", "20",
                        "--out", "results", "--json"], cwd=tmp_path, env=harness_env(tmp_path))
     assert result.returncode == 0, result.stderr

@@ -13,7 +13,8 @@ def _render(rows: list[dict]) -> None:
     table = Table("kind", "id", "model", "CPU/SoC", "ABI", "OS", "cores", "governor", "temp C", "state")
     for row in rows:
         temperature = row.get("temperature_c")
-        state = row["state"] if row["state"] == "online" else f"{row['state']}: {row.get('extra', {}).get('error', '')}"
+        extra = row.get("extra") or {}
+        state = row["state"] if row["state"] == "online" else f"{row['state']}: {extra.get('error') or extra.get('fix', '')}"
         table.add_row(row["kind"], row["id"], row.get("model") or "", row.get("soc") or "", row.get("abi") or "",
                       _short_os(row.get("os")), str(row.get("cores") or ""), row.get("governor") or "",
                       f"{temperature:.1f}" if temperature is not None else "", state)
@@ -39,9 +40,12 @@ def _render_hosted(rows: list[dict]) -> None:
 @click.option("--adb-host", metavar="HOST[:PORT]", default=None, help="adb server to ask for Android devices.")
 @click.option("--hosted", is_flag=True, help="List the hosted phones Qualcomm AI Hub offers (cached for a day).")
 @click.option("--refresh", is_flag=True, help="With --hosted: ask the hub again instead of using the cache.")
+@click.option("--trust-project-ssh", is_flag=True,
+              help="Use [ssh] options and config from ./mbdeploy.toml (commands in them are still refused).")
 @json_option
-def devices(adb_host: str | None, hosted: bool, refresh: bool, as_json: bool) -> None:
+def devices(adb_host: str | None, hosted: bool, refresh: bool, trust_project_ssh: bool, as_json: bool) -> None:
     """List every reachable device: this host, configured ssh boards, phones (--hosted: AI Hub's)."""
+    from mbdeploy.devices.config import load_config
     from mbdeploy.devices.registry import describe, discover
 
     if hosted:
@@ -51,7 +55,7 @@ def devices(adb_host: str | None, hosted: bool, refresh: bool, as_json: bool) ->
         return
 
     with warnings_to_stderr():
-        found = discover(adb_host)
+        found = discover(adb_host, load_config(trust_project_ssh=trust_project_ssh))
     rows = []
     try:
         rows = [describe(device).to_dict() for device in found]
