@@ -42,6 +42,9 @@ INPUT_CHANNELS = 3
 DEFAULT_CLASSES = 1001  # the release's 1000 ImageNet classes plus "background" at 0
 MAX_ALPHA = 1.4
 MIN_RESOLUTION = 32
+# 4.6x the largest released input. Conversion holds up to 100 calibration images and their activations
+# in memory (about 1.3 GB of input alone at 1024); --res 10000 needed more than this machine's memory.
+MAX_RESOLUTION = 1024
 
 # The 16-model grid of the original release.
 GRID_ALPHAS = (1.0, 0.75, 0.5, 0.25)
@@ -125,16 +128,22 @@ def validate_alpha(alpha: object) -> float:
         raise InvalidInput(f"alpha must be a number in (0, {MAX_ALPHA}], got {alpha!r}")
     if not 0 < alpha <= MAX_ALPHA:
         raise InvalidInput(f"alpha must be in (0, {MAX_ALPHA}], got {alpha:g}")
+    # The model id carries alpha with at most 4 decimals: an alpha it cannot spell would be
+    # named after another one (1e-300 -> mobilenet_v1_0.0_128).
+    if float(format_alpha(alpha)) != alpha:
+        raise InvalidInput(f"alpha {alpha!r} has no model id that reads back as itself; "
+                           f"allowed: (0, {MAX_ALPHA}] with at most 4 decimals, e.g. 0.35")
     return float(alpha)
 
 
 def validate_resolution(resolution: object) -> int:
     if isinstance(resolution, bool) or not isinstance(resolution, int):
         raise InvalidInput(
-            f"resolution must be an integer >= {MIN_RESOLUTION}, got {resolution!r}"
+            f"resolution must be an integer in [{MIN_RESOLUTION}, {MAX_RESOLUTION}], got {resolution!r}"
         )
-    if resolution < MIN_RESOLUTION:
-        raise InvalidInput(f"resolution must be an integer >= {MIN_RESOLUTION}, got {resolution}")
+    if not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
+        raise InvalidInput(f"resolution must be an integer in [{MIN_RESOLUTION}, {MAX_RESOLUTION}], got {resolution} "
+                           f"(above {MAX_RESOLUTION} the calibration images and activations do not fit in memory)")
     return resolution
 
 

@@ -15,19 +15,36 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from mbdeploy.errors import OutputError
+
+
+def cannot_write(final: Path, exc: OSError) -> OutputError:
+    """A failed write as the one-line error a user can act on (a full disk, a read-only folder)."""
+    return OutputError(f"cannot write {final}: {exc.strerror or exc}; nothing was left under that name",
+                       path=str(final), errno=exc.errno)
+
 
 @contextmanager
 def temporary_path(final: Path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary sibling of `final`; rename it over `final` on success."""
+    """Yield a temporary sibling of `final`; rename it over `final` on success.
+
+    An OSError on the way (ENOSPC, EROFS, EACCES) becomes an OutputError naming
+    `final`, after the temporary file is removed.
+    """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f"{suffix}.tmp", dir=final.parent)
-    os.close(fd)
-    tmp = Path(name)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the user's usual mode
     try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f"{suffix}.tmp", dir=final.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise cannot_write(final, exc) from None
+    tmp = Path(name)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the user's usual mode
         yield tmp
         os.replace(tmp, final)
+    except OSError as exc:
+        raise cannot_write(final, exc) from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -53,17 +70,36 @@ def write_json(final: Path, data: object) -> None:
 def temporary_dir(final: Path) -> Iterator[Path]:
     """A folder built under a temporary name and renamed whole (an .mlpackage)."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    os.chmod(tmp, 0o777 & ~_umask())
     try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    except OSError as exc:
+        raise cannot_write(final, exc) from None
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+    except OSError as exc:
+        raise cannot_write(final, exc) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_writable_folder(folder: Path, what: str = "output folder") -> None:
+    """Create `folder` if needed and prove a file can be made in it, before any work starts."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{what} {folder} is a file; name a folder (it is created when missing)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"{what} {folder} is not writable: {exc.strerror or exc}") from None
 
 
 def _umask() -> int:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Callable
 
 from mbdeploy.accounting import model_cost
 from mbdeploy.architecture import ModelSpec, model_name, validate_alpha, validate_resolution, warn_if_unusual_resolution
-from mbdeploy.atomic import sha256_file
+from mbdeploy.atomic import check_writable_folder, sha256_file
 from mbdeploy.errors import InvalidInput, ManifestError, VerificationError
 from mbdeploy.export import FORMATS, plan_exports
 from mbdeploy.manifest import (MANIFEST_NAME, PREPROCESSING, SCHEMA, artifact_digest, checked_artifact, load_manifest,
@@ -113,13 +111,7 @@ def refuse_replacing_trained_weights(model_dir: Path) -> None:
 
 
 def check_writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise InvalidInput(f"output folder {folder} is not writable: {exc.strerror or exc}") from None
+    check_writable_folder(folder, "output folder")
 
 
 def weights_fingerprint(path: Path | None, alpha: float, seed: int) -> str:

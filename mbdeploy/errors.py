@@ -68,5 +68,9 @@ class RunnerError(MbdeployError):
     """A benchmark runner failed or printed output we cannot parse."""
 
 
+class OutputError(MbdeployError):
+    """An output cannot be written: a full disk, a read-only folder, a file where a folder belongs."""
+
+
 class ResultsError(MbdeployError):
     """A result record or run folder is invalid, locked or unreadable."""

@@ -159,7 +159,7 @@ def checked_artifact(manifest_file: Path, artifact: dict) -> tuple[Path, int, st
         kind = "folder" if info and info.folder else "regular file"
         raise ManifestError(f"{manifest_file}: artifact {artifact.get('path')!r} is not a {kind} of a known format")
     if _quick_size(path) != size:
-        raise ManifestError(f"{path} is not the file {manifest_file} describes (size differs); convert it again")
+        raise ManifestError(f"{path} changed since {manifest_file} was written (size differs); convert it again")
     actual_size, digest = artifact_digest(path)
     if digest != sha or actual_size != size:
         raise ManifestError(f"{path} changed since {manifest_file} was written (sha256 differs); convert it again")

@@ -116,7 +116,7 @@ def test_real_weights_give_the_official_top1(tmp_path, reference_dir):
     [
         (["--alpha", "0"], "alpha must be in (0, 1.4], got 0"),
         (["--alpha", "1.5"], "alpha must be in (0, 1.4], got 1.5"),
-        (["--res", "31"], "resolution must be an integer >= 32, got 31"),
+        (["--res", "31"], "resolution must be an integer in [32, 1024], got 31"),
         (["--res", "abc"], "'abc' is not a valid integer"),
         (["--precisions", "fp8"], "precision 'fp8' is not supported for tflite; allowed: fp32, fp16, dynamic, int8"),
         (["--formats", "tensorrt"], "unknown format 'tensorrt'; allowed: tflite, coreml, onnx"),

@@ -33,7 +33,8 @@ def _manifest_for(models: Path, name: str, resolution: int, artifacts: list[tupl
     folder.mkdir(parents=True)
     entries = []
     for path, fmt, precision in artifacts:
-        shutil.copy(path, folder / path.name)  # a symlink out of the folder would be refused, as eval should
+        # A copy: a symlink out of the folder would be refused, as eval should.
+        shutil.copytree(path, folder / path.name) if path.is_dir() else shutil.copy(path, folder / path.name)
         size, digest = artifact_digest(folder / path.name)
         entries.append({"format": fmt, "precision": precision, "path": path.name, "bytes": size, "sha256": digest})
     save_manifest(folder, {"schema": SCHEMA, "name": name, "spec": {"alpha": 0.5, "resolution": resolution, "classes": 1001},

@@ -44,8 +44,13 @@ def artifacts_to_bench(model_paths: Sequence[Path], precisions: Sequence[str] | 
 def check_devices(infos: Sequence[dict]) -> None:
     offline = [info for info in infos if info["state"] != "online"]
     if offline:
-        raise DeviceError("; ".join(f"{i['id']} is {i['state']}: {i.get('extra', {}).get('error', '')}"
-                                    for i in offline))
+        raise DeviceError("; ".join(f"{i['id']} is {i['state']}: {_reason(i)}" for i in offline))
+
+
+def _reason(info: dict) -> str:
+    """Why a device cannot be used and what to do: an error met on the way, else the fix for its state."""
+    extra = info.get("extra") or {}
+    return extra.get("error") or extra.get("fix") or "no reason was given; run `mbdeploy devices` to see its state"
 
 
 def check_runners(devices: Sequence[Device], artifacts: Sequence[Artifact], options: BenchOptions) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from mbdeploy.cli.options import finite
 from mbdeploy.records.rules import RULES  # plain data, nothing heavy
 from mbdeploy.cli.output import console, emit, json_option, progress, warn, warnings_to_stderr
 
@@ -102,12 +103,12 @@ def _render(result: dict) -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Inference threads.")
 @click.option("--no-xnnpack", is_flag=True, help="Run without the XNNPACK delegate.")
 @click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed runs first.")
-@click.option("--min-secs", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--min-secs", type=finite(min=0), default=1.0, show_default=True,
               help="Time at least this long before stopping on the CI target.")
-@click.option("--max-secs", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+@click.option("--max-secs", type=finite(min=0, min_open=True), default=10.0, show_default=True,
               help="Stop after this long even if the CI target is not met.")
 @click.option("--runs", type=click.IntRange(min=1), default=None, help="A fixed number of timed runs (no adaptive stop).")
-@click.option("--target-ci", type=click.FloatRange(min=0, min_open=True), default=0.02, show_default=True,
+@click.option("--target-ci", type=finite(min=0, min_open=True), default=0.02, show_default=True,
               help="Stop when the 95% CI half-width of the median is at most this fraction of it.")
 @click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
               help="K sessions per artifact, each a fresh runner process, interleaved across artifacts; "
@@ -115,9 +116,9 @@ def _render(result: dict) -> None:
 @click.option("--rule", type=click.Choice(RULES), default=None,
               help="Grade each record valid/invalid by a rule: mlperf = MLPerf Mobile single stream (p90 reported, "
                    ">= 1,024 queries and >= 60 s, LoadGen's early-stopping p90 estimate).")
-@click.option("--cooldown", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--cooldown", type=finite(min=0), default=0.0, show_default=True,
               help="Seconds to rest between models.")
-@click.option("--cooldown-temp", type=float, default=None, metavar="C",
+@click.option("--cooldown-temp", type=finite(), default=None, metavar="C",
               help="Instead, rest until the hottest sensor is below C degrees (when the device has one).")
 @click.option("--no-wait", is_flag=True, help="Fail at once if another bench holds the device.")
 @click.option("--benchmark-binary", type=click.Path(path_type=Path), default=None,
@@ -137,16 +138,22 @@ def _render(result: dict) -> None:
 @click.option("--adb-host", metavar="HOST[:PORT]", default=None, help="adb server for Android devices.")
 @click.option("--label", metavar="TEXT", default=None,
               help="A label for the run (e.g. the commit under test), stored in run.json and shown in the report's history.")
+@click.option("--trust-project-ssh", is_flag=True,
+              help="Use [ssh] options and config from ./mbdeploy.toml (commands in them are still refused).")
 @json_option
 def bench(device_names, models, precisions, formats, out, resume, runner_name, threads, no_xnnpack, warmup,  # noqa: ANN001
-          min_secs, max_secs, runs, target_ci, repeat, rule, cooldown, cooldown_temp, no_wait, benchmark_binary, benchmark_apk,
-          delegate, op_profiling, cpu_mask, compute_units, compute_unit, allow_charging, keep, adb_host, label, as_json) -> None:
+          min_secs, max_secs, runs, target_ci, repeat, rule, cooldown, cooldown_temp, no_wait, benchmark_binary,
+          benchmark_apk, delegate, op_profiling, cpu_mask, compute_units, compute_unit, allow_charging, keep, adb_host,
+          label, trust_project_ssh, as_json) -> None:
     """Benchmark every artifact of the manifests under --models on a device.
 
     Results go to OUT/<run-id>/results.jsonl (one validated record per device,
     artifact and runner config) beside OUT/<run-id>/run.json.
     """
     from mbdeploy import bench as library
+    from mbdeploy.atomic import check_writable_folder
+    from mbdeploy.devices.config import load_config
+    from mbdeploy.devices.lock import lock_dir
     from mbdeploy.devices.registry import describe, resolve
     from mbdeploy.errors import MbdeployError, RunnerError
     from mbdeploy.runners.base import TimingOptions
@@ -188,9 +195,10 @@ def bench(device_names, models, precisions, formats, out, resume, runner_name, t
     # With --formats, bad model folders fail before any device is looked for; without, the devices decide.
     artifacts = library.artifacts_to_bench(model_paths, precision_list, format_list) if format_list else None
     with warnings_to_stderr():
+        config = load_config(trust_project_ssh=trust_project_ssh)
         devices = []
         for name in device_names or (None,):
-            devices += [d for d in resolve(name, adb_host) if d.id not in {seen.id for seen in devices}]
+            devices += [d for d in resolve(name, adb_host, config) if d.id not in {seen.id for seen in devices}]
     for device in devices:
         device.keep = keep
     created = None
@@ -203,6 +211,8 @@ def bench(device_names, models, precisions, formats, out, resume, runner_name, t
             artifacts = library.artifacts_to_bench(model_paths, precision_list, format_list)
         library.check_runners(devices, artifacts, options)
         settings = library.run_settings(options, model_paths, precision_list, format_list)
+        # The device locks live in the user's cache: a read-only one fails here, before a run folder exists.
+        check_writable_folder(lock_dir(), "device lock folder (XDG_CACHE_HOME, or MBDEPLOY_LOCK_DIR)")
         with warnings_to_stderr():  # --resume says what it repaired
             folder = library.start_run(out, options, model_paths, infos, resume=resume, command=sys.argv,
                                        settings=settings, label=label)

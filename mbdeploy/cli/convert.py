@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from mbdeploy.cli.options import finite
 from mbdeploy.cli.output import console, emit, json_option, progress, warnings_to_stderr
 from mbdeploy.formats import FORMAT_NAMES, FORMATS
 
@@ -17,7 +18,7 @@ def _split(value: str | None) -> list[str] | None:
 
 
 @click.command()
-@click.option("--alpha", type=float, default=0.75, show_default=True, help="Width multiplier, in (0, 1.4].")
+@click.option("--alpha", type=finite(), default=0.75, show_default=True, help="Width multiplier, in (0, 1.4].")
 @click.option("--res", "resolution", type=int, default=192, show_default=True, help="Input resolution (>= 32).")
 @click.option("--weights", type=click.Path(path_type=Path), default=None,
               help="Slim checkpoint (.tgz or .ckpt prefix), Keras (.keras/.h5) or a MobileNet .tflite. "

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from mbdeploy.cli.options import finite
 from mbdeploy.cli.output import console, emit, json_option, warnings_to_stderr
 from mbdeploy.formats import FORMAT_NAMES
 
@@ -14,11 +15,11 @@ from mbdeploy.formats import FORMAT_NAMES
                     "from the device's latency-versus-MACs fit.")
 @click.option("--device", "device", required=True,
               help="A device id as in the records, or any name bench takes (alias, model, 'pixel', ssh://...).")
-@click.option("--budget-ms", type=float, required=True, help="Latency budget in milliseconds.")
+@click.option("--budget-ms", type=finite(min=0, min_open=True), required=True, help="Latency budget in milliseconds.")
 @click.option("--metric", type=click.Choice(["median", "p90"]), default="median", show_default=True)
 @click.option("--formats", multiple=True,
               help=f"Only these formats: a comma list of {','.join(FORMAT_NAMES)} (or repeat the option); default all.")
-@click.option("--max-size-mb", type=float, default=None, help="Largest model file allowed, in MB.")
+@click.option("--max-size-mb", type=finite(min=0, min_open=True), default=None, help="Largest model file allowed, in MB.")
 @click.option("--results", "results", multiple=True, type=click.Path(path_type=Path), default=["results"],
               show_default=True, help="Result runs or a folder of runs.")
 @click.option("--models", "models", multiple=True, type=click.Path(path_type=Path), default=["models"],

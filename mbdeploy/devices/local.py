@@ -66,7 +66,11 @@ class LocalDevice(Device):
 
     @property
     def workdir(self) -> str:
-        self._workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DeviceError(f"cannot create the local work folder {self._workdir}: {exc.strerror or exc}; "
+                              "point XDG_CACHE_HOME at a writable folder") from None
         return str(self._workdir)
 
     def properties(self) -> dict[str, str]:

@@ -38,8 +38,13 @@ class DeviceLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ResultsError(f"cannot create the device lock {self.path}: {exc.strerror or exc}; point "
+                               "XDG_CACHE_HOME (or MBDEPLOY_LOCK_DIR) at a writable folder",
+                               device=self.device_id) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

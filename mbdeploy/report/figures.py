@@ -29,6 +29,11 @@ class FigureOutput:
     note: str | None = None  # why the figure is absent
 
 
+def plain_text(text: object) -> str:
+    """Text from a record shown as written: matplotlib parses `$...$` as math (and fails on `$\\frac{1$`)."""
+    return str(text).replace("$", r"\$")
+
+
 def short_label(row: dict) -> str:
     """`alpha_res`, as points are labelled in the paper's figures."""
     alpha, resolution = row.get("alpha"), row.get("resolution")
@@ -40,6 +45,10 @@ def short_label(row: dict) -> str:
     return f"{format_alpha(alpha)}_{resolution}"
 
 
+def _point_label(row: dict) -> str:
+    return plain_text(short_label(row))
+
+
 def _series_namer(rows: list[dict], with_device: bool = True) -> Callable[[dict], str]:
     """Series names: device, format, precision, and the runner configuration whenever
     the rows hold more than one (two thread settings never share a legend entry)."""
@@ -49,7 +58,7 @@ def _series_namer(rows: list[dict], with_device: bool = True) -> Callable[[dict]
     def name(row: dict) -> str:
         parts = [row["device_id"] if with_device else None, row["format"], row["precision"]]
         text = " ".join(p for p in parts if p)
-        return f"{text} ({names[row['config_key']]})" if several else text
+        return plain_text(f"{text} ({names[row['config_key']]})" if several else text)
 
     return name
 
@@ -108,7 +117,7 @@ def latency_vs_macs(rows: list[dict]):
             label += f" (R\u00b2 = {fit.r_squared:.3f}, slope {fit.slope:.2f})"
         dots = axes.scatter(xs, ys, s=22, label=label, zorder=3)
         for row in members:
-            axes.annotate(short_label(row), (row["macs_m"], row["latency_ms_median"]), fontsize=7,
+            axes.annotate(_point_label(row), (row["macs_m"], row["latency_ms_median"]), fontsize=7,
                           xytext=(3, 3), textcoords="offset points")
         if fit is not None:
             lo, hi = min(xs), max(xs)
@@ -149,7 +158,7 @@ def energy_vs_macs(rows: list[dict]):
         members.sort(key=lambda r: r["macs_m"])
         axes.plot([r["macs_m"] for r in members], [r["energy_mj"] for r in members], "o-", ms=4, lw=1, label=name)
         for row in members:
-            axes.annotate(short_label(row), (row["macs_m"], row["energy_mj"]), fontsize=7,
+            axes.annotate(_point_label(row), (row["macs_m"], row["energy_mj"]), fontsize=7,
                           xytext=(3, 3), textcoords="offset points")
     _against_macs(axes, "Energy per inference, mJ (log)")
     return figure
@@ -185,11 +194,11 @@ def accuracy_vs_latency(rows: list[dict]):
         axes.step([r["latency_ms_median"] for r in front], [r["top1_percent"] for r in front], where="post",
                   color="black", lw=1, label="Pareto frontier")
         for row in mine:
-            axes.annotate(short_label(row), (row["latency_ms_median"], row["top1_percent"]), fontsize=7,
+            axes.annotate(_point_label(row), (row["latency_ms_median"], row["top1_percent"]), fontsize=7,
                           xytext=(3, -9), textcoords="offset points")
         axes.set_xscale("log")
         _plain_log_axes(axes, y=False)
-        axes.set_title(device, fontsize=10)
+        axes.set_title(plain_text(device), fontsize=10)
         axes.set_xlabel("Median latency, ms (log)")
         axes.set_ylabel("ImageNet top-1, %")
         axes.grid(True, which="both", alpha=0.3)
@@ -221,7 +230,7 @@ def speedup_over_fp32(rows: list[dict]):
     axes.axhline(1.0, color="black", lw=0.8)
     axes.set_xticks([j + 0.4 - width / 2 for j in range(len(models))])
     _few_bars(axes, len(models))
-    axes.set_xticklabels([short_label({"model": m}) for m in models], rotation=45, ha="right", fontsize=8)
+    axes.set_xticklabels([_point_label({"model": m}) for m in models], rotation=45, ha="right", fontsize=8)
     axes.set_ylabel("Speed-up over fp32 (x)")
     axes.grid(True, axis="y", alpha=0.3)
     axes.legend(fontsize=7)
@@ -232,7 +241,7 @@ def model_size(rows: list[dict]):
     sizes: dict[str, dict[str, int]] = {}
     for row in rows:
         if row.get("size_bytes"):
-            sizes.setdefault(f"{row['format']} {row['precision']}", {})[row["model"]] = row["size_bytes"]
+            sizes.setdefault(plain_text(f"{row['format']} {row['precision']}"), {})[row["model"]] = row["size_bytes"]
     if not sizes:
         return "No artifact sizes known."
     plt = _pyplot()
@@ -244,7 +253,7 @@ def model_size(rows: list[dict]):
         axes.bar(xs, [values[m] / 1e6 for m in models if m in values], width=width, label=series)
     axes.set_xticks([j + 0.4 - width / 2 for j in range(len(models))])
     _few_bars(axes, len(models))
-    axes.set_xticklabels([short_label({"model": m}) for m in models], rotation=45, ha="right", fontsize=8)
+    axes.set_xticklabels([_point_label({"model": m}) for m in models], rotation=45, ha="right", fontsize=8)
     axes.set_ylabel("Model file size, MB")
     axes.grid(True, axis="y", alpha=0.3)
     axes.legend(fontsize=7)
@@ -274,13 +283,13 @@ def throughput(rows: list[dict]):
             axes.bar(xs, [values[m] for m in models if m in values], width=width, label=name)
         axes.set_xticks([j + 0.4 - width / 2 for j in range(len(models))])
         _few_bars(axes, len(models))
-        axes.set_xticklabels([short_label({"model": m}) for m in models], rotation=45, ha="right", fontsize=8)
+        axes.set_xticklabels([_point_label({"model": m}) for m in models], rotation=45, ha="right", fontsize=8)
         axes.set_ylabel(label)
         axes.grid(True, axis="y", alpha=0.3)
         axes.legend(fontsize=7)
     if with_peak:
         bases = sorted({r["peak_basis"] for r in with_peak if r.get("peak_basis")})
-        axes_list[1][0].set_title("Peak: " + "; ".join(bases), fontsize=9)
+        axes_list[1][0].set_title(plain_text("Peak: " + "; ".join(bases)), fontsize=9)
     else:
         axes_list[0][0].set_title("Peak unknown for these devices (known only for fp32 on this x86 host)", fontsize=9)
     return figure

@@ -94,8 +94,13 @@ def _extract_checkpoint(archive: Path, folder: Path) -> Path:
                         "(not a regular file inside the archive folder)"
                     )
             tar.extractall(folder, members=members, filter="data")
+    except tarfile.ReadError:
+        # tarfile lists each compression it tried, one per line; the user needs one fact.
+        raise WeightsError(f"{archive.name} is not a readable checkpoint archive: not a tar file "
+                           "(plain, gzip, bzip2 or xz), as Google's .tgz releases are") from None
     except (tarfile.TarError, EOFError, OSError) as exc:
-        raise WeightsError(f"{archive.name} is not a readable checkpoint archive: {exc}") from None
+        reason = " ".join(str(exc).split())  # one line, whatever the library printed
+        raise WeightsError(f"{archive.name} is not a readable checkpoint archive: {reason}") from None
     indexes = sorted(folder.rglob("*.ckpt.index"))
     if len(indexes) != 1:
         raise WeightsError(f"{archive.name} holds {len(indexes)} checkpoints (.ckpt.index files); expected 1")
