@@ -12,10 +12,11 @@ import time
 
 import pytest
 
-from _report_fixtures import make_record, power_law_latency, write_run
-from harness_fixtures import PYTHON, harness_env, mbdeploy, tiny_tflite
 from mbdeploy.architecture import grid_specs
-from test_damaged_results import _namespaces_reason
+from support.cli import PYTHON, harness_env, mbdeploy
+from support.namespaces import namespaces_unavailable_reason
+from support.records import make_record, power_law_latency, write_run
+from support.tiny_model import tiny_tflite
 
 SMALL = ["--alpha", "0.25", "--res", "128", "--formats", "tflite"]
 
@@ -32,7 +33,7 @@ def _one_error_line(done: subprocess.CompletedProcess, code: int | None = None) 
 
 
 def _in_namespace(tmp_path, script: str) -> subprocess.CompletedProcess:
-    reason = _namespaces_reason()
+    reason = namespaces_unavailable_reason()
     if reason:
         pytest.skip(reason)
     return subprocess.run(["unshare", "-rm", "sh", "-c", f"set -u\n{script}"], cwd=tmp_path,

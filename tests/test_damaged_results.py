@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from mbdeploy.errors import ResultsError
 from mbdeploy.records.schema import validate_record
 from mbdeploy.records.store import RunFolder, read_records
 from support.cli import PYTHON, harness_env, mbdeploy
+from support.namespaces import namespaces_unavailable_reason
 from support.records import make_record, power_law_latency, write_run
 from support.tiny_model import tiny_tflite
 
@@ -27,14 +27,6 @@ SPECS = grid_specs()[-4:]  # the four 0.25 models
 
 def _run(root: Path, run_id: str, **kwargs) -> Path:
     return write_run(root, run_id, [make_record(run_id, s, median=power_law_latency(s), **kwargs) for s in SPECS])
-
-
-def _namespaces_reason() -> str | None:
-    if shutil.which("unshare") is None:
-        return "unshare is not installed"
-    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=8k tmpfs /mnt 2>&1 || "
-                            "mount -t tmpfs -o size=8k tmpfs /tmp 2>&1"], capture_output=True, text=True)
-    return None if probe.returncode == 0 else f"cannot mount a tmpfs in a user namespace: {probe.stdout.strip()}"
 
 
 FILL = """
@@ -52,7 +44,7 @@ os.truncate(path, os.path.getsize(path) - leave)
 
 
 def test_a_full_disk_stops_the_sweep_keeps_every_line_whole_and_resume_finishes(tmp_path):
-    reason = _namespaces_reason()
+    reason = namespaces_unavailable_reason()
     if reason:
         pytest.skip(reason)
     for channels in (4, 8, 12):

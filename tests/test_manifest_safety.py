@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from harness_fixtures import harness_env, mbdeploy, tiny_tflite
 from mbdeploy.atomic import sha256_file
 from mbdeploy.bench.artifacts import collect_artifacts
 from mbdeploy.errors import ManifestError
 from mbdeploy.manifest import (PREPROCESSING, SCHEMA, artifact_digest, checked_artifact, load_manifest,
                                save_manifest, update_manifest)
+from support.cli import harness_env, mbdeploy
+from support.tiny_model import tiny_tflite
 
 
 def _entry(folder: Path, path: str, fmt: str = "tflite", precision: str = "fp32", digest_of: Path | None = None) -> dict:

@@ -10,9 +10,9 @@ import shutil
 
 import pytest
 
-from harness_fixtures import harness_env, mbdeploy
 from mbdeploy.devices.config import load_config
 from mbdeploy.errors import InvalidInput
+from support.cli import harness_env, mbdeploy
 
 pytestmark = pytest.mark.skipif(shutil.which("ssh") is None, reason="the OpenSSH client is not installed")
 

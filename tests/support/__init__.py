@@ -8,4 +8,5 @@
 - tiny_model: small TFLite files converted with TensorFlow
 - injection: a file name that would run a command if a path were not quoted, and the check that none ran
 - records: result runs and manifests written through the real schema, for report/select/compare
+- namespaces: whether a real tmpfs / read-only mount can be made for a command (`unshare -rm`)
 """
