@@ -106,7 +106,7 @@ def test_report_out_naming_a_file_or_a_read_only_folder(tmp_path):
     assert _in_namespace(tmp_path, script).returncode == 0
     err = (tmp_path / "err.txt").read_text()
     assert (tmp_path / "rc.txt").read_text().strip() == "1", err
-    assert "Traceback" not in err and "Error: --out ro/report is not writable: Read-only file system" in err
+    assert "Traceback" not in err and "Error: --out ro/report" in err and "Read-only file system" in err
 
 
 def test_a_full_disk_in_convert_and_report_is_one_line_and_leaves_no_partial_file(tmp_path):

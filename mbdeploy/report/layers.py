@@ -19,7 +19,7 @@ from pathlib import Path
 from mbdeploy.atomic import write_bytes
 from mbdeploy.layer_accounting import TYPE_ORDER
 from mbdeploy.records.layers import profile_summaries
-from mbdeploy.report.figures import FigureOutput
+from mbdeploy.report.figures import FigureOutput, plain_text
 from mbdeploy.report.html import table
 
 FIGURE_NAMES = ("layer_time_vs_macs", "gmacs_along_depth")
@@ -101,9 +101,9 @@ def gmacs_along_depth(summaries: list[dict]):
     for summary in summaries:
         xs = [i for i, layer in enumerate(summary["layers"]) if layer["gmacs_per_s"]]
         ys = [summary["layers"][i]["gmacs_per_s"] for i in xs]
-        axes.plot(xs, ys, linewidth=1, alpha=0.6, label=_label(summary))
+        axes.plot(xs, ys, linewidth=1, alpha=0.6, label=plain_text(_label(summary)))
         axes.scatter(xs, ys, s=12, color=[TYPE_COLOURS[summary["layers"][i]["type"]] for i in xs], zorder=3)
-    names = [layer["name"].replace("Conv2d_", "") for layer in summaries[0]["layers"]]
+    names = [plain_text(layer["name"].replace("Conv2d_", "")) for layer in summaries[0]["layers"]]
     axes.set_xticks(range(len(names)))
     axes.set_xticklabels(names, rotation=90, fontsize=7)
     axes.set_ylabel("GMAC/s")
