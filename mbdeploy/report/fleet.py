@@ -18,7 +18,7 @@ import statistics
 from pathlib import Path
 
 from mbdeploy.records.reader import config_names
-from mbdeploy.report.figures import FigureOutput, short_label
+from mbdeploy.report.figures import FigureOutput, plain_text, short_label
 
 # Past this many (device, format, precision, config) series the per-series figures give way to the fleet view.
 MAX_SERIES = 24
@@ -105,8 +105,8 @@ def heatmap(latest: list[dict], value: str, label: str):
     norm = LogNorm(vmin=positive.min(), vmax=positive.max()) if positive.size and positive.min() < positive.max() else None
     image = axes.imshow(numpy.ma.masked_invalid(grid), aspect="auto", cmap="viridis", norm=norm,
                         interpolation="nearest")
-    axes.set_xticks(range(len(artifacts)), artifacts, rotation=60, ha="right", fontsize=7)
-    axes.set_yticks(range(len(devices)), devices, fontsize=6 if len(devices) > 40 else 8)
+    axes.set_xticks(range(len(artifacts)), [plain_text(a) for a in artifacts], rotation=60, ha="right", fontsize=7)
+    axes.set_yticks(range(len(devices)), [plain_text(d) for d in devices], fontsize=6 if len(devices) > 40 else 8)
     axes.set_xlabel("model, format, precision")
     axes.set_ylabel(f"device ({len(devices)}, fastest first)")
     figure.colorbar(image, cax=bar, label=label)
@@ -155,7 +155,7 @@ def small_multiples(latest: list[dict]):
         axes.set_yscale("log")
         axes.autoscale_view()
         plain_log_axes(axes)
-        axes.set_title(f"{name}: {len(by_device)} devices", fontsize=9)
+        axes.set_title(plain_text(f"{name}: {len(by_device)} devices"), fontsize=9)
         axes.grid(True, which="major", alpha=0.3)
     for j in range(len(names), lines * columns):
         axes_grid[j // columns][j % columns].set_visible(False)

@@ -16,7 +16,7 @@ from pathlib import Path
 from mbdeploy.compare import REGRESSIONS, UNCONFIRMED, judge
 from mbdeploy.errors import InvalidInput
 from mbdeploy.records.reader import config_names, match_key
-from mbdeploy.report.figures import FigureOutput
+from mbdeploy.report.figures import FigureOutput, plain_text
 
 MARKED = (*REGRESSIONS, UNCONFIRMED)
 MAX_PANELS = 12  # match keys drawn; regressions first, the table lists every regression
@@ -119,7 +119,7 @@ def history_figure(judged: dict, keys: list[tuple], names: dict[str, str]):
             axes.scatter([t for t, _ in maybe], [r["latency_ms_median"] for _, r in maybe], facecolors="none",
                          edgecolors="#ee7733", marker="o", s=60, linewidths=1.5, zorder=3)
         device, model, fmt, precision, config = key
-        axes.set_title(f"{device}\n{model} {fmt} {precision} ({names.get(config, config)})", fontsize=8)
+        axes.set_title(plain_text(f"{device}\n{model} {fmt} {precision} ({names.get(config, config)})"), fontsize=8)
         locator = AutoDateLocator(minticks=2, maxticks=6)
         axes.xaxis.set_major_locator(locator)
         axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
