@@ -66,6 +66,20 @@ def test_non_finite_numbers_in_float_options_are_refused(tmp_path, args):
     assert "is not a finite number" in line and not (tmp_path / "results").exists()
 
 
+@pytest.mark.parametrize("command", [["compare", "a.txt", "a.txt"], ["report", "a.txt"]])
+def test_a_plain_file_where_a_run_belongs_is_one_line(tmp_path, command):
+    (tmp_path / "a.txt").write_text("not a run\n")
+    done = mbdeploy(command, cwd=tmp_path, env=harness_env(tmp_path))
+    line = _one_error_line(done, 1)
+    assert "a.txt is a file" in line and "results.jsonl" in line
+
+
+def test_help_of_an_unbounded_float_option_shows_no_range(tmp_path):
+    done = mbdeploy(["bench", "--help"], cwd=tmp_path, env=harness_env(tmp_path))
+    assert done.returncode == 0 and "--cooldown-temp" in done.stdout
+    assert "None" not in done.stdout, done.stdout
+
+
 def test_an_alpha_whose_id_would_not_read_back_is_refused(tmp_path):
     for alpha in ("1e-300", "0.123456"):
         done = mbdeploy(["convert", "--alpha", alpha, "--res", "128", "--out", str(tmp_path / "m")], cwd=tmp_path,

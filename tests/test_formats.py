@@ -173,5 +173,8 @@ def test_eval_cli_without_formats_says_which_artifacts_it_left_out(fp32_models, 
     done = run_cli("eval", "--data", tmp_path / "data", "--models", fp32_models.manifest_path.parent, "--json")
     assert done.returncode == 0, done.stderr
     assert "coreml artifacts left out" in done.stderr and "--formats" in done.stderr
+    # One `Warning:` line, not Python's warning dump with the source file and line.
+    assert any(line.startswith("Warning: coreml artifacts left out") for line in done.stderr.splitlines()), done.stderr
+    assert "UserWarning" not in done.stderr and "warnings.warn" not in done.stderr, done.stderr
     rows = {row["format"]: row for row in json.loads(done.stdout)}
     assert rows["coreml"]["status"] == "skipped: format not requested" and rows["onnx"]["status"] != rows["coreml"]["status"]

@@ -29,7 +29,8 @@ def eval_command(data: Path, models: tuple, labels: Path | None, class_names: Pa
     from mbdeploy.manifest import find_manifests
 
     if not formats:
-        formats = _default_formats(models)
+        with warnings_to_stderr():  # the left-out formats as one `Warning:` line
+            formats = _default_formats(models)
     dataset = load_dataset(data, labels, class_names, limit)
     total = len(dataset.images) * len(list(find_manifests(models)))
     with warnings_to_stderr(), progress("evaluating", total, enabled=not as_json) as bar:

@@ -20,6 +20,10 @@ class FiniteFloat(click.FloatRange):
             self.fail(f"{value!r} is not a finite number (allowed: {allowed})", param, ctx)
         return number
 
+    def _describe_range(self) -> str:
+        # Unbounded (e.g. --cooldown-temp): click would print "x<=None" in --help.
+        return "" if self.min is None and self.max is None else super()._describe_range()
+
 
 def finite(min: float | None = None, max: float | None = None, min_open: bool = False,  # noqa: A002
            max_open: bool = False) -> FiniteFloat:

@@ -71,6 +71,8 @@ def find_runs(paths: Iterable[Path]) -> list[Path]:
             path = path.parent
         if not path.exists():
             raise ResultsError(f"no result run or results folder at {path}")
+        if not path.is_dir():
+            raise ResultsError(f"{path} is a file: name a run folder, a results folder or a run's {RECORDS_FILE}")
         if _is_run(path):
             found.append(path)
         else:
