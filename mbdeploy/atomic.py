@@ -102,6 +102,11 @@ def check_writable_folder(folder: Path, what: str = "output folder") -> None:
         raise OutputError(f"{what} {folder} is not writable: {exc.strerror or exc}") from None
 
 
+def give_usual_mode(folder: Path) -> None:
+    """A folder from mkdtemp (0700) gets the user's usual mode before it is renamed into place."""
+    os.chmod(folder, 0o777 & ~_umask())
+
+
 def _umask() -> int:
     """The process umask; read from /proc where possible, since setting it to read it races with threads."""
     try:

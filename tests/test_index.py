@@ -83,6 +83,21 @@ def test_a_damaged_index_is_rebuilt_with_a_warning(tmp_path, parses):
     assert parses == []
 
 
+def test_a_damaged_row_in_a_sound_index_file_is_rebuilt_with_a_warning(tmp_path, parses):
+    import sqlite3
+
+    _runs(tmp_path)
+    reader.load_runs([tmp_path])
+    db = sqlite3.connect(tmp_path / INDEX_FILE)
+    db.execute("UPDATE runs SET meta = '{not json'")
+    db.commit()
+    db.close()
+    parses.clear()
+    with pytest.warns(UserWarning, match="damaged run index"):
+        runs = reader.load_runs([tmp_path])
+    assert [len(r.records) for r in runs] == [1, 1] and parses.count("results.jsonl") == 2
+
+
 def test_a_bad_line_warns_every_time_even_from_the_index(tmp_path, parses):
     path = write_run(tmp_path, "run-0", [make_record("run-0", SPEC, median=3.0)])
     with (path / "results.jsonl").open("a") as out:

@@ -30,6 +30,21 @@ def test_a_new_report_replaces_the_old_folder_whole(tmp_path):
     assert all(__import__("pathlib").Path(f["png"]).exists() for f in written["figures"] if f["png"])
 
 
+def test_the_report_folder_gets_the_users_usual_mode_not_mkdtemps_0700(tmp_path):
+    import os
+    import stat
+
+    results, out = tmp_path / "results", tmp_path / "report"
+    write_run(results, "run", [make_record("run", s, median=power_law_latency(s)) for s in SPECS])
+    old = os.umask(0o022)
+    try:
+        done = run_cli("report", results, "--out", out, "--json")
+    finally:
+        os.umask(old)
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+
+
 def test_a_folder_holding_other_files_is_refused_and_left_alone(tmp_path):
     results, out = tmp_path / "results", tmp_path / "mine"
     write_run(results, "r", [make_record("r", s, median=power_law_latency(s)) for s in SPECS])

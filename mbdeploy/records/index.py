@@ -102,8 +102,12 @@ class RunIndex:
             return None
         if row is None or row[0] != sig:
             return None
-        return {"run_id": row[1], "meta": json.loads(row[2]), "skipped": json.loads(row[3]),
-                "records": json.loads(row[4]), "layers": json.loads(row[5])}
+        try:
+            return {"run_id": row[1], "meta": json.loads(row[2]), "skipped": json.loads(row[3]),
+                    "records": json.loads(row[4]), "layers": json.loads(row[5])}
+        except (TypeError, ValueError) as exc:  # a row damaged inside a sound database file
+            self._drop(exc)
+            return None
 
     def put(self, folder: Path, sig: str, run_id: str, meta: dict, skipped: list, records: list, layers: list) -> None:
         if self._db is None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
-from mbdeploy.atomic import write_text
+from mbdeploy.atomic import give_usual_mode, write_text
 from mbdeploy.errors import InvalidInput
 
 
@@ -76,6 +76,7 @@ def write_report(results: Iterable[Path], out_dir: Path, model_dirs: Iterable[Pa
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+        give_usual_mode(staging)  # a published report folder readable as the user's other files are
     except OSError as exc:
         raise InvalidInput(f"--out {out_dir}: cannot create a folder in {out_dir.parent}: "
                            f"{exc.strerror or exc}") from None
