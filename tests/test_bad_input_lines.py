@@ -59,6 +59,9 @@ def test_a_resolution_that_cannot_fit_is_refused_before_work_with_the_limit(tmp_
     ["select", "--device", "local", "--budget-ms", "nan"],
     ["select", "--device", "local", "--budget-ms", "10", "--max-size-mb", "inf"],
     ["convert", "--alpha", "nan"],
+    ["profile", "--device", "local", "--layer-secs", "nan"],
+    ["profile", "--device", "local", "--max-secs", "inf"],
+    ["profile", "--device", "local", "--target-ci", "nan"],
 ])
 def test_non_finite_numbers_in_float_options_are_refused(tmp_path, args):
     done = mbdeploy(args, cwd=tmp_path, env=harness_env(tmp_path))

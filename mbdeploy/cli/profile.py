@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from mbdeploy.cli.options import finite
 from mbdeploy.cli.output import console, emit, json_option, progress, split_values, warn, warnings_to_stderr
 
 # Layers per model: the plan's 28 plus the pooling and the softmax (progress bar only).
@@ -80,15 +81,15 @@ def _render(result: dict) -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Inference threads.")
 @click.option("--no-xnnpack", is_flag=True, help="Run without the XNNPACK delegate.")
 @click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed runs first.")
-@click.option("--min-secs", type=click.FloatRange(min=0), default=0.5, show_default=True,
+@click.option("--min-secs", type=finite(min=0), default=0.5, show_default=True,
               help="Time each model and each layer at least this long before stopping on the CI target.")
-@click.option("--max-secs", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+@click.option("--max-secs", type=finite(min=0, min_open=True), default=5.0, show_default=True,
               help="Stop a model or layer after this long even if the CI target is not met.")
-@click.option("--layer-secs", type=click.FloatRange(min=0, min_open=True), default=20.0, show_default=True,
+@click.option("--layer-secs", type=finite(min=0, min_open=True), default=20.0, show_default=True,
               help="single_layer: stop timing a model's layers after this long even if a CI target is not met "
                    "(litert times them all in one round-robin loop).")
 @click.option("--runs", type=click.IntRange(min=1), default=None, help="A fixed number of timed runs.")
-@click.option("--target-ci", type=click.FloatRange(min=0, min_open=True), default=0.02, show_default=True,
+@click.option("--target-ci", type=finite(min=0, min_open=True), default=0.02, show_default=True,
               help="Stop when the 95% CI half-width of the median is at most this fraction of it.")
 @click.option("--no-wait", is_flag=True, help="Fail at once if another bench holds the device.")
 @click.option("--benchmark-binary", type=click.Path(path_type=Path), default=None,
