@@ -36,6 +36,11 @@ NOT_HERE = {
     "mbdeploy convert --grid": "16 models, minutes: benchmarks/bench_convert.py times it",
     "mbdeploy bench --device 'ssh://pi@10.0.0.5": "names the author's board (tests/test_ssh.py benches over a real sshd)",
     "mbdeploy profile --device 'ssh://pi@10.0.0.5'": "names the author's board and one of its runs",
+    "mbdeploy bench --device local --models models --label \"$(":
+        "a shell substitution (a second bench of every model, labelled by git); the --device local example above "
+        "covers bench, tests/test_fleet_history.py covers --label",
+    "mbdeploy report --device 'pixel*'": "filters for phone records, which a host without a phone has none of "
+                                        "(tests/test_fleet_history.py covers the filters)",
     "mbdeploy bench --device all": "up to 20 s per model on every device; the --device local example covers the path",
     "mbdeploy bench --device local --resume 20261123": "names a run of the author's machine (test_bench resumes runs)",
     "mbdeploy report results/20261123": "names a run of the author's machine; the plain `report` example runs",
