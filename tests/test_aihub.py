@@ -109,6 +109,10 @@ def test_a_missing_or_rejected_token_is_one_line_saying_how_to_configure(tmp_pat
     assert missing.returncode != 0 and "Traceback" not in missing.stderr
     assert missing.stderr.startswith("Error: AI Hub is not configured")
     assert "qai-hub configure --api_token" in missing.stderr
+    (tmp_path / "garbled.ini").write_text("api_token = no section header\n")
+    garbled = cli("devices", "--hosted", env={**env, "QAIHUB_CLIENT_INI": str(tmp_path / "garbled.ini")})
+    assert garbled.returncode != 0 and "Traceback" not in garbled.stderr, garbled.stderr
+    assert garbled.stderr.startswith("Error: AI Hub is not configured (File contains no section headers")
     rejected = cli("devices", "--hosted", env=client_env(tmp_path, hub, token="wrong"))
     assert rejected.stderr.startswith("Error: AI Hub rejected the API token") and "wrong" not in rejected.stderr
     assert len(rejected.stderr.strip().splitlines()) == 1

@@ -15,6 +15,7 @@ devices on the user's desk.
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import time
@@ -46,7 +47,7 @@ def _client():
     client = Client()
     try:
         config = client.config
-    except UserError as exc:
+    except (UserError, configparser.Error) as exc:  # configparser: a client.ini that is not an INI file
         raise DeviceError(f"AI Hub is not configured ({_first_line(exc)}); {CONFIGURE_HINT}") from None
     client.set_verbose(False)  # mbdeploy draws its own progress
     return client, config
