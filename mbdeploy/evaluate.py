@@ -34,6 +34,7 @@ from mbdeploy.formats import FORMATS
 from mbdeploy.manifest import (artifact_key, checked_artifact, find_manifests, load_manifest, tool_versions,
                                update_manifest)
 from mbdeploy.preprocessing import IMAGE_SUFFIXES, is_image_file, model_input
+from mbdeploy.records import stats
 
 IMAGENET_CLASSES = 1000
 _SYNSET = re.compile(r"^n\d{8}$")
@@ -178,11 +179,15 @@ class ArtifactResult:
     top1_drop_vs_fp32_points: float | None = None
     agreement_with_fp32_percent: float | None = None
     status: str = "ok"  # or "skipped: <reason>"
+    top1_ci95_percent: list[float] | None = None  # Wilson 95% interval of top1_percent over `images`
+    top1_drop_ci95_points: list[float] | None = None  # paired 95% interval of the drop vs fp32, same images
     predictions: list[int] = field(default_factory=list, repr=False)
+    correct: list[bool] = field(default_factory=list, repr=False)  # top-1 right, per labelled image
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data.pop("predictions")
+        data.pop("correct")
         return data
 
 
@@ -242,6 +247,7 @@ def evaluate_manifest(manifest_file: Path, dataset: Dataset, formats: Iterable[s
             best = top_k(predict(x), label_offset)
             result.predictions.append(best[0])
             if label is not None:
+                result.correct.append(best[0] == label)
                 hits1[id(result)] += best[0] == label
                 hits5[id(result)] += label in best
         if progress:
@@ -256,6 +262,8 @@ def evaluate_manifest(manifest_file: Path, dataset: Dataset, formats: Iterable[s
         if dataset.labelled:
             result.top1_percent = 100.0 * hits1[id(result)] / result.images
             result.top5_percent = 100.0 * hits5[id(result)] / result.images
+            low, high = stats.wilson_interval(hits1[id(result)], result.images)
+            result.top1_ci95_percent = [100.0 * low, 100.0 * high]
     _compare_with_fp32([r for r, _ in predictors])
     if manifest.get("weights", {}).get("trained") is False and dataset.labelled:
         # Agreement between precisions still means something; top-1 of random weights does not.
@@ -282,6 +290,11 @@ def _compare_with_fp32(results: list[ArtifactResult]) -> None:
         result.agreement_with_fp32_percent = 100.0 * same / len(result.predictions) if result.predictions else None
         if result.top1_percent is not None and reference.top1_percent is not None:
             result.top1_drop_vs_fp32_points = reference.top1_percent - result.top1_percent
+            only_reference = sum(a and not b for a, b in zip(reference.correct, result.correct))
+            only_result = sum(b and not a for a, b in zip(reference.correct, result.correct))
+            interval = stats.paired_difference_ci(only_reference, only_result, len(result.correct))
+            if interval is not None:
+                result.top1_drop_ci95_points = [100.0 * interval[0], 100.0 * interval[1]]
 
 
 def _record(manifest_file: Path, results: list[ArtifactResult], dataset: Dataset, trained: bool,
@@ -320,7 +333,9 @@ def _with_accuracy(manifest: dict | None, manifest_file: Path, results: list[Art
             entry["meaningless"] = "weights untrained (seeded random): top-1 is chance level"
         if dataset.labelled:
             entry |= {"top1_percent": result.top1_percent, "top5_percent": result.top5_percent,
-                      "top1_drop_vs_fp32_points": result.top1_drop_vs_fp32_points}
+                      "top1_ci95_percent": result.top1_ci95_percent,
+                      "top1_drop_vs_fp32_points": result.top1_drop_vs_fp32_points,
+                      "top1_drop_ci95_points": result.top1_drop_ci95_points}
             accuracy[artifact_key(artifact)] = entry
         else:  # agreement only: keep an earlier labelled measurement
             accuracy[artifact_key(artifact)] = {**accuracy.get(artifact_key(artifact), {}),

@@ -8,8 +8,10 @@ leave-one-out error), or, when the device has a profile of that format,
 precision and runner config (`mbdeploy profile`), from the layer latency
 model (`records/layer_model.py`), with its error on the measured models it
 was not fitted on. Each gets an accuracy: measured by `eval`, else the
-published top-1 for Google's trained weights. The choice is the highest top-1
-within the budget (and the size limit); ties go to the faster model.
+published top-1 for Google's trained weights, whichever has the tighter 95%
+interval (records.reader.accuracy_evidence). The choice is the highest lower end
+of the top-1's 95% interval within the budget (and the size limit); ties go to
+the faster model.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from mbdeploy.errors import InvalidInput, ResultsError
 from mbdeploy.formats import FORMAT_NAMES
 from mbdeploy.records.fit import fit_groups
 from mbdeploy.records.layer_model import LayerModel, fit_layer_models
-from mbdeploy.records.reader import ManifestIndex, accuracy_of, config_names, latest_ok, load_runs, tidy_rows
+from mbdeploy.records.reader import ManifestIndex, accuracy_evidence, config_names, latest_ok, load_runs, tidy_rows
 
 METRICS = {"median": "latency_ms_median", "p90": "latency_ms_p90"}
 
@@ -49,6 +51,17 @@ class Candidate:
     alpha: float | None = None
     resolution: int | None = None
     classes: int | None = None
+    top1_ci95: tuple[float, float] | None = None  # the top-1's 95% interval (percent)
+    accuracy_images: int | None = None
+    accuracy_warning: str | None = None  # e.g. measured on too few images
+
+    @property
+    def rank_top1(self) -> float | None:
+        """What candidates are ranked by: the lower end of the top-1's 95% interval, so a figure
+        from 5 images (100%, interval 57-100%) never outranks one from 50,000 as if it were as sure."""
+        if self.top1_percent is None:
+            return None
+        return self.top1_ci95[0] if self.top1_ci95 else self.top1_percent
 
     @property
     def eligible(self) -> bool:
@@ -115,20 +128,26 @@ def select_model(device: str, budget_ms: float, results: Iterable[Path], model_d
     for entry in index.entries():
         artifact, manifest = entry.artifact, entry.manifest
         kind = (artifact["format"], artifact["precision"])
-        top1, _, source = accuracy_of(manifest, artifact, manifest["name"], None)
+        evidence = accuracy_evidence(manifest, artifact, manifest["name"], None)
+        top1, source = evidence["top1"], evidence["source"]
         macs = artifact.get("macs") or manifest.get("macs")
         spec = manifest.get("spec") or {}
         for config in configs.get(kind) or [None]:
             candidates[(manifest["name"], *kind, config)] = Candidate(
                 manifest["name"], *kind, macs / 1e6 if macs else None, artifact.get("bytes"), top1, source,
                 config=names.get(config), config_key=config, alpha=spec.get("alpha"),
-                resolution=spec.get("resolution"), classes=spec.get("classes"))
+                resolution=spec.get("resolution"), classes=spec.get("classes"), top1_ci95=evidence["ci95"],
+                accuracy_images=evidence["images"], accuracy_warning=evidence["warning"])
     for key, row in measured.items():
         existing = candidates.get(key)
         if existing is None or existing.top1_percent is None and row["top1_percent"] is not None:
             candidates[key] = Candidate(*key[:3], row["macs_m"], row["size_bytes"], row["top1_percent"],
                                         row["accuracy_source"], config=names[key[3]], config_key=key[3],
-                                        alpha=row.get("alpha"), resolution=row.get("resolution"))
+                                        alpha=row.get("alpha"), resolution=row.get("resolution"),
+                                        top1_ci95=(row["top1_ci95_low"], row["top1_ci95_high"])
+                                        if row.get("top1_ci95_low") is not None else None,
+                                        accuracy_images=row.get("accuracy_images"),
+                                        accuracy_warning=row.get("accuracy_warning"))
 
     layer_models = fit_layer_models([r for run in runs for r in run.records if r["device"]["id"] == device],
                                     [r for run in runs for r in run.layer_records if r["whole"]["device_id"] == device])
@@ -152,7 +171,7 @@ def select_model(device: str, budget_ms: float, results: Iterable[Path], model_d
         candidate.status = _status(candidate, budget_ms, wanted_formats, max_size_mb, device)
 
     ordered = sorted(candidates.values(), key=lambda c: (
-        not c.eligible, -(c.top1_percent if c.top1_percent is not None else -1),
+        not c.eligible, -(c.rank_top1 if c.rank_top1 is not None else -1),
         c.latency_ms if c.latency_ms is not None else float("inf"), c.model, c.format, c.precision, c.config or ""))
     chosen = ordered[0] if ordered and ordered[0].eligible else None
     return Selection(device, budget_ms, metric, chosen, ordered)

@@ -60,6 +60,8 @@ def test_official_quantized_models_on_the_reference_photos(reference_dir, tmp_pa
     assert small.top5_percent == pytest.approx(200 / 3)
     recorded = load_manifest(models / "mobilenet_v1_0.5_160")["accuracy"]["tflite/uint8"]
     assert recorded["top1_percent"] == 100.0 and recorded["images"] == 3 and recorded["runtime"] == "ai-edge-litert"
+    # The evidence travels with the figure: 3 of 3 is a Wilson 95% interval of 43.9-100%.
+    assert recorded["top1_ci95_percent"] == pytest.approx([43.85, 100.0], abs=0.01)
 
     # The same photos as a flat folder with a labels file (class indices), and the cat labelled by name.
     flat = tmp_path / "flat"
@@ -100,6 +102,8 @@ def test_precisions_of_a_converted_model_agree_and_the_drop_is_recorded(small_mo
         if result.precision != "fp32":
             drop = accuracy["tflite/fp32"]["top1_percent"] - result.top1_percent
             assert entry["top1_drop_vs_fp32_points"] == pytest.approx(drop)
+            low, high = entry["top1_drop_ci95_points"]
+            assert low <= drop <= high and high - low > 50  # 3 photos say little about a drop
 
 
 def _colour_model(path: Path, resolution: int, channels_first: bool) -> None:

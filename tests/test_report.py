@@ -297,7 +297,15 @@ def test_report_and_select_over_a_real_local_bench_run(reference_dir, tmp_path):
     report = write_report([tmp_path / "results"], tmp_path / "out")  # manifests found through the records
     with open(report.csv) as handle:
         rows = list(csv.DictReader(handle))
-    assert {row["accuracy_source"] for row in rows} == {"measured"}
+    # Two photos: the release's figure (50,000 images) is tighter for the float artifacts; the quantized ones
+    # have none, and a drop measured on 2 photos is too uncertain for an estimate: their own figure, warned.
+    sources = {row["precision"]: row["accuracy_source"] for row in rows}
+    assert sources["fp32"] == sources["fp16"] == "published"
+    assert sources["int8"] == sources["dynamic"] == "measured"
+    assert {row["accuracy_warning"] for row in rows if row["accuracy_source"] == "measured"} == {
+        "measured on 2 images only (evaluate a few hundred or more for a figure to rank by)"}
+    assert all(float(row["top1_ci95_low"]) <= float(row["top1_percent"]) <= float(row["top1_ci95_high"])
+               for row in rows)
     notes = {f.name: f.note for f in report.figures}
     assert notes["speedup_over_fp32"] is None and notes["accuracy_vs_latency"] is None
     by_precision = {row["precision"]: row for row in rows}
@@ -307,5 +315,5 @@ def test_report_and_select_over_a_real_local_bench_run(reference_dir, tmp_path):
 
     device = records[0]["device"]["id"]
     selection = select_model(device, 1e6, [tmp_path / "results"], [models])
-    best = max(float(row["top1_percent"]) for row in rows)
-    assert selection.chosen.top1_percent == best and selection.chosen.latency_source == "measured"
+    best = max(float(row["top1_ci95_low"]) for row in rows)  # ranked by the lower end of the 95% interval
+    assert selection.chosen.top1_ci95[0] == pytest.approx(best) and selection.chosen.latency_source == "measured"

@@ -100,7 +100,7 @@ def test_measured_accuracy_overrides_the_published_one(tmp_path):
     models, results = tmp_path / "models", tmp_path / "results"
     small, large = ModelSpec(0.25, 128), ModelSpec(0.5, 128)
     write_manifest(models, small, [{"format": "tflite", "precision": "fp32"}], source="slim-checkpoint", trained=True,
-                   accuracy={"tflite/fp32": {"top1_percent": 12.0, "top5_percent": 30.0}})
+                   accuracy={"tflite/fp32": {"top1_percent": 12.0, "top5_percent": 30.0, "images": 50000}})
     # Random weights: a top-1 measured on them is chance level and never chosen on.
     write_manifest(models, large, [{"format": "tflite", "precision": "fp32"}], source="random",
                    accuracy={"tflite/fp32": {"top1_percent": 0.1, "top5_percent": 0.5}})
@@ -186,3 +186,50 @@ def test_select_takes_comma_lists_and_the_latest_record_of_each_configuration(tm
     bad = run_cli("select", "--device", "host", "--budget-ms", "4.5", "--results", results, "--formats", "tflite,tensorrt")
     assert bad.returncode == 2 and bad.stderr.strip() == (
         "Error: format(s) tensorrt unknown; allowed: tflite, coreml, onnx")
+
+
+def test_a_five_image_eval_never_outranks_the_release_figure(tmp_path):
+    """The user's report: 5 photos gave 100% and select ranked it above figures from 50,000 images."""
+    models, results = tmp_path / "models", tmp_path / "results"
+    released, lucky = ModelSpec(0.5, 160), ModelSpec(0.75, 192)
+    write_manifest(models, released, [{"format": "tflite", "precision": "fp32"}], source="slim-checkpoint",
+                   trained=True)
+    five = {"top1_percent": 100.0, "top5_percent": 100.0, "images": 5}
+    write_manifest(models, lucky, [{"format": "tflite", "precision": "fp32"}, {"format": "tflite", "precision": "int8"}],
+                   source="slim-checkpoint", trained=True, accuracy={"tflite/fp32": five, "tflite/int8": five})
+    write_run(results, "r", [make_record("r", s, median=1.0, precision=p, manifest=None)
+                             for s in (released, lucky) for p in ("fp32", "int8")])
+    selection = select_model("host", 3.0, [results], [models])
+    by = {(c.model, c.precision): c for c in selection.candidates}
+    # fp32 of 0.75_192: the release's figure (50,000 images) is tighter than 5 images, so it is the one used.
+    fp32 = by[(lucky.name, "fp32")]
+    assert fp32.accuracy_source == "published" and fp32.top1_percent == PUBLISHED[lucky.name].top1
+    # int8 of 0.75_192 has only the 5-image figure: shown with its Wilson interval and a warning, ranked by
+    # the interval's lower end (56.6%), below 0.5_160's published 59.9%.
+    int8 = by[(lucky.name, "int8")]
+    assert int8.accuracy_source == "measured" and int8.top1_percent == 100.0 and int8.accuracy_images == 5
+    assert int8.top1_ci95 == pytest.approx((56.55, 100.0), abs=0.01)
+    assert "measured on 5 images only" in int8.accuracy_warning
+    order = [(c.model, c.precision) for c in selection.candidates]
+    assert order.index((released.name, "fp32")) < order.index((lucky.name, "int8"))
+    assert PUBLISHED[released.name].top1 == 59.9
+    cli = run_cli("select", "--device", "host", "--budget-ms", "3", "--results", results, "--models", models)
+    assert cli.returncode == 0, cli.stderr
+    assert "measured on 5 images only" in cli.stdout and "56.6-100.0" in cli.stdout
+
+
+def test_int8_of_trained_weights_gets_an_estimate_from_the_published_fp32_and_the_measured_drop(tmp_path):
+    models, results = tmp_path / "models", tmp_path / "results"
+    spec = ModelSpec(0.5, 160)
+    measured = {"top1_percent": 58.0, "top5_percent": 80.0, "images": 400, "top1_drop_vs_fp32_points": 1.5,
+                "top1_drop_ci95_points": [0.5, 2.5]}
+    write_manifest(models, spec, [{"format": "tflite", "precision": "int8"}], source="slim-checkpoint", trained=True,
+                   accuracy={"tflite/int8": measured})
+    write_run(results, "r", [make_record("r", spec, median=1.0, precision="int8", manifest=None)])
+    [candidate] = select_model("host", 3.0, [results], [models]).candidates
+    # 59.9 - 1.5 = 58.4, interval from the published one (+-0.43 on 50,000 images) less the drop's
+    # (as eval stored it): narrower than 400 images' own Wilson interval (+-4.8), so the estimate is used.
+    assert candidate.top1_percent == pytest.approx(58.4)
+    assert candidate.accuracy_source == "estimate: published fp32 minus the drop measured on 400 images"
+    low, high = candidate.top1_ci95
+    assert low == pytest.approx(59.9 - 0.43 - 2.5, abs=0.02) and high == pytest.approx(59.9 + 0.43 - 0.5, abs=0.02)

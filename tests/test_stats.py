@@ -115,3 +115,24 @@ def test_device_side_copy_agrees_with_the_library():
             for target in (0.001, 0.05, 0.5):
                 assert script.stop_reason(samples, elapsed, 1.0, 10.0, None, target) == stats.stop_reason(
                     samples, elapsed, min_secs=1.0, max_secs=10.0, runs=None, target_ci=target)
+
+
+def test_wilson_interval_of_five_out_of_five_is_57_to_100_percent():
+    from mbdeploy.records.stats import wilson_interval
+
+    low, high = wilson_interval(5, 5)
+    assert low == pytest.approx(0.5655, abs=1e-4) and high == 1.0
+    low, high = wilson_interval(0, 10)
+    assert low == 0.0 and high == pytest.approx(0.2775, abs=1e-4)
+    # Large n: close to the normal interval.
+    low, high = wilson_interval(29950, 50000)
+    assert (high - low) / 2 == pytest.approx(1.96 * (0.599 * 0.401 / 50000) ** 0.5, rel=0.01)
+
+
+def test_paired_difference_interval_is_never_zero_width():
+    from mbdeploy.records.stats import paired_difference_ci
+
+    low, high = paired_difference_ci(0, 0, 5)
+    assert low < 0 < high and high - low > 0.9
+    low, high = paired_difference_ci(30, 5, 1000)  # 2.5 points lost, 35 disagreements
+    assert 0 < low < 0.025 < high < 0.05

@@ -45,7 +45,7 @@ def _render(selection) -> None:  # noqa: ANN001 - Selection
     from rich.table import Table
 
     table = Table(title=f"Candidates on {selection.device}, budget {selection.budget_ms:g} ms ({selection.metric})")
-    for header in ("", "model", "format", "precision", "runner config", "MMACs", "size MB", "top-1 %", "top-1 from",
+    for header in ("", "model", "format", "precision", "runner config", "MMACs", "size MB", "top-1 % (95% CI)", "top-1 from",
                    "latency ms", "latency from", "status"):
         table.add_column(header)
     for c in selection.candidates:
@@ -56,11 +56,18 @@ def _render(selection) -> None:  # noqa: ANN001 - Selection
                       else f"predicted ({error}, fit of {c.fit_points})")
         table.add_row("\u2192" if c is selection.chosen else "", c.model, c.format, c.precision, c.config or "",
                       f"{c.macs_m:.1f}" if c.macs_m else "", f"{c.size_bytes / 1e6:.2f}" if c.size_bytes else "",
-                      f"{c.top1_percent:.1f}" if c.top1_percent is not None else "", c.accuracy_source or "",
+                      (f"{c.top1_percent:.1f}" if c.top1_percent is not None else "")
+                      + (f" ({c.top1_ci95[0]:.1f}-{c.top1_ci95[1]:.1f})" if c.top1_ci95 else ""),
+                      c.accuracy_source or "",
                       f"{c.latency_ms:.2f}" if c.latency_ms is not None else "", source, c.status)
     console().print(table)
+    for c in selection.candidates:
+        if c.accuracy_warning and c.top1_percent is not None:
+            console().print(f"Note: {c.model} {c.format} {c.precision}: top-1 {c.accuracy_warning}; ranked by the "
+                            "lower end of its 95% interval")
     if selection.chosen:
         c = selection.chosen
         console().print(f"Chosen: {c.model} {c.format} {c.precision} ({c.config}), top-1 {c.top1_percent:.1f}% "
-                        f"({c.accuracy_source}), {c.latency_ms:.2f} ms {c.latency_source}")
+                        + (f"(95% CI {c.top1_ci95[0]:.1f}-{c.top1_ci95[1]:.1f}, " if c.top1_ci95 else "(")
+                        + f"{c.accuracy_source}), {c.latency_ms:.2f} ms {c.latency_source}")
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from mbdeploy.errors import ManifestError, ResultsError
 from mbdeploy.manifest import MANIFEST_NAME, artifact_key, find_manifests, load_manifest
+from mbdeploy.records import stats
 from mbdeploy.records.schema import validate_layer_record, validate_record
 from mbdeploy.records.sessions import is_session
 from mbdeploy.records.store import RECORDS_FILE, RUN_FILE, RunFolder, read_numbered_records
@@ -42,7 +43,8 @@ COLUMNS = (
     "stop_reason", "init_ms", "first_inference_ms", "peak_memory_mb",
     "macs_m", "params_m", "size_bytes", "gmacs_per_s", "peak_gmacs_per_s", "fraction_of_peak", "peak_basis",
     "power_status", "avg_power_mw", "energy_mj", "throttled", "throttle_reasons",
-    "weights_source", "top1_percent", "top5_percent", "accuracy_source", "sha256",
+    "weights_source", "top1_percent", "top5_percent", "accuracy_source", "top1_ci95_low", "top1_ci95_high",
+    "accuracy_images", "accuracy_warning", "sha256",
     # Per-layer rows of `mbdeploy profile` (records/layers.py); empty on whole-model rows.
     "layer_index", "layer", "layer_type", "layer_method", "layer_time_basis", "bytes_moved", "share_of_time",
     "share_of_macs", "whole_ms_median",
@@ -235,33 +237,73 @@ UNTRAINED = "none: weights untrained (top-1 meaningless)"
 FAILED_VERIFICATION = "none: failed verification"
 
 
-def accuracy_of(manifest: dict | None, artifact: dict, name: str, weights_source: str | None) -> tuple:
-    """(top1 %, top5 %, source) of an artifact: measured, published, or no figure (source says why, or None).
+# The release's top-1 was measured on ImageNet's 50,000 validation images.
+PUBLISHED_IMAGES = 50_000
+# Below this many images a measured top-1 is shown with a warning: its interval is wider than +-5 points.
+FEW_IMAGES = 300
 
-    A top-1 measured on seeded random weights (chance level) or on an artifact
-    that failed verification is kept in the manifest but used nowhere.
+
+def _interval(top1: float, images: int, stored: object = None) -> tuple[float, float] | None:
+    """A top-1's 95% interval in percent: as stored by eval, else Wilson's from the count."""
+    if isinstance(stored, (list, tuple)) and len(stored) == 2 and None not in stored:
+        return float(stored[0]), float(stored[1])
+    interval = stats.wilson_interval(round(top1 * images / 100.0), images) if images else None
+    return (100.0 * interval[0], 100.0 * interval[1]) if interval else None
+
+
+def accuracy_evidence(manifest: dict | None, artifact: dict, name: str, weights_source: str | None) -> dict:
+    """An artifact's top-1 with its evidence: `top1`, `top5`, `source`, `images`, `ci95` (percent) and a
+    `warning`. Of a measured figure, the release's figure and an estimate (for a quantized artifact of
+    Google's weights: the release's fp32 top-1 minus the drop eval measured), the one with the tighter
+    95% interval is used; a top-1 from fewer than FEW_IMAGES images carries a warning.
+
+    A top-1 measured on seeded random weights (chance level) or on an artifact that
+    failed verification is kept in the manifest but used nowhere.
     """
+    none = {"top1": None, "top5": None, "source": None, "images": None, "ci95": None, "warning": None}
     if manifest is not None:
         if manifest.get("weights", {}).get("trained") is False:
-            return None, None, UNTRAINED
+            return none | {"source": UNTRAINED}
         if (artifact.get("verification") or {}).get("passed") is False:
-            return None, None, FAILED_VERIFICATION
-        measured = manifest.get("accuracy", {}).get(artifact_key(artifact))
-        if measured and measured.get("top1_percent") is not None:
-            return measured["top1_percent"], measured.get("top5_percent"), "measured"
+            return none | {"source": FAILED_VERIFICATION}
+        measured = manifest.get("accuracy", {}).get(artifact_key(artifact)) or {}
         weights = manifest.get("weights", {})
         official = weights.get("trained") is True and weights.get("source") in OFFICIAL_SOURCES
     else:
-        official = weights_source in OFFICIAL_SOURCES
-    # The release table measured the float models; a quantized artifact's top-1
-    # differs, so it is only known once `eval` measured it.
-    if official and artifact.get("precision") in FLOAT_PRECISIONS:
-        from mbdeploy.published import PUBLISHED
+        measured, official = {}, weights_source in OFFICIAL_SOURCES
+    options = []
+    if measured.get("top1_percent") is not None:
+        images = int(measured.get("images") or 0)
+        options.append({"top1": measured["top1_percent"], "top5": measured.get("top5_percent"), "source": "measured",
+                        "images": images or None,
+                        "ci95": _interval(measured["top1_percent"], images, measured.get("top1_ci95_percent"))})
+    from mbdeploy.published import PUBLISHED
 
-        row = PUBLISHED.get(name)
-        if row is not None:
-            return row.top1, row.top5, "published"
-    return None, None, None
+    row = PUBLISHED.get(name) if official else None
+    if row is not None and artifact.get("precision") in FLOAT_PRECISIONS:
+        # The release table measured the float models; a quantized artifact's top-1 differs.
+        options.append({"top1": row.top1, "top5": row.top5, "source": "published", "images": PUBLISHED_IMAGES,
+                        "ci95": _interval(row.top1, PUBLISHED_IMAGES)})
+    drop, drop_ci = measured.get("top1_drop_vs_fp32_points"), measured.get("top1_drop_ci95_points")
+    if row is not None and artifact.get("precision") not in FLOAT_PRECISIONS and drop is not None and drop_ci:
+        published = _interval(row.top1, PUBLISHED_IMAGES)
+        options.append({"top1": row.top1 - drop, "top5": None, "images": measured.get("images"),
+                        "source": f"estimate: published fp32 minus the drop measured on {measured.get('images')} images",
+                        "ci95": (published[0] - drop_ci[1], published[1] - drop_ci[0])})
+    if not options:
+        return none
+    best = min(options, key=lambda o: (o["ci95"][1] - o["ci95"][0]) if o["ci95"] else float("inf"))
+    warning = None
+    if best["source"] == "measured" and (best["images"] or 0) < FEW_IMAGES:
+        warning = (f"measured on {best['images'] or 'an unknown number of'} images only "
+                   "(evaluate a few hundred or more for a figure to rank by)")
+    return {**none, **best, "warning": warning}
+
+
+def accuracy_of(manifest: dict | None, artifact: dict, name: str, weights_source: str | None) -> tuple:
+    """(top1 %, top5 %, source) of an artifact (see accuracy_evidence)."""
+    evidence = accuracy_evidence(manifest, artifact, name, weights_source)
+    return evidence["top1"], evidence["top5"], evidence["source"]
 
 
 # --- tidy rows ------------------------------------------------------------------
@@ -279,8 +321,9 @@ def record_row(record: dict, entry: ManifestEntry | None) -> dict:
     median = latency.get("median")
     manifest = entry.manifest if entry else None
     spec = (manifest or {}).get("spec", {})
-    top1, top5, accuracy_source = accuracy_of(manifest, entry.artifact if entry else artifact, artifact["name"],
-                                              artifact.get("weights_source"))
+    evidence = accuracy_evidence(manifest, entry.artifact if entry else artifact, artifact["name"],
+                                 artifact.get("weights_source"))
+    top1, top5, accuracy_source = evidence["top1"], evidence["top5"], evidence["source"]
     weights_source = artifact.get("weights_source") or (manifest or {}).get("weights", {}).get("source")
     gmacs = macs / median / 1e6 if macs and median else None
     peak_gmacs = None
@@ -341,6 +384,10 @@ def record_row(record: dict, entry: ManifestEntry | None) -> dict:
         "top1_percent": top1,
         "top5_percent": top5,
         "accuracy_source": accuracy_source,
+        "top1_ci95_low": evidence["ci95"][0] if evidence["ci95"] else None,
+        "top1_ci95_high": evidence["ci95"][1] if evidence["ci95"] else None,
+        "accuracy_images": evidence["images"],
+        "accuracy_warning": evidence["warning"],
         "sha256": artifact["sha256"],
     }
 

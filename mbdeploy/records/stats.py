@@ -156,3 +156,33 @@ def between_session_ci(medians: Sequence[float]) -> tuple[float, float, str] | N
     std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (k - 1))
     half = T_975[k - 1] * std / math.sqrt(k)
     return max(0.0, mean - half), mean + half, BETWEEN_T
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
+    """The Wilson score 95% interval of a proportion (as fractions), or None for n = 0.
+
+    Unlike the normal (Wald) interval it stays inside [0, 1] and is honest at 0 or n
+    successes: 5 of 5 gives [0.566, 1.0], not [1.0, 1.0].
+    """
+    if n <= 0:
+        return None
+    p = successes / n
+    denominator = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def paired_difference_ci(only_first: int, only_second: int, n: int) -> tuple[float, float] | None:
+    """A 95% interval (fractions) of p1 - p2 for two classifiers scored on the same n items, where
+    `only_first` items were right only for the first and `only_second` only for the second.
+
+    p1 - p2 = P(only first) - P(only second); each of those gets a 97.5% Wilson interval and the
+    difference of the intervals covers p1 - p2 with at least 95% (Bonferroni). Conservative, and
+    unlike the paired Wald interval never zero-width when no item disagrees (0 of 5 is not 0 +- 0).
+    """
+    if n <= 0:
+        return None
+    z = 2.241403  # two-sided 97.5%
+    first, second = wilson_interval(only_first, n, z), wilson_interval(only_second, n, z)
+    return first[0] - second[1], first[1] - second[0]

@@ -116,6 +116,13 @@ def latency_vs_macs(rows: list[dict]):
         if fit is not None and fit.r_squared is not None:
             label += f" (R\u00b2 = {fit.r_squared:.3f}, slope {fit.slope:.2f})"
         dots = axes.scatter(xs, ys, s=22, label=label, zorder=3)
+        # bench --repeat: the between-session 95% CI as an error bar (a single session's CI is not drawn).
+        spread = [r for r in members if r.get("between_ci95_low_ms") is not None]
+        if spread:
+            axes.errorbar([r["macs_m"] for r in spread], [r["latency_ms_median"] for r in spread],
+                          yerr=[[max(0.0, r["latency_ms_median"] - r["between_ci95_low_ms"]) for r in spread],
+                                [max(0.0, r["between_ci95_high_ms"] - r["latency_ms_median"]) for r in spread]],
+                          fmt="none", ecolor=dots.get_facecolor()[0], elinewidth=1, capsize=2, zorder=2)
         for row in members:
             axes.annotate(_point_label(row), (row["macs_m"], row["latency_ms_median"]), fontsize=7,
                           xytext=(3, 3), textcoords="offset points")
@@ -183,18 +190,29 @@ def accuracy_vs_latency(rows: list[dict]):
             series.setdefault(series_name(row), []).append(row)
         for number, (name, members) in enumerate(sorted(series.items())):
             color = f"C{number % 10}"
-            # Filled squares: measured by `mbdeploy eval`; hollow circles: the release table.
-            for source, marker, face in (("measured", "s", color), ("published", "o", "none")):
-                chosen = [r for r in members if r["accuracy_source"] == source]
+            # Filled squares: measured by `mbdeploy eval`; hollow circles: the release table; hollow
+            # triangles: estimates (published fp32 minus a measured drop). Each with its 95% interval.
+            for source, marker, face in (("measured", "s", color), ("published", "o", "none"),
+                                         ("estimate", "^", "none")):
+                chosen = [r for r in members if (r["accuracy_source"] or "").startswith(source)]
                 if chosen:
                     axes.scatter([r["latency_ms_median"] for r in chosen], [r["top1_percent"] for r in chosen],
                                  marker=marker, s=26, label=f"{name}, {source} top-1",
                                  facecolors=face, edgecolors=color)
-        front = [mine[i] for i in pareto_front([(r["latency_ms_median"], r["top1_percent"]) for r in mine])]
+                    bars = [r for r in chosen if r.get("top1_ci95_low") is not None]
+                    if bars:
+                        axes.errorbar([r["latency_ms_median"] for r in bars], [r["top1_percent"] for r in bars],
+                                      yerr=[[r["top1_percent"] - r["top1_ci95_low"] for r in bars],
+                                            [r["top1_ci95_high"] - r["top1_percent"] for r in bars]],
+                                      fmt="none", ecolor=color, elinewidth=1, capsize=2)
+        # A top-1 from a few images is drawn (with its wide interval) but joins no frontier.
+        ranked = [r for r in mine if not r.get("accuracy_warning")]
+        front = [ranked[i] for i in pareto_front([(r["latency_ms_median"], r["top1_percent"]) for r in ranked])]
         axes.step([r["latency_ms_median"] for r in front], [r["top1_percent"] for r in front], where="post",
                   color="black", lw=1, label="Pareto frontier")
         for row in mine:
-            axes.annotate(_point_label(row), (row["latency_ms_median"], row["top1_percent"]), fontsize=7,
+            few = f" ({row['accuracy_images']} images)" if row.get("accuracy_warning") else ""
+            axes.annotate(_point_label(row) + few, (row["latency_ms_median"], row["top1_percent"]), fontsize=7,
                           xytext=(3, -9), textcoords="offset points")
         axes.set_xscale("log")
         _plain_log_axes(axes, y=False)

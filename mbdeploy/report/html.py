@@ -89,13 +89,17 @@ def device_summary(all_rows: list[dict], latest: list[dict], fits: dict[tuple, P
 
 def records_table(rows: list[dict]) -> str:
     headers = ["run", "device", "model", "format", "precision", "runner", "threads", "delegate", "median ms",
-               "CI95 low", "CI95 high", "p90 ms", "samples", "MMACs", "size bytes", "GMAC/s", "energy mJ",
-               "top-1 %", "top-1 source", "throttled", "status"]
+               "CI95 low", "CI95 high", "between-session CI95", "p90 ms", "samples", "MMACs", "size bytes", "GMAC/s", "energy mJ",
+               "top-1 %", "top-1 95% CI", "top-1 source", "throttled", "status"]
     ordered = sorted(rows, key=lambda r: (r["device_id"], r["format"], r["precision"], r.get("macs_m") or 0, r["run_id"]))
     lines = [[r["run_id"], r["device_id"], r["model"], r["format"], r["precision"], r["runner"], r["threads"],
               r["delegate"], r["latency_ms_median"], r["latency_ms_ci95_low"], r["latency_ms_ci95_high"],
+              (f"{r['between_ci95_low_ms']:.3f}-{r['between_ci95_high_ms']:.3f} ({r['sessions']} sessions)"
+               if r.get("between_ci95_low_ms") is not None else ""),
               r["latency_ms_p90"], r["latency_count"], r["macs_m"], r["size_bytes"], r["gmacs_per_s"],
-              r["energy_mj"], r["top1_percent"], r["accuracy_source"],
+              r["energy_mj"], r["top1_percent"],
+              f"{r['top1_ci95_low']:.1f}-{r['top1_ci95_high']:.1f}" if r.get("top1_ci95_low") is not None else "",
+              (r["accuracy_source"] or "") + (f"; {r['accuracy_warning']}" if r.get("accuracy_warning") else ""),
               (r["throttle_reasons"] or "yes") if r["throttled"] else "no",
               r["status"] if r["status"] == "ok" else f"failed: {r['error'] or ''}"] for r in ordered]
     classes = ["failed" if r["status"] != "ok" else ("throttled" if r["throttled"] else "") for r in ordered]
@@ -134,7 +138,10 @@ def render_page(*, runs: list, all_rows: list[dict], latest: list[dict], fits: d
     sections = [
         f"<h1>mbdeploy report</h1><p>{len(all_rows)} records from {len(runs)} run(s); generated {html.escape(generated_at)}. "
         'Latency is the median with its 95% confidence interval; top-1 is "published" (the release table, for '
-        'Google\'s trained weights) or "measured" (by <code>mbdeploy eval</code>). The data is in '
+        'Google\'s trained weights, 50,000 images) or "measured" (by <code>mbdeploy eval</code>), whichever has the '
+        'tighter 95% (Wilson) interval, or an estimate for quantized artifacts (published fp32 minus the measured drop); '
+        'a top-1 from fewer than 300 images is marked and joins no Pareto frontier. With <code>bench --repeat</code>, '
+        'error bars are the between-session 95% CI. The data is in '
         '<a href="results.csv">results.csv</a>.</p>',
         "<h2>Devices</h2>" + device_summary(all_rows, latest, fits),
         "<h2>Figures</h2>" + "".join(_figure(f, out_dir) for f in figures),
