@@ -202,6 +202,7 @@ def convert_model(request: ConvertRequest, progress: Progress | None = None) -> 
 
     job = _prepare_job(request, todo, say)
     fresh = _new_manifest(job, tools)
+    probes = _write_probes(model_dir, job)
     failures, built = [], []
     for fmt, precision in todo:
         say(f"{name}: {fmt} {precision}")
@@ -212,6 +213,7 @@ def convert_model(request: ConvertRequest, progress: Progress | None = None) -> 
             if current is None or current.get("weights", {}).get("sha256") != fingerprint:
                 current = dict(fresh, artifacts=[])
             current["tools"] = tools
+            current["probes"] = probes
             current["artifacts"] = [a for a in current["artifacts"]
                                     if (a.get("format"), a.get("precision")) != (artifact["format"], artifact["precision"])
                                     ] + [artifact]
@@ -321,6 +323,29 @@ def _prepare_job(request: ConvertRequest, pairs: list[tuple[str, str]], say: Pro
     reference = np.asarray(model.predict(probes, batch_size=1, verbose=0), np.float32)
     options = dict(request.options, calibration_source=str(request.calib_dir) if request.calib_dir else "synthetic")
     return ExportJob(spec, weights, model, calibration, probes, reference, options)
+
+
+PROBES_FILE = "probes.npz"
+
+
+def _write_probes(model_dir: Path, job) -> dict:
+    """The verification probes and the Keras reference's outputs on them, beside the manifest:
+    `bench --check-outputs` runs the same inputs on a device and compares with these outputs
+    (which stay right even if an artifact file is later replaced)."""
+    import io
+
+    import numpy as np
+
+    from mbdeploy.atomic import write_bytes
+
+    model_dir.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, inputs=np.asarray(job.probes, np.float32), reference=job.reference)
+    data = buffer.getvalue()
+    write_bytes(model_dir / PROBES_FILE, data)
+    calibration = len(job.probes) - PROBES
+    return {"path": PROBES_FILE, "sha256": hashlib.sha256(data).hexdigest(), "count": int(len(job.probes)),
+            "synthetic": PROBES, "calibration_images": max(calibration, 0), "reference": "Keras reference at convert"}
 
 
 def _new_manifest(job, tools: dict) -> dict:

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
+from mbdeploy.atomic import sha256_file
 from mbdeploy.errors import InvalidInput, ManifestError
 from mbdeploy.formats import FORMAT_NAMES, PLAIN_SUFFIXES
 from mbdeploy.manifest import MANIFEST_NAME, artifact_digest, artifact_file, checked_artifact, find_manifests, load_manifest
@@ -27,10 +28,12 @@ class Artifact:
     resolution: int | None = None
     manifest: str | None = None
     weights_source: str | None = None
+    probes: Path | None = None  # the model's probe inputs and reference outputs from convert (bench --check-outputs)
 
     def record_fields(self) -> dict:
         fields = asdict(self)
         fields.pop("path")
+        fields.pop("probes")
         return fields
 
 
@@ -58,7 +61,22 @@ def _from_manifest(manifest_file: Path, manifest: dict, entry: dict) -> Artifact
         params=_int_or_none(entry.get("params", manifest.get("params"))),
         alpha=spec.get("alpha"), resolution=spec.get("resolution"), manifest=str(manifest_file),
         weights_source=(manifest.get("weights") or {}).get("source"),
+        probes=probes_file(manifest_file, manifest),
     )
+
+
+def probes_file(manifest_file: Path, manifest: dict) -> Path | None:
+    """The probes file convert wrote beside the manifest (inside its folder), if it names one that exists."""
+    entry = manifest.get("probes")
+    name = entry.get("path") if isinstance(entry, dict) else None
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        return None  # a bare file name beside the manifest, nothing else
+    path = artifact_file(manifest_file, entry)
+    if not path.is_file():
+        return None
+    if entry.get("sha256") and sha256_file(path) != entry["sha256"]:
+        raise ManifestError(f"{path} changed since {manifest_file} was written (sha256 differs); convert it again")
+    return path
 
 
 def _plain(path: Path) -> Artifact:

@@ -10,6 +10,7 @@ import posixpath
 import time
 
 from mbdeploy.bench.artifacts import Artifact
+from mbdeploy.bench.numerics import check_outputs, not_checked
 from mbdeploy.bench.options import BenchOptions
 from mbdeploy.bench.thermal import throttle_reasons
 from mbdeploy.devices.base import Device
@@ -80,6 +81,14 @@ def measure_one(device: Device, device_info: dict, runner: Runner, artifact: Art
         t = clock()
         device.push(artifact.path, remote)
         phases["push"] = (clock() - t) * 1e3
+        if options.check_outputs:
+            # Before timing, with the same runner settings: does the device compute what convert verified?
+            t = clock()
+            try:
+                record["numerics"] = check_outputs(device, runner, artifact, remote)
+            except MbdeployError as exc:
+                record["numerics"] = not_checked(exc.message)
+            phases["check_outputs"] = (clock() - t) * 1e3
         t = clock()
         if meter is not None:
             meter.start()

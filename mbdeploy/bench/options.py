@@ -20,5 +20,6 @@ class BenchOptions:
     wait_for_lock: bool = True
     allow_charging: bool = False  # phones: measure power even on USB power (the meter marks it)
     repeat: int = 1  # sessions per artifact (--repeat K): K session records and one aggregate each
+    check_outputs: bool = False  # --check-outputs: run the probe inputs on the device first (bench.numerics)
     rule: str | None = None  # --rule NAME: grade each record valid/invalid (records.rules)
     runner_options: dict = field(default_factory=dict)  # passed to the runner, e.g. {"binary": "..."}

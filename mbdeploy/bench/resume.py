@@ -21,7 +21,7 @@ def run_settings(options: BenchOptions, models: list[Path], precisions: list[str
     """What defines a run, flat and JSON-ready: the timing and runner knobs plus the artifact selection."""
     flat = {**asdict(options.timing), "runner": options.runner, "cooldown_s": options.cooldown_s,
             "cooldown_temp_c": options.cooldown_temp_c, "allow_charging": options.allow_charging, "repeat": options.repeat,
-            "rule": options.rule}
+            "rule": options.rule, "check_outputs": options.check_outputs}
     for key, value in options.runner_options.items():
         flat[key] = list(value) if isinstance(value, (list, tuple)) else str(value) if isinstance(value, Path) else value
     flat["models"] = [str(Path(m).resolve()) for m in models]
@@ -87,4 +87,5 @@ def options_from_settings(settings: dict, runner_keys: tuple[str, ...]) -> Bench
     return BenchOptions(timing=timing, runner=settings.get("runner"), cooldown_s=settings.get("cooldown_s", 0.0),
                         cooldown_temp_c=settings.get("cooldown_temp_c"),
                         allow_charging=bool(settings.get("allow_charging")), runner_options=runner_options,
-                        repeat=int(settings.get("repeat", 1)), rule=settings.get("rule"))
+                        repeat=int(settings.get("repeat", 1)), rule=settings.get("rule"),
+                        check_outputs=bool(settings.get("check_outputs")))

@@ -31,6 +31,7 @@ def summary_rows(records: Iterable[dict]) -> list[dict]:
             "throttled": record.get("throttled"), "error": record.get("error"),
             "sessions": sessions.get("count"),
             "grade": record.get("grade"),
+            "numerics": record.get("numerics"),
             "between_ci95_ms": ([sessions.get("between_ci95_low_ms"), sessions.get("between_ci95_high_ms")]
                                 if sessions else None),
         })

@@ -26,8 +26,22 @@ RUN_PARAMS = {
     "benchmark_binary": "binary", "benchmark_apk": "apk", "delegate": "delegate", "op_profiling": "op_profiling",
     "cpu_mask": "cpu_mask", "compute_units": "compute_units", "compute_unit": "compute_unit", "models": "models",
     "precisions": "precisions", "formats": "formats", "repeat": "repeat", "rule": "rule",
+    "check_outputs": "check_outputs",
 }
 RUNNER_OPTION_KEYS = ("binary", "apk", "delegate", "op_profiling", "cpu_mask", "compute_units", "compute_unit")
+
+
+def numerics_text(numerics: dict) -> str:
+    """The summary's word on --check-outputs: passed/FAILED with the figures, or why it was not checked."""
+    if numerics.get("passed") is None:
+        return "; ".join(numerics.get("notes") or ["outputs not checked"])
+    figures = (f"{numerics['probes']} probes, max |diff| {numerics['max_abs_diff']:.2e}, "
+               f"cosine {numerics['cosine']:.4f}"
+               + (f", top-1 agree {numerics['top1_agreement']:.0%}" if numerics.get("top1_agreement") is not None
+                  else ""))
+    if numerics["passed"]:
+        return f"outputs ok ({figures})"
+    return f"OUTPUTS WRONG: {'; '.join(numerics.get('failures') or [])} ({figures})"
 
 
 def _render(result: dict) -> None:
@@ -60,6 +74,9 @@ def _render(result: dict) -> None:
         status = row["status"] + (" (throttled)" if row.get("throttled") else "")
         if row["status"] != "ok":
             status += f": {row.get('error')}"
+        numerics = row.get("numerics")
+        if numerics:
+            status += "; " + numerics_text(numerics)
         grade = row.get("grade")
         if grade:
             status += f"; {grade['verdict']}" + (f" ({'; '.join(grade['reasons'])})" if grade["reasons"] else "")
@@ -113,6 +130,11 @@ def _render(result: dict) -> None:
 @click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
               help="K sessions per artifact, each a fresh runner process, interleaved across artifacts; "
                    "one record per session plus an aggregate with the between-session 95% CI.")
+@click.option("--check-outputs", is_flag=True,
+              help="Before timing, run the probe inputs convert verified on the device (same runner, threads, "
+                   "delegate) and compare with convert's reference by verify.py's tolerances; a failure marks the "
+                   "record and makes bench exit 1.")
+@click.option("--allow-numerics-failure", is_flag=True, help="With --check-outputs: exit 0 even when a check failed.")
 @click.option("--rule", type=click.Choice(RULES), default=None,
               help="Grade each record valid/invalid by a rule: mlperf = MLPerf Mobile single stream (p90 reported, "
                    ">= 1,024 queries and >= 60 s, LoadGen's early-stopping p90 estimate).")
@@ -142,9 +164,9 @@ def _render(result: dict) -> None:
               help="Use [ssh] options and config from ./mbdeploy.toml (commands in them are still refused).")
 @json_option
 def bench(device_names, models, precisions, formats, out, resume, runner_name, threads, no_xnnpack, warmup,  # noqa: ANN001
-          min_secs, max_secs, runs, target_ci, repeat, rule, cooldown, cooldown_temp, no_wait, benchmark_binary,
-          benchmark_apk, delegate, op_profiling, cpu_mask, compute_units, compute_unit, allow_charging, keep, adb_host,
-          label, trust_project_ssh, as_json) -> None:
+          min_secs, max_secs, runs, target_ci, repeat, check_outputs, allow_numerics_failure, rule, cooldown,
+          cooldown_temp, no_wait, benchmark_binary, benchmark_apk, delegate, op_profiling, cpu_mask, compute_units,
+          compute_unit, allow_charging, keep, adb_host, label, trust_project_ssh, as_json) -> None:
     """Benchmark every artifact of the manifests under --models on a device.
 
     Results go to OUT/<run-id>/results.jsonl (one validated record per device,
@@ -163,7 +185,7 @@ def bench(device_names, models, precisions, formats, out, resume, runner_name, t
         timing=TimingOptions(threads=threads, xnnpack=not no_xnnpack, warmup_runs=warmup, min_secs=min_secs,
                              max_secs=max_secs, runs=runs, target_ci=target_ci),
         runner=runner_name, cooldown_s=cooldown, cooldown_temp_c=cooldown_temp, wait_for_lock=not no_wait,
-        allow_charging=allow_charging, repeat=repeat, rule=rule,
+        allow_charging=allow_charging, repeat=repeat, rule=rule, check_outputs=check_outputs,
         runner_options={key: value for key, value in {
             "binary": benchmark_binary, "apk": benchmark_apk, "delegate": delegate, "op_profiling": op_profiling,
             "cpu_mask": cpu_mask,
@@ -243,8 +265,9 @@ def bench(device_names, models, precisions, formats, out, resume, runner_name, t
         for device in devices:
             device.close()
     failed = [r for r in records if r["status"] != "ok"]
+    wrong = [r for r in records if (r.get("numerics") or {}).get("passed") is False]
     result = {"run_id": folder.run_id, "run_dir": str(folder.path), "records": len(records), "skipped": skipped,
-              "failed": len(failed), "summary": library.summary_rows(records)}
+              "failed": len(failed), "numerics_failed": len(wrong), "summary": library.summary_rows(records)}
     emit(result, as_json, _render)
     if failed:
         # The sweep went on and kept every record; the exit code still tells a script that some failed.
@@ -252,3 +275,9 @@ def bench(device_names, models, precisions, formats, out, resume, runner_name, t
         raise RunnerError(f"{len(failed)} of {len(records)} benchmarks failed (first: {first['artifact']['name']} "
                           f"on {first['device']['id']}: {first['error']}); retry them with --resume {folder.run_id}",
                           failed=len(failed))
+    if wrong and not allow_numerics_failure:
+        first = wrong[0]
+        raise RunnerError(f"{len(wrong)} of {len(records)} records computed wrong outputs on the device (first: "
+                          f"{first['artifact']['name']} {first['artifact']['precision']} on {first['device']['id']}: "
+                          f"{'; '.join(first['numerics']['failures'])}); the timings are kept in {folder.run_id}; "
+                          "--allow-numerics-failure exits 0 anyway", failed=len(wrong))

@@ -289,6 +289,42 @@ def measure_round_robin(args):
                     "python": sys.version.split()[0], "numpy": np.__version__})
     return out
 
+# --- Outputs on probe inputs (bench --check-outputs) ---------------------------
+def probe_outputs(args, model):
+    """Run each probe input (float, as the manifest's preprocessing gives it) and return the float outputs.
+
+    Same interpreter settings as the timed run (threads, XNNPACK or not). An integer
+    input is quantized with the tensor's own scale and zero point, an integer output
+    dequantized, as the host's verification does.
+    """
+    import numpy as np
+    from ai_edge_litert import interpreter as litert
+
+    resolver = litert.OpResolverType.AUTO if args.xnnpack else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interpreter = litert.Interpreter(model_path=model, num_threads=args.threads,
+                                     experimental_op_resolver_type=resolver)
+    interpreter.allocate_tensors()
+    [source] = interpreter.get_input_details()
+    [target] = interpreter.get_output_details()
+    probes = np.load(args.probes, allow_pickle=False)
+    outputs = []
+    for probe in probes:
+        x = probe[None, ...].astype(np.float32)
+        dtype = np.dtype(source["dtype"])
+        if np.issubdtype(dtype, np.integer):
+            scale, zero = source["quantization"]
+            info = np.iinfo(dtype)
+            x = np.clip(np.round(x / scale + zero), info.min, info.max)
+        interpreter.set_tensor(source["index"], x.astype(dtype))
+        interpreter.invoke()
+        y = interpreter.get_tensor(target["index"]).astype(np.float32)
+        if np.issubdtype(np.dtype(target["dtype"]), np.integer):
+            scale, zero = target["quantization"]
+            y = (y - zero) * scale
+        outputs.append([float(v) for v in y.reshape(-1)])
+    return {"schema": SCHEMA, "model": model, "probe_outputs": outputs, "threads": args.threads,
+            "xnnpack": args.xnnpack}
+
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -304,6 +340,7 @@ def parse_args(argv):
     parser.add_argument("--round-robin", action="store_true",
                         help="load every --model, invoke them in turn (see the module docstring)")
     parser.add_argument("--sysfs-root", default="/", help="where sysfs is mounted (tests use a fake tree)")
+    parser.add_argument("--probes", default=None, help="a .npy of probe inputs: print the outputs, time nothing")
     return parser.parse_args(argv)
 
 
@@ -321,7 +358,7 @@ def main(argv=None):
         return status
     for model in args.model:
         try:
-            result = measure(args, model)
+            result = probe_outputs(args, model) if args.probes else measure(args, model)
         except Exception as exc:  # reported to the host as data, never as a traceback
             result = {"schema": SCHEMA, "model": model, "error": f"{type(exc).__name__}: {exc}"}
             status = 1

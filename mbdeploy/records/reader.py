@@ -40,7 +40,7 @@ COLUMNS = (
     "latency_ms_median", "latency_ms_mean", "latency_ms_p90", "latency_ms_p95", "latency_ms_p99",
     "latency_ms_std", "latency_ms_min", "latency_ms_max", "latency_ms_ci95_low", "latency_ms_ci95_high",
     "latency_count", "sessions", "between_ci95_low_ms", "between_ci95_high_ms",
-    "stop_reason", "init_ms", "first_inference_ms", "peak_memory_mb",
+    "stop_reason", "numerics_passed", "numerics_failures", "init_ms", "first_inference_ms", "peak_memory_mb",
     "macs_m", "params_m", "size_bytes", "gmacs_per_s", "peak_gmacs_per_s", "fraction_of_peak", "peak_basis",
     "power_status", "avg_power_mw", "energy_mj", "throttled", "throttle_reasons",
     "weights_source", "top1_percent", "top5_percent", "accuracy_source", "top1_ci95_low", "top1_ci95_high",
@@ -365,6 +365,9 @@ def record_row(record: dict, entry: ManifestEntry | None) -> dict:
         "between_ci95_low_ms": sessions.get("between_ci95_low_ms"),
         "between_ci95_high_ms": sessions.get("between_ci95_high_ms"),
         "stop_reason": record.get("stop_reason"),
+        # bench --check-outputs: did the device compute what convert verified (None: not checked)?
+        "numerics_passed": (record.get("numerics") or {}).get("passed"),
+        "numerics_failures": "; ".join((record.get("numerics") or {}).get("failures") or []) or None,
         "init_ms": record.get("init_ms"),
         "first_inference_ms": record.get("first_inference_ms"),
         "peak_memory_mb": record.get("peak_memory_mb"),

@@ -87,10 +87,23 @@ def device_summary(all_rows: list[dict], latest: list[dict], fits: dict[tuple, P
     return table(headers, lines)
 
 
+def numerics_warning(rows: list[dict]) -> str:
+    """A paragraph naming every record whose device computed wrong outputs (bench --check-outputs); else nothing."""
+    wrong = [r for r in rows if r.get("numerics_passed") is False]
+    if not wrong:
+        return ""
+    items = "".join(f"<li>{html.escape(r['device_id'])}: {html.escape(r['model'])} {html.escape(r['format'])} "
+                    f"{html.escape(r['precision'])} ({html.escape(r['run_id'])}): "
+                    f"{html.escape(r.get('numerics_failures') or '')}</li>" for r in wrong)
+    return (f'<div class="failed"><h2>Wrong outputs on the device</h2><p>{len(wrong)} record(s) timed a model whose '
+            "outputs on the probe inputs disagreed with convert's reference beyond verify.py's tolerance: their "
+            f"latency is of a model computing wrong answers.</p><ul>{items}</ul></div>")
+
+
 def records_table(rows: list[dict]) -> str:
     headers = ["run", "device", "model", "format", "precision", "runner", "threads", "delegate", "median ms",
                "CI95 low", "CI95 high", "between-session CI95", "p90 ms", "samples", "MMACs", "size bytes", "GMAC/s", "energy mJ",
-               "top-1 %", "top-1 95% CI", "top-1 source", "throttled", "status"]
+               "top-1 %", "top-1 95% CI", "top-1 source", "outputs on device", "throttled", "status"]
     ordered = sorted(rows, key=lambda r: (r["device_id"], r["format"], r["precision"], r.get("macs_m") or 0, r["run_id"]))
     lines = [[r["run_id"], r["device_id"], r["model"], r["format"], r["precision"], r["runner"], r["threads"],
               r["delegate"], r["latency_ms_median"], r["latency_ms_ci95_low"], r["latency_ms_ci95_high"],
@@ -100,9 +113,11 @@ def records_table(rows: list[dict]) -> str:
               r["energy_mj"], r["top1_percent"],
               f"{r['top1_ci95_low']:.1f}-{r['top1_ci95_high']:.1f}" if r.get("top1_ci95_low") is not None else "",
               (r["accuracy_source"] or "") + (f"; {r['accuracy_warning']}" if r.get("accuracy_warning") else ""),
+              {True: "ok", False: f"WRONG: {r.get('numerics_failures') or ''}", None: ""}[r.get("numerics_passed")],
               (r["throttle_reasons"] or "yes") if r["throttled"] else "no",
               r["status"] if r["status"] == "ok" else f"failed: {r['error'] or ''}"] for r in ordered]
-    classes = ["failed" if r["status"] != "ok" else ("throttled" if r["throttled"] else "") for r in ordered]
+    classes = ["failed" if r["status"] != "ok" or r.get("numerics_passed") is False
+               else ("throttled" if r["throttled"] else "") for r in ordered]
     return table(headers, lines, classes)
 
 
@@ -143,6 +158,7 @@ def render_page(*, runs: list, all_rows: list[dict], latest: list[dict], fits: d
         'a top-1 from fewer than 300 images is marked and joins no Pareto frontier. With <code>bench --repeat</code>, '
         'error bars are the between-session 95% CI. The data is in '
         '<a href="results.csv">results.csv</a>.</p>',
+        numerics_warning(all_rows),
         "<h2>Devices</h2>" + device_summary(all_rows, latest, fits),
         "<h2>Figures</h2>" + "".join(_figure(f, out_dir) for f in figures),
         *extra_sections,

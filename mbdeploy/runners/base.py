@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mbdeploy.devices.base import Device
-from mbdeploy.errors import MbdeployError
+from mbdeploy.errors import MbdeployError, RunnerError
 
 
 @dataclass
@@ -83,6 +83,14 @@ class Runner(abc.ABC):
         other = copy.copy(self)
         other.options = options
         return other
+
+    def probe_outputs(self, device: Device, remote_model: str, remote_probes: str) -> list[list[float]]:
+        """The model's outputs on the probe inputs pushed to `remote_probes` (a float32 .npy, N x H x W x C),
+        one list per probe, run with this runner's own settings (bench --check-outputs).
+
+        A runner that cannot feed chosen inputs says so: the record then says the outputs were not checked.
+        """
+        raise RunnerError(f"the {self.name} runner cannot run probe inputs yet")
 
     def run_many(self, device: Device, remote_models: list[str]) -> list[RunOutcome | MbdeployError]:
         """Time several pushed models in turn (a profile's single-layer models): an outcome or the error, each.

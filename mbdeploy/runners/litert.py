@@ -137,6 +137,20 @@ class LiteRTRunner(Runner):
         result = device.shell(self.command(device, remote_model), timeout=budget + STARTUP_ALLOWANCE_S)
         return outcome_from_output(parse_output(result.stdout, result.stderr))
 
+    def probe_outputs(self, device: Device, remote_model: str, remote_probes: str) -> list[list[float]]:
+        if device.id not in self._scripts:
+            self.prepare(device)
+        argv = self.command(device, remote_model) + ["--probes", remote_probes]
+        result = device.shell(argv, timeout=STARTUP_ALLOWANCE_S)
+        data = parse_output(result.stdout, result.stderr)
+        if "error" in data:
+            raise RunnerError(f"litert runner failed on the probe inputs: {data['error']}")
+        outputs = data.get("probe_outputs")
+        if (not isinstance(outputs, list) or not outputs
+                or not all(isinstance(row, list) and row and all(_finite_number(v) for v in row) for row in outputs)):
+            raise RunnerError("litert runner returned no valid probe_outputs (lists of finite numbers)")
+        return outputs
+
     def run_many(self, device: Device, remote_models: list[str]) -> list[RunOutcome | MbdeployError]:
         """All the models in one device process, invoked in turn (round robin): one start, the graph's caches.
 
