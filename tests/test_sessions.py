@@ -81,3 +81,11 @@ def test_repeat_3_on_local_gives_three_interleaved_sessions_and_an_aggregate_tha
     done = mbdeploy(["bench", "--resume", runs[0]["run_id"], "--json"], cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["skipped"] == 2
+
+
+def test_a_session_with_wrong_outputs_marks_the_aggregate():
+    sessions = [_session(1, [1.0] * 10), _session(2, [1.1] * 10), _session(3, [1.2] * 10)]
+    for record, passed in zip(sessions, (True, False, True)):
+        record["numerics"] = {"probes": 8, "passed": passed, "reference": "r", "failures": [] if passed else ["x"]}
+    assert aggregate(sessions)["numerics"]["passed"] is False
+    assert "numerics" not in aggregate([_session(1, [1.0] * 10), _session(2, [1.0] * 10)])

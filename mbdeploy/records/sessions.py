@@ -45,6 +45,9 @@ def aggregate(sessions: list[dict]) -> dict:
             "between_method": between[2] if between else "none: fewer than 2 sessions succeeded",
         },
     })
+    checks = [r["numerics"] for r in sessions if isinstance(r.get("numerics"), dict)]
+    if checks:  # bench --check-outputs: a session that computed wrong outputs marks the aggregate
+        record["numerics"] = next((c for c in checks if c.get("passed") is False), checks[0])
     if len(ok) < 2:
         errors = sorted({r.get("error") or "" for r in sessions if r["status"] != "ok"})
         record.update({"status": "failed", "latency_ms": None, "samples_ms": [],
