@@ -72,9 +72,9 @@ def probes_file(manifest_file: Path, manifest: dict) -> Path | None:
     if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
         return None  # a bare file name beside the manifest, nothing else
     path = artifact_file(manifest_file, entry)
-    if not path.is_file():
-        return None
-    if entry.get("sha256") and sha256_file(path) != entry["sha256"]:
+    if not path.is_file() or not isinstance(entry.get("sha256"), str):
+        return None  # no digest to hold it to: the outputs are then not checked (the record says why)
+    if sha256_file(path) != entry["sha256"]:
         raise ManifestError(f"{path} changed since {manifest_file} was written (sha256 differs); convert it again")
     return path
 
