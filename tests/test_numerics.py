@@ -98,9 +98,11 @@ def test_check_outputs_passes_on_local_and_a_wrong_model_fails_with_its_figures(
 
 def test_check_outputs_over_ssh(small_models, tmp_path):
     with sshd(tmp_path / "sshd") as (url, config):
+        # The alias from the project file, the ssh config from the user's own (harness_env: XDG_CONFIG_HOME).
         (tmp_path / "mbdeploy.toml").write_text(
-            f'[aliases]\nboard = "{url}?python={sys.executable}&workdir={tmp_path / "remote"}"\n'
-            f'[ssh]\nconfig = "{config}"\n')
+            f'[aliases]\nboard = "{url}?python={sys.executable}&workdir={tmp_path / "remote"}"\n')
+        (tmp_path / "config" / "mbdeploy").mkdir(parents=True)
+        (tmp_path / "config" / "mbdeploy" / "config.toml").write_text(f'[ssh]\nconfig = "{config}"\n')
         done = mbdeploy(["bench", "--device", "board", "--models", str(small_models), *QUICK], cwd=tmp_path,
                         env=harness_env(tmp_path))
     assert done.returncode == 0, done.stderr
