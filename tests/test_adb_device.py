@@ -79,3 +79,25 @@ def test_command_line_starts_a_device_that_adb_connects_to(server, tmp_path):
         proc.terminate()
         proc.wait(timeout=10)
     assert proc.returncode == 0
+
+
+def test_commands_run_under_mksh_with_toybox_applets_only(server, phone):
+    from mbdeploy.testing.adb_device import toybox_bin
+
+    dev = server.client().device(phone.serial)
+    assert "MIRBSD KSH" in dev.shell("echo $KSH_VERSION")  # Android's shell
+    assert dev.shell("command -v tr") == str(toybox_bin() / "tr")  # an applet Debian's toybox package lacks
+    assert dev.shell("readlink -f $(command -v sed)") == str((toybox_bin() / "toybox").resolve())
+    gnu_only = dev.shell2("grep -P x /dev/null", v2=True)
+    assert gnu_only.returncode != 0 and "Unknown option" in gnu_only.stderr  # fails here as on a phone
+
+
+def test_the_host_shell_stays_an_option(server, tmp_path):
+    from mbdeploy.testing.adb_device import AdbTestDevice
+
+    with AdbTestDevice(tmp_path / "host", shell="host") as host:
+        server.connect(host)
+        dev = server.client().device(host.serial)
+        assert dev.shell("echo ${KSH_VERSION:-none}") == "none"
+        assert dev.shell2("grep -P x /dev/null", v2=True).returncode == 1  # GNU grep knows -P: no match
+        server.client().disconnect(host.serial)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -316,8 +317,33 @@ def test_cli_bench_without_device_takes_the_only_phone_and_keeps_its_folder(serv
     assert list((phone.root / "data/local/tmp/mbdeploy").rglob("*.tflite"))  # --keep left the folder and model
 
 
+def _gone(phone: AdbTestDevice, timeout: float = 10.0) -> list[str]:
+    """The phone's processes (command lines) still alive once `timeout` has passed without them all ending."""
+    deadline = time.monotonic() + timeout
+    while (alive := phone.live_processes()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [_cmdline(pid) for pid in alive]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return f"{pid}: " + Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return f"{pid}: (gone)"
+
+
+def _wait_for(condition, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def _unplug_mid_sweep(server, env, config, tmp_path):
-    """Bench two models, pull the cable during the second; return (exit code, run folder, bench args, root, port)."""
+    """Bench two models, pull the cable while the second one's timed run and sampler run; return
+    (exit code, run folder, bench args, root, port, processes left on the phone)."""
     root = tmp_path / "phone"
     port = free_port()
     phone = AdbTestDevice(root, port=port)
@@ -330,27 +356,28 @@ def _unplug_mid_sweep(server, env, config, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "mbdeploy", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
     try:
-        deadline = time.monotonic() + 120
-        while not list(out.glob("*/results.jsonl")) or not next(out.glob("*/results.jsonl")).read_text().strip():
-            assert proc.poll() is None and time.monotonic() < deadline, "the first model never finished"
-            time.sleep(0.1)
-        time.sleep(1.5)  # well inside the second model's idle baseline, push or 3 s timed loop
-        phone.stop()  # the cable is pulled
+        # The second model's timed run has started (its sampler runs since just before it): pull the cable.
+        assert phone.wait_for_command("--target-ci", count=2, timeout=120), "the second model never started"
+        assert phone.wait_for_command(" marker ", count=2, timeout=10)
+        assert phone.live_processes(), "nothing ran on the phone when the cable was pulled"
+        phone.stop()
+        left = _gone(phone)
         proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
         phone.close()
-    return proc.returncode, next(out.iterdir()), args, root, port
+    return proc.returncode, next(out.iterdir()), args, root, port, left
 
 
 @needs_adb
 @needs_models
-def test_cli_bench_phone_unplugged_mid_sweep_keeps_records_and_names_the_disconnect(server, cli_env, tmp_path):
+def test_cli_bench_phone_unplugged_mid_sweep_keeps_records_and_leaves_nothing_running(server, cli_env, tmp_path):
     from mbdeploy.records.store import read_records
 
     config, env = cli_env
-    _, run_dir, _, _, _ = _unplug_mid_sweep(server, env, config, tmp_path)
+    _, run_dir, _, _, _, left = _unplug_mid_sweep(server, env, config, tmp_path)
+    assert left == []  # no sampler, no runner outlives the disconnect
     first, second = read_records(run_dir / "results.jsonl")
     assert first["status"] == "ok" and first["artifact"]["name"] == "mobilenet_v1_0.25_128_quant"
     assert second["status"] == "failed" and second["artifact"]["name"] == "mobilenet_v1_0.5_160_quant"
@@ -363,7 +390,7 @@ def test_cli_bench_unplugged_exits_non_zero_and_resume_finishes_after_reconnect(
     from mbdeploy.records.store import read_records
 
     config, env = cli_env
-    code, run_dir, args, root, port = _unplug_mid_sweep(server, env, config, tmp_path)
+    code, run_dir, args, root, port, _ = _unplug_mid_sweep(server, env, config, tmp_path)
     assert code != 0
     back = AdbTestDevice(root, port=port)  # plugged back in
     back.start()
@@ -375,3 +402,96 @@ def test_cli_bench_unplugged_exits_non_zero_and_resume_finishes_after_reconnect(
     assert done.returncode == 0, done.stderr
     records = read_records(run_dir / "results.jsonl")
     assert [r["status"] for r in records if r["artifact"]["name"] == "mobilenet_v1_0.5_160_quant"][-1] == "ok"
+
+
+@needs_adb
+@needs_models
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])
+def test_a_killed_host_leaves_nothing_running_on_the_phone(server, cli_env, tmp_path, signal_name):
+    import signal
+
+    config, env = cli_env
+    phone = AdbTestDevice(tmp_path / "phone")
+    phone.start()
+    try:
+        server.connect(phone)
+        config.write_text(f'[aliases]\npixel = "{phone.serial}"\n')
+        args = ["bench", "--device", "pixel", "--runner", "litert", "--adb-host", server.address,
+                "--out", str(tmp_path / "results"), "--models", str(MODELS[0]), "--min-secs", "60", "--max-secs", "60"]
+        proc = subprocess.Popen([sys.executable, "-m", "mbdeploy", *args], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env=env)
+        try:
+            # The timed run's own command (only it passes --target-ci) has started, the sampler before it.
+            assert phone.wait_for_command("--target-ci", timeout=120), "the timed run never started"
+            assert phone.wait_for_command(" marker ", timeout=10) and phone.live_processes()
+            proc.send_signal(getattr(signal, signal_name))
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert _gone(phone) == []
+        if signal_name == "SIGTERM":  # a terminated bench still puts the phone back as it found it
+            assert (phone.state / "fixed_performance_mode").read_text().strip() == "false"
+    finally:
+        phone.close()
+        server.client().disconnect(phone.serial)
+
+
+@needs_adb
+def test_the_next_bench_ends_what_an_earlier_one_left_and_nothing_else(server, tmp_path):
+    phone = AdbTestDevice(tmp_path / "phone")
+    phone.start()
+    try:
+        server.connect(phone)
+        first = AndroidDevice(phone.serial, adb_host=server.address, keep=True, benchmark_settings=False)
+        # What a host killed before it could clean up leaves: a detached command from the work folder.
+        first.push(Path(shutil.which("sleep")), f"{first.workdir}/sleeper")
+        first.shell(["sh", "-c", 'nohup sh -c \'echo $$ > "$0"; exec "$1" 300\' "$@" > /dev/null 2>&1 &',
+                     "leftover", f"{first.workdir}/pids/old.pid", f"{first.workdir}/sleeper"])
+        assert _wait_for(lambda: len(phone.live_processes()) == 1)
+        stranger = subprocess.Popen(["sleep", "300"])  # a reused pid must not be killed
+        (phone.root / "data/local/tmp/mbdeploy/pids/reused.pid").write_text(f"{stranger.pid}\n")
+        try:
+            later = AndroidDevice(phone.serial, adb_host=server.address, benchmark_settings=False)
+            later.workdir  # the next bench's first use of the phone
+            assert len(later.ended_leftovers) == 1 and _gone(phone) == []
+            assert stranger.poll() is None
+            later.close()
+        finally:
+            stranger.kill()
+            stranger.wait()
+    finally:
+        phone.close()
+        server.client().disconnect(phone.serial)
+
+
+@needs_adb
+@pytest.mark.parametrize("shell", ["phone", "host"])
+def test_push_check_reads_the_file_on_stdin_so_odd_names_are_not_corrupted(server, tmp_path, shell):
+    # GNU sha256sum (the host shell) prefixes the digest of such a name with `\`; toybox does not.
+    local = tmp_path / "m.tflite"
+    local.write_bytes(b"TFL3 odd")
+    with AdbTestDevice(tmp_path / "phone", shell=shell) as odd:
+        server.connect(odd)
+        device = AndroidDevice(odd.serial, adb_host=server.address, benchmark_settings=False)
+        for name in ("back\\slash.tflite", "new\nline.tflite"):
+            device.push(local, f"{device.workdir}/{name}")  # "arrived corrupted" with `sha256sum "$1"`
+        device.close()
+        server.client().disconnect(odd.serial)
+
+
+@needs_adb
+@needs_models
+def test_cli_bench_on_an_x86_64_phone_names_benchmark_binary_in_one_line_and_fetches_nothing(server, cli_env, tmp_path):
+    config, env = cli_env
+    with AdbTestDevice(tmp_path / "x86", properties={"ro.product.cpu.abi": "x86_64",
+                                                     "ro.product.cpu.abilist": "x86_64,x86"}) as x86:
+        server.connect(x86)
+        config.write_text(f'[aliases]\nemulator = "{x86.serial}"\n')
+        done = _cli("bench", "--device", "emulator", "--adb-host", server.address, "--models", str(MODELS[0]),
+                    "--out", str(tmp_path / "results"), "--runs", "3", env=env)
+        server.client().disconnect(x86.serial)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert done.returncode != 0 and len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "not this x86_64 device; pass --benchmark-binary PATH" in errors[0]
+    assert not (tmp_path / "cache" / "mbdeploy" / "benchmark_model").exists()  # no download was tried

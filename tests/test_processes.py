@@ -125,6 +125,9 @@ def test_sigterm_restores_the_phone_and_a_killed_run_is_restored_from_the_host_c
             bench.kill()
         assert bench.returncode == 128 + signal.SIGTERM, stderr
         assert _stay_on(phone) == "2" and (phone.state / "fixed_performance_mode").read_text().strip() == "false"
+        # The phone hangs up on the first run's runner a moment after the host has gone (adbd's SIGHUP once
+        # the stream closes): wait for that, or the wait below could see the old runner and kill too early.
+        wait_for(lambda: not runners_under(phone.root), 30, "the first run's runner to end")
 
         # SIGKILL mid-run: nothing can restore, but the originals wait on the host ...
         bench = subprocess.Popen(_phone_bench(tmp_path, server, phone, *LONG), cwd=tmp_path, env=env,

@@ -20,7 +20,8 @@ from support.paths import ROOT
 from support.skips import needs_adb
 
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
-SCRIPTS = [ROOT / "scripts" / "android-emulator-job.sh", ROOT / "scripts" / "lint-workflows.sh"]
+SCRIPTS = [ROOT / "scripts" / "android-emulator-job.sh", ROOT / "scripts" / "lint-workflows.sh",
+           ROOT / "scripts" / "build-toybox.sh"]
 FULL_SHA = re.compile(r"^[^@\s]+@[0-9a-f]{40}$")
 
 
@@ -104,6 +105,12 @@ def test_workflows_reference_scripts_that_exist(workflow):
         assert (ROOT / folder).is_dir(), f"{workflow.name} works in {folder}, which does not exist"
 
 
+def test_no_script_or_workflow_names_an_android_x86_benchmark_build_google_does_not_publish():
+    for path in [*SCRIPTS, *WORKFLOWS, *(ROOT / "mbdeploy").rglob("*.py")]:
+        text = path.read_text()
+        assert not re.search(r"android_x86(_64)?_benchmark|x86(_64)?_benchmark_model", text), path
+
+
 def test_emulator_workflow_runs_the_job_script_in_one_line():
     text = (ROOT / ".github" / "workflows" / "android-emulator.yml").read_text()
     assert re.search(r"^\s*script: sh scripts/android-emulator-job\.sh\s*$", text, re.M)
@@ -136,6 +143,9 @@ def test_emulator_job_script_runs_end_to_end_on_the_adb_test_device(tmp_path):
     from mbdeploy.testing.adb_device import AdbServer, AdbTestDevice
 
     bin_dir = Path(sys.executable).parent
+    # What `make demo` leaves in ./results: the job reports and checks only its own runs.
+    (tmp_path / "results" / "20260101-000000-local").mkdir(parents=True)
+    (tmp_path / "results" / "20260101-000000-local" / "results.jsonl").write_text('{"device": {"kind": "local"}}\n')
     with AdbServer() as server, AdbTestDevice(tmp_path / "phone") as phone:
         server.connect(phone)
         env = {
@@ -152,6 +162,7 @@ def test_emulator_job_script_runs_end_to_end_on_the_adb_test_device(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "== emulator job passed" in done.stdout
     assert (tmp_path / "ci-out" / "report" / "index.html").is_file()
+    assert list((tmp_path / "ci-out" / "results").glob("*/results.jsonl"))
     assert 'emulator = "' in (tmp_path / "ci-out" / "mbdeploy.toml").read_text()
     checked = [line for line in done.stdout.splitlines() if line.startswith("ok  mobilenet_v1_")]
     assert [line.split()[1] for line in checked] == ["mobilenet_v1_0.25_128", "mobilenet_v1_0.5_128"]

@@ -91,7 +91,7 @@ def measure_one(device: Device, device_info: dict, runner: Runner, artifact: Art
             phases["check_outputs"] = (clock() - t) * 1e3
         t = clock()
         if meter is not None:
-            meter.start()
+            meter.start(runner.time_limit_s())
             metering = True
         try:
             outcome = runner.run(device, remote)

@@ -27,8 +27,11 @@ RUN_PARAMS = {
     "cpu_mask": "cpu_mask", "compute_units": "compute_units", "compute_unit": "compute_unit", "models": "models",
     "precisions": "precisions", "formats": "formats", "repeat": "repeat", "rule": "rule",
     "check_outputs": "check_outputs",
+    "peak_memory": "peak_memory", "benchmark_flavour": "flavour", "benchmark_release": "release",
+    "dispatch_library": "dispatch_library", "compiler_plugin": "compiler_plugin",
 }
-RUNNER_OPTION_KEYS = ("binary", "apk", "delegate", "op_profiling", "cpu_mask", "compute_units", "compute_unit")
+RUNNER_OPTION_KEYS = ("binary", "apk", "delegate", "op_profiling", "cpu_mask", "compute_units", "compute_unit",
+                      "peak_memory", "flavour", "release", "dispatch_library", "compiler_plugin")
 
 
 def numerics_text(numerics: dict) -> str:
@@ -150,6 +153,17 @@ def _render(result: dict) -> None:
 @click.option("--delegate", default=None, help="benchmark_model/benchmark_app runners: the delegate to use.")
 @click.option("--op-profiling", is_flag=True, help="benchmark_model/benchmark_app runners: per-op profile.")
 @click.option("--cpu-mask", default=None, metavar="HEX", help="benchmark_model runner: pin to these cores (taskset).")
+@click.option("--peak-memory", is_flag=True,
+              help="benchmark_model/benchmark_app runners: report the peak memory footprint (periodic monitor).")
+@click.option("--benchmark-flavour", type=click.Choice(["litert", "tflite"]), default=None,
+              help="benchmark_model runner: the LiteRT 2.x tool (pinned to the installed ai-edge-litert) or the "
+                   "classic TFLite tool (default: the one the request needs; litert when both can).")
+@click.option("--benchmark-release", type=click.Choice(["nightly"]), default=None,
+              help="benchmark_model/benchmark_app runners: download the classic tool from the unpinned nightly folder.")
+@click.option("--dispatch-library", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="benchmark_model runner, --delegate npu: the vendor's LiteRT dispatch libraries (.so) to push.")
+@click.option("--compiler-plugin", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="benchmark_model runner, --delegate npu: the vendor's LiteRT compiler plugin libraries (.so).")
 @click.option("--compute-units", multiple=True, metavar="U[,U...]",
               help="coreml_app runner: cpuOnly, cpuAndGPU, cpuAndNeuralEngine, all (default: all); "
                    "one record per setting.")
@@ -165,8 +179,9 @@ def _render(result: dict) -> None:
 @json_option
 def bench(device_names, models, precisions, formats, out, resume, runner_name, threads, no_xnnpack, warmup,  # noqa: ANN001
           min_secs, max_secs, runs, target_ci, repeat, check_outputs, allow_numerics_failure, rule, cooldown,
-          cooldown_temp, no_wait, benchmark_binary, benchmark_apk, delegate, op_profiling, cpu_mask, compute_units,
-          compute_unit, allow_charging, keep, adb_host, label, trust_project_ssh, as_json) -> None:
+          cooldown_temp, no_wait, benchmark_binary, benchmark_apk, delegate, op_profiling, cpu_mask, peak_memory,
+          benchmark_flavour, benchmark_release, dispatch_library, compiler_plugin, compute_units, compute_unit,
+          allow_charging, keep, adb_host, label, trust_project_ssh, as_json) -> None:
     """Benchmark every artifact of the manifests under --models on a device.
 
     Results go to OUT/<run-id>/results.jsonl (one validated record per device,
@@ -188,7 +203,8 @@ def bench(device_names, models, precisions, formats, out, resume, runner_name, t
         allow_charging=allow_charging, repeat=repeat, rule=rule, check_outputs=check_outputs,
         runner_options={key: value for key, value in {
             "binary": benchmark_binary, "apk": benchmark_apk, "delegate": delegate, "op_profiling": op_profiling,
-            "cpu_mask": cpu_mask,
+            "cpu_mask": cpu_mask, "peak_memory": peak_memory, "flavour": benchmark_flavour,
+            "release": benchmark_release, "dispatch_library": dispatch_library, "compiler_plugin": compiler_plugin,
             # A list: one runner config per compute-unit setting.
             "compute_units": tuple(dict.fromkeys(_split(compute_units))) or None,
             "compute_unit": compute_unit}.items()

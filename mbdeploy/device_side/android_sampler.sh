@@ -1,8 +1,12 @@
 #!/bin/sh
 # mbdeploy power/thermal sampler: POSIX sh for Android's toybox sh, busybox and Linux sh.
 #
-#   sh android_sampler.sh OUT marker MARKER_FILE [INTERVAL_S]   sample while MARKER_FILE exists
-#   sh android_sampler.sh OUT for_cs CENTISECONDS [INTERVAL_S]  sample for a fixed time
+#   sh android_sampler.sh OUT marker MARKER_FILE [INTERVAL_S [MAX_SAMPLES]]   sample while MARKER_FILE exists
+#   sh android_sampler.sh OUT for_cs CENTISECONDS [INTERVAL_S [MAX_SAMPLES]]  sample for a fixed time
+#
+# MAX_SAMPLES (default 100000) caps OUT: the sampler stops once it wrote that
+# many samples, whatever happens to the marker. The host also starts it under
+# `timeout` (a deadline from the run's limits) and records its pid.
 #
 # Writes OUT (one record per line, parsed on the host by mbdeploy/android_power.py):
 #   # mbdeploy-sampler 1
@@ -19,6 +23,7 @@ out=$1
 mode=$2
 arg=$3
 interval=${4:-0.05}
+max_samples=${5:-100000}
 sys=${MBDEPLOY_SYSFS:-/sys}
 bat=$sys/class/power_supply/battery
 rails=android.hardware.power.stats.IPowerStats/default
@@ -62,6 +67,7 @@ while :; do
   if [ "$mode" = marker ]; then
     [ -f "$arg" ] || break
   fi
+  [ "$n" -lt "$max_samples" ] || break
   uptime_s
   if [ "$mode" = for_cs ] && [ "${up%.*}${up#*.}" -ge "$end_cs" ]; then
     break

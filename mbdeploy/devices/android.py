@@ -25,6 +25,7 @@ from pathlib import Path
 
 from mbdeploy.atomic import sha256_file, write_json
 from mbdeploy.devices.base import Device, DeviceInfo, SensorReading, ShellResult, device_name_key, quote_argv
+from mbdeploy.devices.leftovers import end_leftovers
 from mbdeploy.errors import DeviceDisconnected, DeviceError, DeviceNotFound, InvalidInput
 
 DEFAULT_PORT = 5037
@@ -243,6 +244,7 @@ class AndroidDevice(Device):
         self._settings_applied: list[str] = []
         self._settings_wanted = benchmark_settings
         self._power_shared: dict = {}  # kept by every power meter of this device (gauge probe, pushed sampler)
+        self.ended_leftovers: list[int] = []  # pids of an earlier bench's device-side processes ended here
 
     # ------------------------------------------------------------ plumbing
     @property
@@ -313,6 +315,8 @@ class AndroidDevice(Device):
         if not self._workdir_made:
             self._check(["mkdir", "-p", self._workdir])
             self._workdir_made = True
+            # What a crashed, killed or unplugged earlier bench left running here ends now.
+            self.ended_leftovers = end_leftovers(self, self._workdir)
             if self._settings_wanted:
                 # First real use of the phone for a run: steady clocks and screen until close().
                 self._settings_wanted = False
@@ -341,8 +345,9 @@ class AndroidDevice(Device):
     def check_arrived(self, local: Path, remote: str) -> None:
         """Raise unless the device copy has the local size and sha256 (size alone if it has no sha256sum)."""
         expected_size = Path(local).stat().st_size
-        # One round trip: size and hash together (toybox has had sha256sum since Android 6).
-        result = self.shell(["sh", "-c", 'wc -c < "$1"; sha256sum "$1" 2>/dev/null || true', "check", remote])
+        # One round trip: size and hash together (toybox has had sha256sum since Android 6). The file goes
+        # in on stdin: given a name holding a backslash or newline, sha256sum prefixes its digest with `\`.
+        result = self.shell(["sh", "-c", 'wc -c < "$1"; sha256sum < "$1" 2>/dev/null || true', "check", remote])
         fields = result.stdout.split()
         size = int(fields[0]) if fields and fields[0].isdigit() else self._adb.sync.stat(remote).size
         if size != expected_size:

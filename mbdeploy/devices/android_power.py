@@ -14,14 +14,17 @@ host pulls its file and decides everything:
 
 from __future__ import annotations
 
+import math
 import re
 import statistics
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mbdeploy.errors import DeviceError
+from mbdeploy.errors import DeviceError, MbdeployError
+from mbdeploy.devices.leftovers import bounded, pid_file
 from mbdeploy.devices.power import PowerMeter, PowerResult
 
 SAMPLER_NAME = "android_sampler.sh"
@@ -29,6 +32,10 @@ SAMPLER_NAME = "android_sampler.sh"
 _PROBE = 'b="${MBDEPLOY_SYSFS:-/sys}/class/power_supply/battery"; [ -r "$b/current_now" ] && [ -r "$b/voltage_now" ]'
 MIN_SAMPLES = 10
 MIN_RATE_HZ = 10.0
+# Without a run limit (a caller that gives none), the sampler still ends by itself after this long.
+DEFAULT_LIMIT_S = 600.0
+# Slack beyond the run limit for the sampler's own start and end (thermal zones, dumpsys).
+SAMPLER_SLACK_S = 30.0
 
 
 @dataclass
@@ -214,46 +221,61 @@ class AndroidPowerMeter(PowerMeter):
             self.device.pull(remote, local)
             return parse_sampler(local.read_text())
 
+    def _max_samples(self, seconds: float) -> int:
+        """The sampler's size cap: every battery sample it can take in `seconds`, with room to spare."""
+        return int(math.ceil(seconds / self.interval_s) * 2) + 1000
+
+    def _sampler_argv(self, out: str, mode: str, arg: str, seconds: float, name: str) -> list[str]:
+        argv = ["sh", self._ensure_sampler(), out, mode, arg, str(self.interval_s), str(self._max_samples(seconds))]
+        return bounded(argv, seconds + SAMPLER_SLACK_S, pid_file(self.device.workdir, name))
+
     def measure_idle(self, seconds: float) -> None:
         self._check_charging()
         if self._refusal:
             return
-        sampler = self._ensure_sampler()
         out = f"{self._folder()}/idle.txt"
-        result = self.device.shell(
-            ["sh", sampler, out, "for_cs", str(max(1, int(seconds * 100))), str(self.interval_s)],
-            timeout=seconds + 30,
-        )
+        argv = self._sampler_argv(out, "for_cs", str(max(1, int(seconds * 100))), seconds, "idle_sampler")
+        result = self.device.shell(argv, timeout=seconds + 2 * SAMPLER_SLACK_S)
         if not result.ok:
             raise DeviceError(f"the power sampler failed on {self.device.id}: {result.stderr.strip()}")
         self._idle = self._pull_trace(out)
 
-    def start(self) -> None:
+    def start(self, limit_s: float | None = None) -> None:
         if self._refusal:
             return
-        sampler = self._ensure_sampler()
+        limit = limit_s or DEFAULT_LIMIT_S
         self._out = f"{self._folder()}/load.txt"
         self._marker = f"{self._folder()}/sampling"
         # A previous model's trace must not pass for this one's first samples.
         self.device.shell(["rm", "-f", self._out, f"{self._out}.done", f"{self._out}.rails"])
         self.device.shell(["touch", self._marker])
-        # Detached from the adb stream: the command returns at once, the sampler runs until the marker goes.
-        launch = 'nohup sh "$0" "$@" > /dev/null 2>&1 < /dev/null &'
-        self.device.shell(["sh", "-c", launch, sampler, self._out, "marker", self._marker, str(self.interval_s)])
+        # Held in a stream of its own, not detached: when the host dies or the cable goes, adbd hangs up
+        # on the sampler; failing that, its guard ends it at the run's limit, and the next bench ends it too.
+        argv = self._sampler_argv(self._out, "marker", self._marker, limit, "sampler")
+        self._holder_error: list[BaseException] = []
+        self._holder = threading.Thread(target=self._hold, args=(argv, limit + 2 * SAMPLER_SLACK_S),
+                                        name=f"sampler-{self.device.id}", daemon=True)
+        self._holder.start()
         # The sampler reads thermal zones and dumpsys first; the timed loop starts once it samples the battery.
         deadline = time.monotonic() + 10
         while not self.device.shell(["grep", "-q", "^b ", self._out]).ok and time.monotonic() < deadline:
+            if not self._holder.is_alive():
+                break
             time.sleep(0.02)
+
+    def _hold(self, argv: list[str], timeout: float) -> None:
+        try:
+            self.device.shell(argv, timeout=timeout)
+        except MbdeployError as exc:  # the phone went away: stop() reports what is missing
+            self._holder_error.append(exc)
 
     def stop(self, inferences: int, latency_ms: float) -> PowerResult:
         if self._refusal:
             return PowerResult(status="refused", reason=self._refusal)
         self.device.shell(["rm", "-f", self._marker])
-        deadline = time.monotonic() + 10
-        while not self.device.shell(["test", "-f", f"{self._out}.done"]).ok:
-            if time.monotonic() > deadline:
-                return PowerResult.unavailable("the power sampler did not finish within 10 s after the run")
-            time.sleep(0.05)
+        self._holder.join(timeout=10)
+        if self._holder.is_alive() or not self.device.shell(["test", "-f", f"{self._out}.done"]).ok:
+            return PowerResult.unavailable("the power sampler did not finish within 10 s after the run")
         self.last_load = self._pull_trace(self._out)
         if self._idle is None:
             return PowerResult.unavailable("no idle baseline was measured before the run")

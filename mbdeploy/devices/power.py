@@ -50,7 +50,8 @@ class PowerMeter(abc.ABC):
         """Sample the idle baseline before a model runs."""
 
     @abc.abstractmethod
-    def start(self) -> None: ...
+    def start(self, limit_s: float | None = None) -> None:
+        """Begin the timed window; `limit_s`: the longest the run may take (a device-side sampler ends by then)."""
 
     @abc.abstractmethod
     def stop(self, inferences: int, latency_ms: float) -> PowerResult: ...

@@ -207,7 +207,7 @@ class RaplPowerMeter(PowerMeter):
         result = self._finish()
         self._idle_mw = result[0] if result else None
 
-    def start(self) -> None:
+    def start(self, limit_s: float | None = None) -> None:
         if self.source is None:
             return
         self._samples = []

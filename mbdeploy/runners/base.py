@@ -70,6 +70,10 @@ class Runner(abc.ABC):
     def bind_run(self, run_dir: Path) -> None:
         """The run folder this runner times for; runners that keep state across a resume keep it there."""
 
+    def time_limit_s(self) -> float:
+        """The longest one run of a model may take; the device-side processes of the run end by then."""
+        return self.options.max_secs * 2 + 120
+
     @abc.abstractmethod
     def prepare(self, device: Device) -> None:
         """Put what the runner needs on the device (once per device and run)."""

@@ -1,15 +1,16 @@
 """The official benchmark APK (package org.tensorflow.lite.benchmark).
 
-The same tool as `benchmark_model`, built as an app: a foreground activity is
+The classic TFLite `benchmark_model`, built as an app: a foreground activity is
 scheduled like a real app, which the tool's documentation recommends for
 faithful numbers. It is started with `am start -S -W -n ... --es args "..."`
 and prints its lines to logcat under the tag `tflite`; they are parsed by
-the same parser as the binary's output.
+the same parser as the binary's output. The op profile is written to a file
+in the app's own folder and read with `run-as` (Android keeps only ~4 KB of
+one logcat message, and upstream logs the whole summary as one).
 """
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
@@ -17,32 +18,29 @@ from mbdeploy.atomic import sha256_file
 from mbdeploy.devices.base import Device
 from mbdeploy.errors import InvalidInput, RunnerError
 from mbdeploy.runners.base import RunOutcome, Runner, TimingOptions
-from mbdeploy.runners.benchmark_model import (
-    RELEASE_BASE_URL,
-    check_delegate,
-    fetch_release,
-    parse_output,
-    tool_flags,
-)
+from mbdeploy.runners.benchmark_model import add_op_profile, check_delegate, check_release, read_op_profile, tool_flags
+from mbdeploy.runners.benchmark_output import logcat_messages, parse_output
+from mbdeploy.runners.benchmark_release import NIGHTLY_FILES, fetch, release_for
 
 PACKAGE = "org.tensorflow.lite.benchmark"
 ACTIVITY = f"{PACKAGE}/.BenchmarkModelActivity"
 LOG_TAG = "tflite"
-
-# `adb logcat -v threadtime` ("MM-DD HH:MM:SS.mmm  PID  TID L TAG: msg") and `-v brief` ("L/TAG(PID): msg").
-_THREADTIME = re.compile(r"^\d\d-\d\d \d\d:\d\d:\d\d\.\d+\s+\d+\s+\d+ [VDIWEF] (\S+)\s*: ?(.*)$")
-_BRIEF = re.compile(r"^[VDIWEF]/(\S+?)\s*\(\s*\d+\): ?(.*)$")
+# The app cannot write the shell's /data/local/tmp; it writes its op profile into its own data folder,
+# which the shell reads with `run-as` (the APK is debuggable).
+APP_PROFILE = f"/data/data/{PACKAGE}/mbdeploy_op_profile.pb"
 _DONE = ("Inference timings in us:", "Average inference timings in us:")
+_FAILED = ("Benchmarking failed", "Failed to", "Unconsumed cmdline flags")
 
 
-def logcat_messages(text: str, tag: str = LOG_TAG) -> str:
-    """The messages of one tag from logcat output, one per line, prefixes removed."""
-    out = []
-    for line in text.splitlines():
-        match = _THREADTIME.match(line) or _BRIEF.match(line)
-        if match and match.group(1) == tag:
-            out.append(match.group(2))
-    return "\n".join(out)
+def app_abi(props: dict[str, str]) -> str:
+    """The ABI to install an app for: the first of the phone's app ABIs that Google publishes the APK for.
+
+    x86_64 emulator images of API 30+ list arm64-v8a among their ABIs: they translate ARM code in apps
+    (not in shell executables), so the published arm64 APK runs there.
+    """
+    abis = [abi.strip() for abi in props.get("ro.product.cpu.abilist", "").split(",") if abi.strip()]
+    primary = props.get("ro.product.cpu.abi", "")
+    return next((abi for abi in [primary, *abis] if abi in NIGHTLY_FILES), primary)
 
 
 class BenchmarkAppRunner(Runner):
@@ -55,8 +53,9 @@ class BenchmarkAppRunner(Runner):
         delegate: str | None = None,
         op_profiling: bool = False,
         peak_memory: bool = False,
+        release: str | None = None,
         cache: Path | None = None,
-        base_url: str = RELEASE_BASE_URL,
+        base_urls: dict | None = None,
         sha256: str | None = None,
         poll_s: float = 0.5,
         **_ignored: object,
@@ -66,37 +65,51 @@ class BenchmarkAppRunner(Runner):
         if self.apk is not None and not self.apk.is_file():
             raise InvalidInput(f"--benchmark-apk {self.apk} is not a file")
         self.delegate = check_delegate(delegate, options.xnnpack)
+        if self.delegate == "npu":
+            raise InvalidInput("the benchmark APK is the classic TFLite tool: it has no NPU path; use --runner benchmark_model")
+        self.release = check_release(release)
         self.op_profiling = op_profiling
         self.peak_memory = peak_memory
         self.poll_s = poll_s
-        self._cache, self._base_url, self._sha256 = cache, base_url, sha256
+        self._cache, self._base_urls, self._sha256 = cache, dict(base_urls or {}), sha256
         self.apk_sha256: str | None = None
+        self.apk_source: dict | None = None
 
     def config_key(self) -> str:
         # The tool's sha256 is known only after prepare(); --resume compares keys taken before it.
-        saved, self.apk_sha256 = self.apk_sha256, None
+        saved = self.apk_sha256, self.apk_source
+        self.apk_sha256, self.apk_source = None, None
         try:
             return super().config_key()
         finally:
-            self.apk_sha256 = saved
+            self.apk_sha256, self.apk_source = saved
 
     def config(self) -> dict:
+        source = self.apk_source or {}
         return {**super().config(), "delegate": self.delegate, "op_profiling": self.op_profiling,
-                "peak_memory": self.peak_memory, "apk_sha256": self.apk_sha256}
+                "peak_memory": self.peak_memory, "flavour": "tflite", "apk_url": source.get("url"),
+                "apk_version": source.get("version") or ("user-supplied" if self.apk else None),
+                "apk_sha256": self.apk_sha256}
 
     def start_command(self, remote_model: str) -> list[str]:
         """`am start` argv; the whole tool command line is ONE word for --es args (quoted by the device shell)."""
-        flags = tool_flags(self.options, remote_model, self.delegate, self.op_profiling, self.peak_memory)
+        flags = tool_flags(self.options, remote_model, self.delegate, self.op_profiling, self.peak_memory, "tflite",
+                           APP_PROFILE if self.op_profiling else None)
         return ["am", "start", "-S", "-W", "-n", ACTIVITY, "--es", "args", " ".join(flags)]
 
     def prepare(self, device: Device) -> None:
         installed = device.shell(["pm", "path", PACKAGE])
-        if installed.ok and "package:" in installed.stdout and self.apk is None:
+        if installed.ok and "package:" in installed.stdout and self.apk is None and self.release is None:
             return
         apk = self.apk
         if apk is None:
-            abi = device.properties().get("ro.product.cpu.abi", "")
-            apk = fetch_release(abi, apk=True, cache=self._cache, base_url=self._base_url, sha256=self._sha256)
+            if self.release != "nightly":
+                raise InvalidInput("the benchmark APK is published only in the unpinned nightly folder: pass "
+                                   "--benchmark-apk PATH, or opt in with --benchmark-release nightly")
+            urls = {"nightly_base": self._base_urls["nightly"]} if "nightly" in self._base_urls else {}
+            release = release_for("tflite", app_abi(device.properties()), apk=True, **urls)
+            apk = fetch(release, cache=self._cache, sha256=self._sha256)
+            self.apk_source = {"url": release.url, "version": release.version}
         self.apk_sha256 = sha256_file(apk)
         remote = f"{device.workdir}/benchmark_model.apk"
         device.push(apk, remote)
@@ -104,17 +117,12 @@ class BenchmarkAppRunner(Runner):
         if not result.ok or "Success" not in result.stdout:
             raise RunnerError(f"installing the benchmark APK failed: {(result.stdout + result.stderr).strip()[-300:]}")
 
-    def _finished(self, messages: str) -> bool:
-        lines = messages.splitlines()
-        if any(line.startswith(("Benchmarking failed", "Failed to")) for line in lines):
-            return True
-        if not any(line.startswith(_DONE[:2]) for line in lines):
-            return False
-        # With op profiling the tables follow the timings line; wait for the run tables' last line.
-        if self.op_profiling:
-            after = messages.split("Operator-wise Profiling Info for Regular Benchmark Runs", 1)
-            return len(after) == 2 and "nodes observed" in after[1]
-        return True
+    @staticmethod
+    def _finished(messages: str) -> bool:
+        # The op profile goes to a file (logcat keeps only ~4 KB of one message), so the timings line ends the run.
+        lines = [line.split(": ", 1)[-1] if line.startswith(("INFO: ", "ERROR: ", "WARN")) else line
+                 for line in messages.splitlines()]
+        return any(line.startswith(_DONE + _FAILED) for line in lines)
 
     def run(self, device: Device, remote_model: str) -> RunOutcome:
         # The activity splits its args on spaces, so it gets a copy of the model under a plain name.
@@ -123,13 +131,15 @@ class BenchmarkAppRunner(Runner):
         if not copied.ok:
             raise RunnerError(f"could not stage {remote_model} for the benchmark app: {copied.stderr.strip()}")
         device.shell(["logcat", "-c"])
+        if self.op_profiling:
+            device.shell(["run-as", PACKAGE, "rm", "-f", APP_PROFILE])
         started = device.shell(self.start_command(plain), timeout=60)
         if not started.ok or "Error" in started.stdout:
             raise RunnerError(f"`am start` of {ACTIVITY} failed: {(started.stdout + started.stderr).strip()[-300:]}")
-        wait_s = self.options.max_secs * 2 + 120
+        wait_s = self.time_limit_s()
         deadline = time.monotonic() + wait_s
         while True:
-            log = device.shell(["logcat", "-d", "-v", "threadtime", "-s", f"{LOG_TAG}:*"], timeout=60).stdout
+            log = device.shell(["logcat", "-d", "-v", "threadtime", "-s", f"{LOG_TAG}:*", "litert:*"], timeout=60).stdout
             messages = logcat_messages(log)
             if self._finished(messages):
                 break
@@ -138,4 +148,16 @@ class BenchmarkAppRunner(Runner):
             time.sleep(self.poll_s)
         outcome = parse_output(messages, self.options)
         outcome.extra["command"] = self.start_command(plain)
+        if self.op_profiling:
+            add_op_profile(outcome, self._read_profile(device, deadline))
         return outcome
+
+    def _read_profile(self, device: Device, deadline: float) -> list[dict]:
+        """The app writes its profile after the timings line: read it once it parses whole."""
+        while True:
+            try:
+                return read_op_profile(device, APP_PROFILE, reader=["run-as", PACKAGE, "cat", APP_PROFILE])
+            except RunnerError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(self.poll_s)

@@ -1,98 +1,52 @@
 """The official LiteRT/TFLite `benchmark_model` binary, run over adb.
 
-Three parts: building its command line from TimingOptions, getting the
-binary (`--benchmark-binary PATH`, or one download into ~/.cache/mbdeploy
-whose sha256 is recorded and checked ever after), and parsing what it prints
-into a RunOutcome. The parser follows the tool's own printing code:
-`BenchmarkModel::Run` ("Initialized session in", one `Stat::OutputToStream`
-line per phase), `BenchmarkLoggingListener::OnBenchmarkEnd` ("Inference
-timings in us", memory footprint), the delegate coverage lines of
-`BenchmarkTfLiteModel::Init`, and the op profiler's StatsCalculator tables.
-The benchmark APK prints the same lines to logcat (see benchmark_app.py).
+Three parts: building its command line from TimingOptions for the flavour
+the request needs (the pinned LiteRT 2.x tool, or the classic TFLite tool for
+op profiling, NNAPI and runs without XNNPACK: benchmark_release.py), getting
+the binary (`--benchmark-binary PATH`, or one download into ~/.cache/mbdeploy
+whose URL, version, flavour and sha256 go into every record), and parsing
+what it prints (benchmark_output.py) and the op profile it writes to a file
+(op_profile.py). The benchmark APK runs the same classic tool (benchmark_app.py).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
-import shutil
 import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from mbdeploy.atomic import sha256_file, write_text
-from mbdeploy.cache import cache_root
+from mbdeploy.atomic import sha256_file
 from mbdeploy.devices.base import Device
-from mbdeploy.errors import InvalidInput, RunnerError
+from mbdeploy.devices.leftovers import bounded, pid_file
+from mbdeploy.errors import DeviceError, InvalidInput, RunnerError
 from mbdeploy.runners.base import RunOutcome, Runner, TimingOptions
+from mbdeploy.runners.benchmark_output import parse_output
+from mbdeploy.runners.benchmark_release import FLAVOURS, Release, fetch, release_for
+from mbdeploy.runners.op_profile import by_node_type, parse_op_profile
 
-# The official prebuilt tools live only under the nightly "latest" folder (the
-# LiteRT performance docs link there); there is no versioned path to pin. So
-# the pin is the sha256 recorded at the first download: a later file that
-# differs is refused, and a user can pin a hash of their own with sha256=.
-RELEASE_BASE_URL = "https://storage.googleapis.com/tensorflow-nightly-public/prod/tensorflow/release/lite/tools/nightly/latest"
-RELEASE_VERSION = "nightly-latest"
-ABI_FILES = {
-    "arm64-v8a": "android_aarch64_benchmark_model",
-    "armeabi-v7a": "android_arm_benchmark_model",
-    "x86_64": "android_x86_64_benchmark_model",
-    "x86": "android_x86_benchmark_model",
-}
-DELEGATES = ("cpu", "xnnpack", "gpu", "nnapi")
+DELEGATES = ("cpu", "xnnpack", "gpu", "nnapi", "npu")
+# What only one flavour can do (each flag checked against that tool's source; see benchmark_release.py).
+CLASSIC_ONLY = {"cpu": "running without XNNPACK", "nnapi": "the NNAPI delegate"}
+LITERT_ONLY = {"npu": "the NPU (vendor dispatch libraries)"}
+OP_PROFILE_NAME = "op_profile.pb"
 
 
-# ---------------------------------------------------------------- the binary
-def cache_dir() -> Path:
-    return cache_root() / "benchmark_model" / RELEASE_VERSION
-
-
-def release_file(abi: str, apk: bool = False) -> str:
-    if abi not in ABI_FILES:
-        raise InvalidInput(f"no official benchmark_model build for ABI {abi!r}; allowed: {', '.join(ABI_FILES)}")
-    return ABI_FILES[abi] + (".apk" if apk else "")
-
-
-def fetch_release(
-    abi: str,
-    apk: bool = False,
-    cache: Path | None = None,
-    base_url: str = RELEASE_BASE_URL,
-    sha256: str | None = None,
-) -> Path:
-    """The official build for `abi`, downloaded once; its sha256 is recorded and a changed file refused."""
-    name = release_file(abi, apk)
-    folder = Path(cache) if cache else cache_dir()
-    target, record = folder / name, folder / f"{name}.sha256"
-    recorded = record.read_text().split()[0] if record.exists() else None
-    expected = sha256 or recorded
-    if target.exists():
-        digest = sha256_file(target)
-        if expected and digest != expected:
-            raise RunnerError(f"cached {target} has sha256 {digest}, but {expected} was recorded; delete it to download again")
-        return target
-    folder.mkdir(parents=True, exist_ok=True)
-    url = f"{base_url.rstrip('/')}/{name}"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".download", dir=folder)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        try:
-            with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
-                shutil.copyfileobj(response, out)
-        except (urllib.error.URLError, OSError) as exc:
-            raise RunnerError(f"could not download {url} ({exc}); pass --benchmark-binary PATH instead") from None
-        digest = sha256_file(tmp)
-        if expected and digest != expected:
-            raise RunnerError(f"downloaded {url} has sha256 {digest}, expected {expected}; refusing a changed file")
-        tmp.chmod(0o755)
-        os.replace(tmp, target)
-        if not recorded:
-            write_text(record, f"{digest}  {name}  {url}\n")
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
+def choose_flavour(delegate: str, op_profiling: bool, flavour: str | None = None) -> str:
+    """The tool flavour a request needs: the pinned LiteRT 2.x tool unless only the classic one can do it."""
+    needs_classic = CLASSIC_ONLY.get(delegate) or ("op profiling to a file" if op_profiling else None)
+    needs_litert = LITERT_ONLY.get(delegate)
+    if needs_classic and needs_litert:
+        raise InvalidInput(f"{needs_classic} and {needs_litert} need different benchmark_model flavours")
+    if flavour is not None:
+        if flavour not in FLAVOURS:
+            raise InvalidInput(f"benchmark_model flavour {flavour!r} is not one of: {', '.join(FLAVOURS)}")
+        if flavour == "litert" and needs_classic:
+            raise InvalidInput(f"{needs_classic} needs the classic TFLite benchmark_model (flavour tflite), not litert")
+        if flavour == "tflite" and needs_litert:
+            raise InvalidInput(f"{needs_litert} needs the LiteRT 2.x benchmark_model (flavour litert), not tflite")
+        return flavour
+    return "tflite" if needs_classic else "litert"
 
 
 # ---------------------------------------------------------------- the command line
@@ -102,27 +56,41 @@ def tool_flags(
     delegate: str = "xnnpack",
     op_profiling: bool = False,
     peak_memory: bool = False,
+    flavour: str = "tflite",
+    op_profile_file: str | None = None,
+    dispatch_path: str | None = None,
+    plugin_path: str | None = None,
 ) -> list[str]:
-    """benchmark_model's flags for one model (shared by the binary and the APK)."""
-    # benchmark_model runs while either count or time is short of its minimum, so a
-    # fixed --runs needs min_secs 0 to mean exactly that many runs.
+    """benchmark_model's flags for one model (shared by the binary and the APK), per flavour."""
+    # The tool runs while either count or time is short of its minimum, so a fixed --runs needs
+    # min_secs 0, and --warmup N needs warmup_min_secs 0 (upstream also warms up for 0.5 s by default).
     min_secs = 0 if options.runs is not None else options.min_secs
     flags = [
         f"--graph={remote_model}",
         f"--num_threads={options.threads}",
         f"--warmup_runs={options.warmup_runs}",
+        "--warmup_min_secs=0",
         f"--min_secs={min_secs:g}",
         f"--max_secs={options.max_secs:g}",
-        f"--use_xnnpack={'true' if delegate == 'xnnpack' else 'false'}",
     ]
+    if flavour == "tflite":
+        flags.append(f"--use_xnnpack={'true' if delegate == 'xnnpack' else 'false'}")
     if options.runs is not None:
         flags.append(f"--num_runs={options.runs}")
     if delegate == "gpu":
         flags.append("--use_gpu=true")
     if delegate == "nnapi":
         flags.append("--use_nnapi=true")
+    if delegate == "npu":
+        flags.append("--use_npu=true")
+        if dispatch_path:
+            flags.append(f"--dispatch_library_path={dispatch_path}")
+        if plugin_path:
+            flags.append(f"--compiler_plugin_library_path={plugin_path}")
     if op_profiling:
         flags.append("--enable_op_profiling=true")
+        if op_profile_file:
+            flags += ["--op_profiling_output_mode=proto", f"--op_profiling_output_file={op_profile_file}"]
     if peak_memory:
         flags.append("--report_peak_memory_footprint=true")
     return flags
@@ -143,151 +111,31 @@ def check_cpu_mask(mask: str | None) -> str | None:
     return mask.lower().removeprefix("0x")
 
 
-# ---------------------------------------------------------------- the output
-_PREFIX = re.compile(r"^\s*(?:INFO|WARN|WARNING|ERROR|VERBOSE|DEBUG): ")
-_NUMBER = r"-?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|nan|inf)"
+def check_release(release: str | None) -> str | None:
+    if release not in (None, "nightly"):
+        raise InvalidInput(f"--benchmark-release {release!r}: the only release to opt into is 'nightly'")
+    return release
 
 
-def _strip(line: str) -> str:
-    return _PREFIX.sub("", line.rstrip("\r"))
+def read_op_profile(device: Device, remote: str, reader: list[str] | None = None) -> list[dict]:
+    """Pull the tool's op-profile file and parse it into per-node rows (runners/op_profile.py).
 
-
-def parse_stat(line: str) -> dict | None:
-    """One `Stat::OutputToStream` line (microseconds) -> its fields; None if not one.
-
-    Forms: `count=0`, `count=N curr=X` with `(all same)` when N > 1, the full
-    `count= first= curr= min= max= avg= std=`, each optionally followed by
-    `p5= median= p95=` (StatWithPercentiles in newer builds, `nan` when empty).
+    `reader`: for a file only another user can read (the APK's own folder), a device command printing it,
+    whose output is written to the work folder by the device shell and pulled from there.
     """
-    text = _strip(line).strip()
-    if not text.startswith("count="):
-        return None
-    fields = {key: float(value) for key, value in re.findall(rf"\b(\w+)=({_NUMBER})", text)}
-    fields = {key: value for key, value in fields.items() if not math.isnan(value)}
-    fields["count"] = int(fields.get("count", 0))
-    if fields["count"] and "min" not in fields and "curr" in fields:  # every run took the same time
-        for key in ("first", "min", "max", "avg"):
-            fields[key] = fields["curr"]
-        fields["std"] = 0.0
-    fields["all_same"] = "(all same)" in text
-    return fields
-
-
-def _section(lines: list[str], title: str) -> list[str]:
-    """The lines after a line containing `title`, up to the next profiling section."""
-    for index, line in enumerate(lines):
-        if title in line:
-            rest = lines[index + 1 :]
-            for end, later in enumerate(rest):
-                if "Profiling Info for" in later:
-                    return rest[:end]
-            return rest
-    return []
-
-
-def parse_node_type_table(lines: list[str]) -> list[dict]:
-    """The op profiler's `Summary by node type` table (StatsCalculator::GetStatsByNodeType)."""
-    rows: list[dict] = []
-    inside = False
-    for line in lines:
-        cells = [cell.strip() for cell in _strip(line).split("\t") if cell.strip()]
-        if cells[:1] == ["[Node type]"]:
-            inside, rows = True, []
-            continue
-        if inside:
-            if len(cells) < 7:
-                break
-            try:
-                rows.append({
-                    "node_type": cells[0],
-                    "count": int(cells[1]),
-                    "avg_ms": float(cells[2]),
-                    "avg_percent": float(cells[3].rstrip("%")),
-                    "cdf_percent": float(cells[4].rstrip("%")),
-                    "mem_kb": float(cells[5]),
-                    "times_called": int(cells[6]),
-                })
-            except ValueError:
-                break
-    return rows
-
-
-def parse_output(text: str, options: TimingOptions | None = None) -> RunOutcome:
-    """benchmark_model's output (stdout+stderr, or the APK's logcat messages) -> RunOutcome."""
-    lines = [_strip(line) for line in text.splitlines()]
-    stats = [s for s in (parse_stat(line) for line in lines) if s is not None]
-    extra: dict = {"delegates": []}
-    outcome = RunOutcome(extra=extra)
-    for line in lines:
-        if match := re.search(rf"Initialized session in ({_NUMBER})\s*ms", line):
-            outcome.init_ms = float(match.group(1))
-        elif match := re.search(rf"input model file size \(MB\): ({_NUMBER})", line):
-            extra["model_size_mb"] = float(match.group(1))
-        elif line.startswith(("Inference timings in us:", "Average inference timings in us:")):
-            fields = {k.strip(): float(v) for k, v in re.findall(rf"([A-Za-z ()]+): ({_NUMBER})", line.split(":", 1)[1])}
-            extra["timings_us"] = fields
-            if "First inference" in fields:
-                outcome.first_inference_ms = fields["First inference"] / 1000
-            if outcome.init_ms is None and "Init" in fields:
-                outcome.init_ms = fields["Init"] / 1000
-        elif match := re.search(rf"footprint delta from the start of the tool \(MB\): init=({_NUMBER}) overall=({_NUMBER})", line):
-            extra["memory_delta_mb"] = {"init": float(match.group(1)), "overall": float(match.group(2))}
-        elif match := re.search(rf"^Peak memory footprint \(MB\): init=({_NUMBER}) overall=({_NUMBER})", line):
-            # Builds before the periodic monitor printed this delta under a "peak" name.
-            extra["memory_delta_mb"] = {"init": float(match.group(1)), "overall": float(match.group(2))}
-        elif match := re.search(rf"Overall peak memory footprint \(MB\) via periodic monitoring: ({_NUMBER})", line):
-            outcome.peak_memory_mb = float(match.group(1))
-        elif match := re.search(r"Explicitly applied (.+?) delegate, and the model graph will be (completely|partially) executed by the delegate(?: w/ (\d+) delegate kernels)?", line):
-            extra["delegates"].append({
-                "delegate": match.group(1),
-                "coverage": "complete" if match.group(2) == "completely" else "partial",
-                "delegate_kernels": int(match.group(3)) if match.group(3) else None,
-            })
-        elif match := re.search(r"Though (.+?) delegate is explicitly applied, the model graph will not be executed", line):
-            extra["delegates"].append({"delegate": match.group(1), "coverage": "none", "delegate_kernels": 0})
-    phases = stats
-    # The run stats are the last bare `count=` line printed before the end summary;
-    # the op profiler's own "Timings (microseconds): count=..." lines do not start with count=.
-    if not phases or phases[-1]["count"] == 0:
-        tail = " | ".join(line for line in lines if line.strip())[-300:]
-        raise RunnerError(f"benchmark_model printed no timed runs; its output ended with: {tail or '(nothing)'}")
-    run = phases[-1]
-    if len(phases) >= 2:
-        extra["warmup_us"] = {k: v for k, v in phases[-2].items() if k != "all_same"}
-        if phases[-2]["count"] == 0:
-            outcome.first_inference_ms = None  # no warm-up: the tool prints 0 for a first run it never timed
-    us = 1000.0
-    outcome.summary_ms = {
-        "count": run["count"],
-        "mean": run["avg"] / us,
-        "median": run["median"] / us if "median" in run else (run["avg"] / us if run["all_same"] else None),
-        "p5": run["p5"] / us if "p5" in run else None,
-        "p95": run["p95"] / us if "p95" in run else None,
-        "p90": None,
-        "p99": None,
-        "std": run["std"] / us,
-        "min": run["min"] / us,
-        "max": run["max"] / us,
-    }
-    op_table = parse_node_type_table(_section(lines, "Operator-wise Profiling Info for Regular Benchmark Runs"))
-    if op_table:
-        extra["op_profile_by_type"] = op_table
-    partial = [d for d in extra["delegates"] if d["coverage"] != "complete"]
-    if partial:
-        extra["delegate_warning"] = "; ".join(
-            f"{d['delegate']} runs {'part' if d['coverage'] == 'partial' else 'none'} of the graph"
-            + (f" ({d['delegate_kernels']} delegate kernels)" if d["delegate_kernels"] else "")
-            for d in partial
-        )
-    if options is not None:
-        elapsed_s = run["count"] * run["avg"] / 1e6
-        if elapsed_s >= options.max_secs:
-            outcome.stop_reason = "max_secs"
-        elif options.runs is not None and run["count"] <= options.runs:
-            outcome.stop_reason = "runs"
-        else:
-            outcome.stop_reason = "min_secs"
-    return outcome
+    source = remote
+    if reader is not None:
+        source = f"{device.workdir}/{OP_PROFILE_NAME}"
+        copied = device.shell(["sh", "-c", '"$@" > "$0"', source, *reader])
+        if not copied.ok:
+            raise RunnerError(f"could not read the op profile {remote}: {copied.stderr.strip() or copied.stdout.strip()}")
+    with tempfile.TemporaryDirectory(prefix="mbdeploy-op-profile-") as tmp:
+        local = Path(tmp) / OP_PROFILE_NAME
+        try:
+            device.pull(source, local)
+        except DeviceError as exc:
+            raise RunnerError(f"benchmark_model wrote no op profile to {remote}: {exc.message}") from None
+        return parse_op_profile(local.read_bytes())
 
 
 # ---------------------------------------------------------------- the runner
@@ -304,8 +152,12 @@ class BenchmarkModelRunner(Runner):
         op_profiling: bool = False,
         peak_memory: bool = False,
         cpu_mask: str | None = None,
+        flavour: str | None = None,
+        release: str | None = None,
+        dispatch_library: Path | str | None = None,
+        compiler_plugin: Path | str | None = None,
         cache: Path | None = None,
-        base_url: str = RELEASE_BASE_URL,
+        base_urls: dict | None = None,
         sha256: str | None = None,
         **_ignored: object,
     ) -> None:
@@ -318,51 +170,111 @@ class BenchmarkModelRunner(Runner):
         self.op_profiling = op_profiling
         self.peak_memory = peak_memory
         self.cpu_mask = check_cpu_mask(cpu_mask)
-        self._cache, self._base_url, self._sha256 = cache, base_url, sha256
+        self.release = check_release(release)
+        self.flavour = choose_flavour(self.delegate, op_profiling, flavour)
+        if self.flavour == "tflite" and self.binary is None and self.release != "nightly":
+            raise InvalidInput("this request needs the classic TFLite benchmark_model, which Google publishes only in "
+                               "the unpinned nightly folder: pass --benchmark-binary PATH, or opt in with "
+                               "--benchmark-release nightly")
+        self.dispatch_library = _folder(dispatch_library, "--dispatch-library")
+        self.compiler_plugin = _folder(compiler_plugin, "--compiler-plugin")
+        if self.delegate == "npu" and self.dispatch_library is None:
+            raise InvalidInput("--delegate npu needs the vendor's dispatch library folder: --dispatch-library DIR "
+                               "(e.g. the Qualcomm or MediaTek libLiteRtDispatch_*.so)")
+        self._cache, self._base_urls, self._sha256 = cache, dict(base_urls or {}), sha256
         self.binary_sha256: str | None = None
+        self.binary_source: dict | None = None  # url, version, flavour of a downloaded binary
         self._remote: str | None = None
+        self._remote_libs: dict[str, str] = {}
 
     def config_key(self) -> str:
         # The tool's sha256 is known only after prepare(); --resume compares keys taken before it.
-        saved, self.binary_sha256 = self.binary_sha256, None
+        saved = self.binary_sha256, self.binary_source
+        self.binary_sha256, self.binary_source = None, None
         try:
             return super().config_key()
         finally:
-            self.binary_sha256 = saved
+            self.binary_sha256, self.binary_source = saved
 
     def config(self) -> dict:
+        source = self.binary_source or {}
         return {
             **super().config(),
             "delegate": self.delegate,
             "op_profiling": self.op_profiling,
             "peak_memory": self.peak_memory,
             "cpu_mask": self.cpu_mask,
+            "flavour": self.flavour,
+            "binary_url": source.get("url"),
+            "binary_version": source.get("version") or ("user-supplied" if self.binary else None),
             "binary_sha256": self.binary_sha256,
         }
 
-    def command(self, remote_binary: str, remote_model: str) -> list[str]:
-        argv = [remote_binary, *tool_flags(self.options, remote_model, self.delegate, self.op_profiling, self.peak_memory)]
+    def flags(self, remote_model: str, op_profile_file: str | None = None) -> list[str]:
+        return tool_flags(self.options, remote_model, self.delegate, self.op_profiling, self.peak_memory,
+                          self.flavour, op_profile_file, self._remote_libs.get("dispatch"),
+                          self._remote_libs.get("plugin"))
+
+    def command(self, remote_binary: str, remote_model: str, op_profile_file: str | None = None) -> list[str]:
+        argv = [remote_binary, *self.flags(remote_model, op_profile_file)]
         return ["taskset", self.cpu_mask, *argv] if self.cpu_mask else argv
+
+    def resolve_release(self, abi: str) -> Release:
+        urls = {"litert_base": self._base_urls["litert"]} if "litert" in self._base_urls else {}
+        if "nightly" in self._base_urls:
+            urls["nightly_base"] = self._base_urls["nightly"]
+        return release_for(self.flavour, abi, **urls)
 
     def prepare(self, device: Device) -> None:
         binary = self.binary
         if binary is None:
-            abi = device.properties().get("ro.product.cpu.abi", "")
-            binary = fetch_release(abi, cache=self._cache, base_url=self._base_url, sha256=self._sha256)
+            release = self.resolve_release(device.properties().get("ro.product.cpu.abi", ""))
+            binary = fetch(release, cache=self._cache, sha256=self._sha256)
+            self.binary_source = {"url": release.url, "version": release.version, "flavour": release.flavour}
         self.binary_sha256 = sha256_file(binary)
         self._remote = f"{device.workdir}/benchmark_model"
         device.push(binary, self._remote)
         device.shell(["chmod", "755", self._remote])
+        for key, folder in (("dispatch", self.dispatch_library), ("plugin", self.compiler_plugin)):
+            if folder is not None:
+                remote = f"{device.workdir}/{key}"
+                for library in sorted(folder.glob("*.so")):
+                    device.push(library, f"{remote}/{library.name}")
+                self._remote_libs[key] = remote
 
     def run(self, device: Device, remote_model: str) -> RunOutcome:
         if self._remote is None:
             self.prepare(device)
-        timeout = self.options.max_secs * 2 + 120
-        result = device.shell(self.command(self._remote, remote_model), timeout=timeout)
+        profile = f"{device.workdir}/{OP_PROFILE_NAME}" if self.op_profiling and self.flavour == "tflite" else None
+        if profile:
+            device.shell(["rm", "-f", profile])  # a previous model's profile must not pass for this one's
+        timeout = self.time_limit_s()
+        command = self.command(self._remote, remote_model, profile)
+        # The device ends the tool itself at the deadline: a host that dies mid-run cannot leave it running.
+        bounded_command = bounded(command, timeout, pid_file(device.workdir, "benchmark_model"))
+        result = device.shell(bounded_command, timeout=timeout + 30)
         text = result.stdout + "\n" + result.stderr
+        if result.exit_code == 137:  # SIGKILL: the device-side guard ended it at the deadline
+            raise RunnerError(f"benchmark_model ran past its deadline of {timeout:.0f} s and was ended on the device")
         if not result.ok:
             tail = " | ".join(line.strip() for line in text.splitlines() if line.strip())[-300:]
             raise RunnerError(f"benchmark_model exited with {result.exit_code}: {tail}")
         outcome = parse_output(text, self.options)
-        outcome.extra["command"] = self.command(self._remote, remote_model)
+        outcome.extra["command"] = command
+        if profile:
+            add_op_profile(outcome, read_op_profile(device, profile))
         return outcome
+
+
+def add_op_profile(outcome: RunOutcome, rows: list[dict]) -> None:
+    outcome.extra["op_profile"] = rows
+    outcome.extra["op_profile_by_type"] = by_node_type(rows)
+
+
+def _folder(path: Path | str | None, option: str) -> Path | None:
+    if path is None:
+        return None
+    folder = Path(path)
+    if not folder.is_dir() or not list(folder.glob("*.so")):
+        raise InvalidInput(f"{option} {folder} must be a folder holding the vendor's .so libraries")
+    return folder

@@ -129,12 +129,15 @@ class LiteRTRunner(Runner):
             argv += ["--sysfs-root", self.sysfs_root]
         return argv
 
+    def time_limit_s(self) -> float:
+        # A fixed run count has no time budget; still bound it so a hung device cannot stall a sweep forever.
+        budget = FIXED_RUNS_TIMEOUT_S if self.options.runs is not None else self.options.max_secs
+        return budget + STARTUP_ALLOWANCE_S
+
     def run(self, device: Device, remote_model: str) -> RunOutcome:
         if device.id not in self._scripts:
             self.prepare(device)
-        # A fixed run count has no time budget; still bound it so a hung device cannot stall a sweep forever.
-        budget = FIXED_RUNS_TIMEOUT_S if self.options.runs is not None else self.options.max_secs
-        result = device.shell(self.command(device, remote_model), timeout=budget + STARTUP_ALLOWANCE_S)
+        result = device.shell(self.command(device, remote_model), timeout=self.time_limit_s())
         return outcome_from_output(parse_output(result.stdout, result.stderr))
 
     def probe_outputs(self, device: Device, remote_model: str, remote_probes: str) -> list[list[float]]:

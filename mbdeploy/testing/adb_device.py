@@ -10,18 +10,28 @@ adbutils talks to it through that server exactly as to a phone:
   `shell,v2:` (framed stdout/stderr/exit status, as adbd sends it);
 - `sync:` with STAT, LIST, SEND, RECV, DATA, DONE, QUIT for push/pull/stat.
 
+Commands run like `adb shell` runs them on a phone (`shell="phone"`, the
+default): under mksh, Android's shell, with a PATH of toybox applets built
+with Android's own configuration (`scripts/build-toybox.sh`) and the
+stand-ins below, so a GNU-only option fails here as on a phone.
+`shell="host"` runs them under the host's /bin/sh and PATH instead. When the
+host's stream goes away (the host died, or `stop()` pulled the cable), the
+command gets what adbd gives it: SIGHUP to the one process it spawned, and
+its pipes closed (adbd's shell_service.cpp); `close()` then kills whatever
+is left, so no test leaves a process behind.
+
 The device's file system is a sandbox folder: every sync path maps under
 `root`, and in shell commands the device prefixes `/data/local/tmp`,
-`/sdcard` and `/sys` are rewritten to their sandbox folders; everything else
-(`/bin/sh`, `/proc`, host programs) is the host's, so a runner that needs a
-Python runs the host's. Stand-ins on the shell's PATH answer `getprop`
+`/data/data`, `/sdcard` and `/sys` are rewritten to their sandbox folders;
+everything else (`/proc`, absolute host paths) is the host's, so a runner
+that needs a Python runs the host's. Stand-ins on the shell's PATH answer `getprop`
 (a Pixel 7 by default: arm64 props, Android 14/SDK 34), `dumpsys`, `cmd`,
 `settings`, `input`, `am`, `pm` and `logcat`; the `/sys` stand-in holds a
 battery and thermal zones whose values a test can replay from a trace.
 The sampler reads `$MBDEPLOY_SYSFS` (set here to the stand-in) instead of
 `/sys`, since a host shell script cannot be rewritten on the fly.
 
-Command line: python -m mbdeploy.testing.adb_device --port PORT [--model 'Pixel 7'] [--root DIR]
+Command line: python -m mbdeploy.testing.adb_device --port PORT [--model 'Pixel 7'] [--root DIR] [--shell host]
 """
 
 from __future__ import annotations
@@ -40,6 +50,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from mbdeploy.cache import cache_root
 
 A_CNXN = 0x4E584E43
 A_OPEN = 0x4E45504F
@@ -77,7 +89,7 @@ PIXEL_7 = {
 
 THERMAL_ZONES = {"battery": 28500, "cpu-1-0-usr": 35200, "skin-therm": 31000}
 
-_DEVICE_PREFIXES = ("/data/local/tmp", "/storage/emulated/0", "/sdcard", "/sys")
+_DEVICE_PREFIXES = ("/data/local/tmp", "/data/data", "/storage/emulated/0", "/sdcard", "/sys")
 
 _STAND_INS = {
     "getprop": r"""
@@ -118,6 +130,8 @@ fi
     "am": 'echo "am $*" >> "$TD_STATE/cmd.log"\n',
     "pm": 'echo "pm $*" >> "$TD_STATE/cmd.log"\n',
     "logcat": '[ -f "$TD_STATE/logcat.txt" ] && cat "$TD_STATE/logcat.txt"\nexit 0\n',
+    # run-as PACKAGE CMD...: the command in the (debuggable) app's data folder.
+    "run-as": 'd="$TD_ROOT/data/data/$1"; shift; mkdir -p "$d" && cd "$d" && exec "$@"\n',
 }
 
 
@@ -314,7 +328,10 @@ class AdbTestDevice:
         tools: dict[str, str] | None = None,
         dumpsys: dict[str, str] | None = None,
         unauthorized: bool = False,
+        shell: str | None = None,
     ) -> None:
+        self.shell_kind = shell or os.environ.get("MBDEPLOY_TEST_PHONE_SHELL", "phone")
+        self._shell_argv, self._phone_path = phone_shell(self.shell_kind)
         self.root = Path(root).resolve()
         self.unauthorized = unauthorized  # answer CNXN with AUTH and never accept the host's key
         if re.search(r"[\s'\"\\$`]", str(self.root)):
@@ -333,9 +350,12 @@ class AdbTestDevice:
         self._listener: socket.socket | None = None
         self._connections: list[_Connection] = []
         self._processes: set[subprocess.Popen] = set()
+        self._groups: set[int] = set()  # every command's process group, killed by close()
         self._trace_thread: threading.Thread | None = None
         self._trace_stop = threading.Event()
         self._lock = threading.Lock()
+        self._started = threading.Condition()
+        self.commands: list[str] = []  # every shell command as it was started, in order (tests wait on these)
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> int:
@@ -379,10 +399,17 @@ class AdbTestDevice:
                 pass
             conn.sock.close()
         for proc in processes:
-            _kill_group(proc)
+            _hang_up(proc)
 
     def close(self) -> None:
         self.stop()
+        with self._lock:
+            groups, self._groups = list(self._groups), set()
+        for group in groups:  # test hygiene: nothing a test started outlives the device
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         shutil.rmtree(self.state, ignore_errors=True)
 
     def __enter__(self) -> "AdbTestDevice":
@@ -426,6 +453,26 @@ class AdbTestDevice:
 
     def set_logcat(self, text: str) -> None:
         (self.state / "logcat.txt").write_text(text)
+
+    def wait_for_command(self, text: str, count: int = 1, timeout: float = 60.0) -> bool:
+        """Wait until `count` shell commands containing `text` have started; False on timeout."""
+        with self._started:
+            return self._started.wait_for(lambda: sum(text in c for c in self.commands) >= count, timeout)
+
+    def live_processes(self) -> list[int]:
+        """Host pids of this device's processes still running (their command line names the device root)."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if str(self.root).encode() in cmdline and stat.rsplit(")", 1)[-1].split()[0] != "Z":
+                found.append(int(entry.name))
+        return found
 
     def command_log(self) -> list[str]:
         """What `cmd`, `settings`, `input`, `am`, `pm` were asked, one line each."""
@@ -490,9 +537,11 @@ class AdbTestDevice:
             (dumpsys_dir / service.replace("/", "_")).write_text(text)
         bin_dir = self.state / "bin"
         bin_dir.mkdir(exist_ok=True)
+        if self._phone_path and not (bin_dir / "sh").exists():
+            (bin_dir / "sh").symlink_to(self._shell_argv[0])  # Android's sh is mksh
         for name, body in self._tools.items():
             path = bin_dir / name
-            path.write_text("#!/bin/sh\n" + body)
+            path.write_text(f"#!{self._shell_argv[0]}\n" + body)
             path.chmod(0o755)
 
     # ------------------------------------------------------------ paths
@@ -520,15 +569,17 @@ class AdbTestDevice:
 
     def _shell(self, stream: _Stream, command: str, v2: bool) -> None:
         env = dict(os.environ)
+        path = self._phone_path or os.environ.get("PATH", "/usr/bin:/bin")
         env.update(
-            PATH=f"{self.state / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            PATH=f"{self.state / 'bin'}:{path}",
             TD_STATE=str(self.state),
+            TD_ROOT=str(self.root),
             MBDEPLOY_SYSFS=str(self.root / "sys"),
             HOME=str(self.root / "data/local/tmp"),
             TMPDIR=str(self.root / "data/local/tmp"),
         )
         proc = subprocess.Popen(
-            ["/bin/sh", "-c", self.translate_command(command or "exit 0")],
+            [*self._shell_argv, "-c", self.translate_command(command or "exit 0")],
             cwd=self.root,
             env=env,
             stdin=subprocess.PIPE if v2 else subprocess.DEVNULL,
@@ -538,6 +589,10 @@ class AdbTestDevice:
         )
         with self._lock:
             self._processes.add(proc)
+            self._groups.add(proc.pid)
+        with self._started:
+            self.commands.append(command)
+            self._started.notify_all()
         send_lock = threading.Lock()
 
         def pump(source, packet_id: int) -> None:
@@ -565,7 +620,7 @@ class AdbTestDevice:
         stream.close()
 
     def _feed_stdin(self, stream: _Stream, proc: subprocess.Popen, v2: bool) -> None:
-        """v2 stdin packets go to the command; the client closing the stream kills it."""
+        """v2 stdin packets go to the command; the client closing the stream hangs up on it, as adbd does."""
         while True:
             if v2:
                 header = stream.read_exact(5)
@@ -586,7 +641,7 @@ class AdbTestDevice:
             elif stream.inbox.get() is None:
                 break
         if proc.poll() is None:
-            _kill_group(proc)
+            _hang_up(proc)
 
     def _sync(self, stream: _Stream) -> None:
         def reply(tag: bytes, value: int = 0, data: bytes = b"") -> None:
@@ -747,11 +802,42 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _hang_up(proc: subprocess.Popen) -> None:
+    """What adbd does when the host's stream dies: SIGHUP to the process it spawned, and its pipes closed."""
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
+        proc.send_signal(signal.SIGHUP)
     except (ProcessLookupError, PermissionError):
         pass
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        try:
+            if pipe is not None:
+                pipe.close()
+        except OSError:
+            pass
+
+
+TOYBOX_CACHE = "toybox-android/bin"
+
+
+def toybox_bin() -> Path:
+    """Where scripts/build-toybox.sh puts toybox built with Android's configuration (one link per applet)."""
+    if os.environ.get("MBDEPLOY_TOYBOX_BIN"):
+        return Path(os.environ["MBDEPLOY_TOYBOX_BIN"])
+    return cache_root() / TOYBOX_CACHE
+
+
+def phone_shell(kind: str) -> tuple[list[str], str | None]:
+    """(shell argv, PATH) for commands: mksh with toybox applets only ("phone"), or the host's ("host")."""
+    if kind == "host":
+        return ["/bin/sh"], None
+    if kind != "phone":
+        raise ValueError(f"test device shell must be 'phone' or 'host', got {kind!r}")
+    mksh, applets = shutil.which("mksh"), toybox_bin()
+    if mksh is None or not (applets / "toybox").exists():
+        missing = "mksh (apt-get install mksh)" if mksh is None else f"toybox applets in {applets}"
+        raise RuntimeError(f"the phone-like shell needs {missing}: run `bash scripts/install-system-deps.sh` "
+                           "(it builds toybox with Android's config), or use shell='host'")
+    return [mksh], str(applets)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -762,11 +848,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="TCP port to listen on (0: a free one)")
     parser.add_argument("--model", default=None, help="ro.product.model to report (default: Pixel 7)")
     parser.add_argument("--root", type=Path, default=None, help="sandbox folder standing for the device's file system")
+    parser.add_argument("--shell", choices=["phone", "host"], default=None,
+                        help="phone: mksh with Android-config toybox applets (default); host: /bin/sh and the host PATH")
     args = parser.parse_args(argv)
     root = args.root or Path(tempfile.mkdtemp(prefix="mbdeploy-adb-root-"))
     try:
-        device = AdbTestDevice(root, port=args.port, model=args.model)
-    except ValueError as exc:
+        device = AdbTestDevice(root, port=args.port, model=args.model, shell=args.shell)
+    except (ValueError, RuntimeError) as exc:
         parser.error(str(exc))
     port = device.start()
     print(f"adb test device listening on 127.0.0.1:{port} (root {device.root}); connect with: adb connect 127.0.0.1:{port}", flush=True)
