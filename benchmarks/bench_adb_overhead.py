@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mbdeploy.devices import android  # noqa: E402
-from mbdeploy.runners.benchmark_model import parse_output  # noqa: E402
+from mbdeploy.runners.benchmark_output import parse_output  # noqa: E402
 from mbdeploy.testing.adb_device import AdbServer, AdbTestDevice  # noqa: E402
 
 TARGET_S = 2.0

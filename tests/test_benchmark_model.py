@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import sys
 import threading
 from pathlib import Path
 
@@ -443,6 +444,12 @@ def test_parse_op_profile_gives_per_node_rows_and_refuses_junk():
     assert {r["node_type"]: r["count"] for r in by_node_type(rows)} == {"CONV_2D": 16, "DEPTHWISE_CONV_2D": 15}
     with pytest.raises(RunnerError, match="not a BenchmarkProfilingData"):
         parse_op_profile(b"\xff\xff\xff not a proto")
+    # The schema stays out of protobuf's global pool, where TensorFlow registers the same names on import.
+    from google.protobuf import descriptor_pool
+
+    if "tensorflow" not in sys.modules:
+        with pytest.raises(KeyError):
+            descriptor_pool.Default().FindMessageTypeByName("tflite.profiling.BenchmarkProfilingData")
 
 
 def test_benchmark_app_op_profile_over_4_kb_arrives_whole_from_the_pulled_file(server, tmp_path):

@@ -6,7 +6,8 @@ BenchmarkProfilingData` message (`tflite/profiling/proto/profiling_info.proto`;
 `ProfileSummaryProtoFormatter::HandleOutput`): the initialization profile and
 the runtime profile, each per subgraph and per delegate, one `OpProfileData`
 per node with its timing stats in microseconds. ai_edge_litert ships the
-compiled schema as `profiling_info_pb2`; it is imported only here.
+compiled schema as `profiling_info_pb2`; its descriptor is loaded into a
+private pool here (TensorFlow registers the same names globally).
 
 Older builds print only the text tables (`parse_node_type_table`), which
 give the per-type summary but no per-node rows.
@@ -14,26 +15,41 @@ give the per-type summary but no per-node rows.
 
 from __future__ import annotations
 
+import functools
 import re
+from pathlib import Path
 
 from mbdeploy.errors import RunnerError
 
 _PREFIX = re.compile(r"^\s*(?:INFO|WARN|WARNING|ERROR|VERBOSE|DEBUG): ")
 
 
+@functools.cache
 def profiling_data_class():
-    """The BenchmarkProfilingData message class (ai_edge_litert's schema, or TensorFlow's if it came first)."""
-    name = "tflite.profiling.BenchmarkProfilingData"
-    try:
-        from ai_edge_litert import profiling_info_pb2
-    except ImportError:
-        raise RunnerError("reading an op profile needs ai_edge_litert (pip install ai-edge-litert, a base dependency of mbdeploy)") from None
-    except TypeError:
-        # TensorFlow registers the same schema under the same name first; use the registered one.
-        from google.protobuf import descriptor_pool, message_factory
+    """The BenchmarkProfilingData message class, from the schema ai_edge_litert ships, in a pool of its own.
 
-        return message_factory.GetMessageClass(descriptor_pool.Default().FindMessageTypeByName(name))
-    return profiling_info_pb2.BenchmarkProfilingData
+    Importing `ai_edge_litert.profiling_info_pb2` would register `tflite.profiling.*` in protobuf's global
+    pool, and TensorFlow registers the same names from its own copy: whichever comes second then fails to
+    import. So the module's serialized descriptor is read from its source (not run) into a private pool.
+    """
+    import ast
+    import importlib.util
+
+    from google.protobuf import descriptor_pool, message_factory
+
+    spec = importlib.util.find_spec("ai_edge_litert.profiling_info_pb2")
+    if spec is None or not spec.origin:
+        raise RunnerError("reading an op profile needs ai_edge_litert (pip install ai-edge-litert, "
+                          "a base dependency of mbdeploy)")
+    tree = ast.parse(Path(spec.origin).read_text())
+    serialized = next((node.args[0].value for node in ast.walk(tree)
+                       if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "AddSerializedFile"
+                       and node.args and isinstance(node.args[0], ast.Constant)), None)
+    if not isinstance(serialized, bytes):
+        raise RunnerError(f"{spec.origin} holds no serialized profiling_info.proto schema")
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(serialized)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tflite.profiling.BenchmarkProfilingData"))
 
 
 def parse_op_profile(data: bytes, phase: str = "runtime") -> list[dict]:
