@@ -313,6 +313,19 @@ def test_profile_on_local_report_and_select(small_models, tmp_path):
         assert record["latency_ms"]["count"] == 30 and record["stop_reason"] == "runs"
         assert record["schedule"] == "round_robin"  # litert times a model's layers in turn, in one loop
 
+    # --resume is the run's own: a different option is refused naming it, and a bare --resume keeps the
+    # run's models and precisions (fp16 and dynamic sit beside them and stay untimed).
+    other = _cli("profile", "--device", "local", "--threads", "2", "--out", "results", "--resume", result["run_id"],
+                 cwd=tmp_path)
+    assert other.returncode == 2 and other.stderr.startswith("Error: --resume"), other.stderr
+    assert "--threads 2 (the run has 1)" in other.stderr and "Traceback" not in other.stderr
+    # --resume skips what the run holds: no new whole or layer record.
+    bare = _cli("profile", "--device", "local", "--precisions", "fp32,int8", "--out", "results", "--resume",
+                result["run_id"], "--json", cwd=tmp_path)
+    assert bare.returncode == 0, bare.stderr
+    resumed = json.loads(bare.stdout)
+    assert (resumed["records"], resumed["layer_records"], len(resumed["profiles"])) == (0, 0, 2)
+
     # The report's section and results.csv's per-layer rows.
     report = _cli("report", "results", "--out", "report", "--json", cwd=tmp_path)
     assert report.returncode == 0, report.stderr
@@ -337,14 +350,6 @@ def test_profile_on_local_report_and_select(small_models, tmp_path):
     table = _cli("select", "--device", "local", "--budget-ms", "1000", "--results", "results", "--models",
                  str(models), cwd=tmp_path)
     assert "predicted (layer model," in table.stdout
-
-    # --resume skips what the run holds: no new whole or layer record.
-    again = _cli("profile", "--device", "local", "--models", str(models / SMALL.name), "--precisions", "fp32,int8",
-                 "--runs", "30", "--warmup", "1", "--out", "results", "--resume", result["run_id"], "--json",
-                 cwd=tmp_path)
-    assert again.returncode == 0, again.stderr
-    resumed = json.loads(again.stdout)
-    assert (resumed["records"], resumed["layer_records"], len(resumed["profiles"])) == (0, 0, 2)
 
 
 def test_profile_over_ssh(small_models, tmp_path):

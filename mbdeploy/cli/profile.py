@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from mbdeploy.cli.options import finite
 from mbdeploy.cli.output import console, emit, json_option, progress, split_values, warn, warnings_to_stderr
@@ -61,6 +62,16 @@ def _render(result: dict) -> None:
     for failure in result["failed"]:
         warn(failure)
     out.print(f"Run folder: {result['run_dir']}")
+
+
+# The options that define a profile run (click parameter -> key in run.json's `settings`): --resume restores
+# them and refuses a different one, as bench's does, so one run never mixes configurations.
+RUN_PARAMS = {
+    "threads": "threads", "no_xnnpack": "xnnpack", "warmup": "warmup_runs", "min_secs": "min_secs",
+    "max_secs": "max_secs", "runs": "runs", "target_ci": "target_ci", "runner_name": "runner",
+    "benchmark_binary": "binary", "benchmark_apk": "apk", "models": "models", "precisions": "precisions",
+    "method": "method", "layer_secs": "layer_max_secs",
+}
 
 
 @click.command(name="profile")
@@ -121,11 +132,31 @@ def profile(device_name, models, precisions, method, out, resume, runner_name, t
         runner_options={key: value for key, value in {"binary": benchmark_binary, "apk": benchmark_apk}.items()
                         if value is not None},
     )
+    model_paths = list(models) or [Path("models")]
+    precision_list = split_values(precisions)
+
+    def run_settings() -> dict:
+        return {**library.run_settings(bench_options, model_paths, precision_list, ["tflite"]),
+                "method": method, "layer_max_secs": layer_secs}
+
+    if resume:
+        # The run's own models and options; what the user typed again must agree with them.
+        ctx = click.get_current_context()
+        typed = {param for param in RUN_PARAMS
+                 if ctx.get_parameter_source(param) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+        mine = run_settings()
+        _, stored = library.resumed_settings(out, resume, {RUN_PARAMS[p]: mine[RUN_PARAMS[p]] for p in typed},
+                                             {key: f"--{param.removesuffix('_name').replace('_', '-')}"
+                                              for param, key in RUN_PARAMS.items()})
+        bench_options = library.options_from_settings(stored, ("binary", "apk"))
+        bench_options.wait_for_lock = not no_wait
+        model_paths = [Path(m) for m in stored["models"]] or model_paths
+        precision_list = stored.get("precisions", precision_list)
+        method, layer_secs = stored.get("method", method), stored.get("layer_max_secs", layer_secs)
     options = ProfileOptions(bench=bench_options, method=method, layer_max_secs=layer_secs)
     library.check_options(bench_options)
-    model_paths = list(models) or [Path("models")]
     # Layers are cut from .tflite files; the other formats have no single-layer builder yet.
-    artifacts = library.artifacts_to_bench(model_paths, split_values(precisions), ["tflite"])
+    artifacts = library.artifacts_to_bench(model_paths, precision_list, ["tflite"])
     with warnings_to_stderr():
         devices = resolve(device_name, adb_host)
     for device in devices:
@@ -136,7 +167,8 @@ def profile(device_name, models, precisions, method, out, resume, runner_name, t
         library.check_runners(devices, artifacts, bench_options)
         for device in devices:
             profile_runners(device, options)  # an impossible method fails before a run folder exists
-        folder = library.start_run(out, bench_options, model_paths, infos, resume=resume, command=sys.argv)
+        folder = library.start_run(out, bench_options, model_paths, infos, resume=resume, command=sys.argv,
+                                   settings=run_settings())
         folder.update_meta(profile={"method": method})
         failed: list[str] = []
         with progress("profile", total=len(devices) * len(artifacts) * (LAYERS_PER_MODEL + 1),
