@@ -315,6 +315,8 @@ def test_cli_bench_without_device_takes_the_only_phone_and_keeps_its_folder(serv
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["summary"][0]["device"] == phone.serial
     assert list((phone.root / "data/local/tmp/mbdeploy").rglob("*.tflite"))  # --keep left the folder and model
+    # The litert runner ran under the device-side deadline guard, its pid recorded for the next bench to end.
+    assert (phone.root / "data/local/tmp/mbdeploy/pids/litert_runner.pid").read_text().strip().isdigit()
 
 
 def _gone(phone: AdbTestDevice, timeout: float = 10.0) -> list[str]:

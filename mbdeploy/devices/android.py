@@ -25,7 +25,7 @@ from pathlib import Path
 
 from mbdeploy.atomic import sha256_file, write_json
 from mbdeploy.devices.base import Device, DeviceInfo, SensorReading, ShellResult, device_name_key, quote_argv
-from mbdeploy.devices.leftovers import end_leftovers
+from mbdeploy.devices.leftovers import bounded, end_leftovers, pid_file
 from mbdeploy.errors import DeviceDisconnected, DeviceError, DeviceNotFound, InvalidInput
 
 DEFAULT_PORT = 5037
@@ -308,6 +308,10 @@ class AndroidDevice(Device):
         if not result.ok:
             raise DeviceError(f"`{quote_argv(argv)}` failed on {self.serial} (exit {result.exit_code}): {result.stderr.strip()}")
         return result.stdout
+
+    def bounded(self, argv: list[str], seconds: float, name: str) -> list[str]:
+        # A deadline and a recorded pid, so neither a dead host nor the next bench leaves it running.
+        return bounded(argv, seconds, pid_file(self.workdir, name))
 
     # ------------------------------------------------------------ files
     @property

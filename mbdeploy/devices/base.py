@@ -105,6 +105,15 @@ class Device(abc.ABC):
         """Why a record of this device has no power figure when `power_meter()` gives no meter."""
         return f"{self.kind} devices have no power sensor reader"
 
+    def bounded(self, argv: list[str], seconds: float, name: str) -> list[str]:
+        """`argv` as the device runs it under a deadline of its own (the device ends it, whatever the host does).
+
+        The default runs it as is: on this host and on ssh boards the command's process group already
+        dies with the bench or its session (devices/lifeline.py, the board's watcher). A phone keeps
+        what a dead host started, so Android wraps it (devices/leftovers.py).
+        """
+        return argv
+
     def power_meter(self, allow_charging: bool = False) -> "PowerMeter | None":
         """The meter that reads this device's power around a timed run; None when it has no sensor reader."""
         return None

@@ -93,6 +93,9 @@ def outcome_from_output(data: dict) -> RunOutcome:
     )
 
 
+PID_NAME = "litert_runner"  # the pid file a phone keeps for this runner (devices/leftovers.py)
+
+
 class LiteRTRunner(Runner):
     name = "litert"
     schedule = "round_robin"
@@ -137,14 +140,15 @@ class LiteRTRunner(Runner):
     def run(self, device: Device, remote_model: str) -> RunOutcome:
         if device.id not in self._scripts:
             self.prepare(device)
-        result = device.shell(self.command(device, remote_model), timeout=self.time_limit_s())
+        limit = self.time_limit_s()
+        result = device.shell(device.bounded(self.command(device, remote_model), limit, PID_NAME), timeout=limit + 30)
         return outcome_from_output(parse_output(result.stdout, result.stderr))
 
     def probe_outputs(self, device: Device, remote_model: str, remote_probes: str) -> list[list[float]]:
         if device.id not in self._scripts:
             self.prepare(device)
         argv = self.command(device, remote_model) + ["--probes", remote_probes]
-        result = device.shell(argv, timeout=STARTUP_ALLOWANCE_S)
+        result = device.shell(device.bounded(argv, STARTUP_ALLOWANCE_S, PID_NAME), timeout=STARTUP_ALLOWANCE_S + 30)
         data = parse_output(result.stdout, result.stderr)
         if "error" in data:
             raise RunnerError(f"litert runner failed on the probe inputs: {data['error']}")
@@ -167,7 +171,8 @@ class LiteRTRunner(Runner):
         # One loop for all; loading each model gets a little on top.
         timeout = STARTUP_ALLOWANCE_S + budget + len(remote_models) * 10.0
         try:
-            result = device.shell([*self.command(device, remote_models), "--round-robin"], timeout=timeout)
+            argv = [*self.command(device, remote_models), "--round-robin"]
+            result = device.shell(device.bounded(argv, timeout, PID_NAME), timeout=timeout + 30)
         except MbdeployError as exc:
             return [exc for _ in remote_models]
         found = parse_outputs(result.stdout)
