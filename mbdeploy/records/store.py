@@ -199,11 +199,15 @@ class RunFolder:
     def append_layer(self, record: dict) -> None:
         """Validate against the layer schema, then append as one line of layers.jsonl."""
         validate_layer_record(record)
+        self._append_line(self.layers_file, record)
+
+    def _append_line(self, path: Path, record: dict) -> None:
+        """One record as one line; a failed write leaves the file as it was and stops the run with how to resume."""
         try:
-            append_line(self.layers_file, json.dumps(record, separators=(",", ":"), allow_nan=False))
+            append_line(path, json.dumps(record, separators=(",", ":"), allow_nan=False))
         except OSError as exc:
             raise ResultsError(
-                f"cannot store a record in {self.layers_file}: {exc.strerror or exc}; the run stops here with "
+                f"cannot store a record in {path}: {exc.strerror or exc}; the run stops here with "
                 f"every stored record whole: free space, then finish it with --resume {self.run_id}",
                 run_id=self.run_id,
             ) from None
@@ -280,11 +284,4 @@ class RunFolder:
     def append(self, record: dict) -> None:
         """Validate, then append the record as one line; a failed write leaves the file as it was."""
         validate_record(record)
-        try:
-            append_line(self.records_file, json.dumps(record, separators=(",", ":"), allow_nan=False))
-        except OSError as exc:
-            raise ResultsError(
-                f"cannot store a record in {self.records_file}: {exc.strerror or exc}; the run stops here with "
-                f"every stored record whole: free space, then finish it with --resume {self.run_id}",
-                run_id=self.run_id,
-            ) from None
+        self._append_line(self.records_file, record)

@@ -13,6 +13,7 @@ import json
 import math
 import posixpath
 from pathlib import Path
+from typing import Iterable, Iterator
 
 from mbdeploy.devices.base import Device
 from mbdeploy.errors import InvalidInput, MbdeployError, RunnerError
@@ -29,38 +30,33 @@ def _finite_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _script_lines(lines: Iterable[str]) -> Iterator[dict]:
+    """The device script's JSON objects among `lines`, in the order given; other lines (log noise) are passed over."""
+    for line in lines:
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(data, dict) and data.get("schema") == DEVICE_SCHEMA:
+            yield data
+
+
 def parse_outputs(stdout: str) -> list[dict]:
     """Every result line of a several-model run, in the order of the --model arguments.
 
     By order, not by the path a line names: a device may see our path under
     another name (a sandbox, a symlinked folder).
     """
-    found = []
-    for line in stdout.splitlines():
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(data, dict) and data.get("schema") == DEVICE_SCHEMA:
-            found.append(data)
-    return found
+    return list(_script_lines(stdout.splitlines()))
 
 
 def parse_output(stdout: str, stderr: str = "") -> dict:
     """The script's JSON line (the last line that parses as an object); RunnerError otherwise."""
-    for line in reversed(stdout.strip().splitlines()):
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(data, dict) and data.get("schema") == DEVICE_SCHEMA:
-            return data
+    for data in _script_lines(reversed(stdout.strip().splitlines())):
+        return data
     tail = (stderr.strip().splitlines() or stdout.strip().splitlines() or ["no output"])[-1]
     raise RunnerError(f"litert runner printed no result: {tail}")
 
