@@ -172,31 +172,43 @@ class _Sweep:
                 self.store(record)
 
 
-def run_sweep(devices: list[Device], device_infos: list[dict], artifacts: list[Artifact], folder: RunFolder,
-              options: BenchOptions, emit: Event | None = None) -> list[dict]:
-    """Bench every artifact on every device (one thread per device); return the new records."""
-    sweep = _Sweep(folder, options, emit or (lambda kind, data: None))
+def each_device(devices: list[Device], device_infos: list[dict], work: Callable[[Device, dict], None],
+                name: str, on_interrupt: Callable[[], None] | None = None) -> None:
+    """`work(device, info)` for every device, one thread per device (in this thread when there is one).
+
+    The first exception of any worker is raised here once all have ended; an interrupt while waiting
+    (Ctrl-C, SIGTERM) calls `on_interrupt` and propagates: the caller closes the devices, which ends their work.
+    """
     errors: list[BaseException] = []
 
-    def work(device: Device, info: dict) -> None:
+    def guarded(device: Device, info: dict) -> None:
         try:
-            sweep.device(device, info, artifacts)
+            work(device, info)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
             errors.append(exc)
 
     if len(devices) == 1:
-        work(devices[0], device_infos[0])
+        guarded(devices[0], device_infos[0])
     else:
-        threads = [threading.Thread(target=work, args=(d, i), name=f"bench-{d.id}", daemon=True)
+        threads = [threading.Thread(target=guarded, args=(d, i), name=f"{name}-{d.id}", daemon=True)
                    for d, i in zip(devices, device_infos)]
         for thread in threads:
             thread.start()
         try:
             for thread in threads:
                 thread.join()
-        except BaseException:  # Ctrl-C, SIGTERM: the caller closes the devices, which ends their work
-            sweep.interrupted.set()
+        except BaseException:
+            if on_interrupt is not None:
+                on_interrupt()
             raise
     if errors:
         raise errors[0]
+
+
+def run_sweep(devices: list[Device], device_infos: list[dict], artifacts: list[Artifact], folder: RunFolder,
+              options: BenchOptions, emit: Event | None = None) -> list[dict]:
+    """Bench every artifact on every device (one thread per device); return the new records."""
+    sweep = _Sweep(folder, options, emit or (lambda kind, data: None))
+    each_device(devices, device_infos, lambda device, info: sweep.device(device, info, artifacts), "bench",
+                on_interrupt=sweep.interrupted.set)
     return sweep.records

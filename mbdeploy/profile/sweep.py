@@ -26,7 +26,7 @@ from mbdeploy.architecture import ModelSpec
 from mbdeploy.bench.artifacts import Artifact
 from mbdeploy.bench.measure import latency_block, measure_one
 from mbdeploy.bench.options import BenchOptions
-from mbdeploy.bench.sweep import clean_device
+from mbdeploy.bench.sweep import clean_device, each_device
 from mbdeploy.devices.base import Device
 from mbdeploy.devices.lock import DeviceLock
 from mbdeploy.errors import InvalidInput, MbdeployError, ResultsError
@@ -264,25 +264,7 @@ def _layers(artifact: Artifact, model) -> list[ProfileLayer]:  # noqa: ANN001
 def run_profile(devices: list[Device], device_infos: list[dict], artifacts: list[Artifact], folder: RunFolder,
                 options: ProfileOptions, emit: Event | None = None) -> tuple[list[dict], list[dict]]:
     """Profile every artifact on every device (one thread per device); the new whole and layer records."""
-    errors: list[BaseException] = []
     with tempfile.TemporaryDirectory(prefix="mbdeploy-layers-") as work:
         profile = _Profile(folder, options, emit or (lambda kind, data: None), Path(work))
-
-        def run(device: Device, info: dict) -> None:
-            try:
-                profile.device(device, info, artifacts)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-                errors.append(exc)
-
-        if len(devices) == 1:
-            run(devices[0], device_infos[0])
-        else:
-            threads = [threading.Thread(target=run, args=(d, i), name=f"profile-{d.id}", daemon=True)
-                       for d, i in zip(devices, device_infos)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-    if errors:
-        raise errors[0]
+        each_device(devices, device_infos, lambda device, info: profile.device(device, info, artifacts), "profile")
     return profile.records, profile.layer_records
