@@ -16,11 +16,15 @@ import math
 import posixpath
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mbdeploy.bench.artifacts import Artifact
 from mbdeploy.devices.base import Device
 from mbdeploy.errors import MbdeployError
-from mbdeploy.runners.base import Runner
+from mbdeploy.runners.base import Probes, Runner
+
+if TYPE_CHECKING:
+    import numpy as np
 
 REFERENCE = "Keras reference outputs stored at convert (probes.npz)"
 
@@ -28,6 +32,19 @@ REFERENCE = "Keras reference outputs stored at convert (probes.npz)"
 def not_checked(reason: str, probes: int = 0) -> dict:
     return {"probes": probes, "max_abs_diff": None, "cosine": None, "top1_agreement": None, "passed": None,
             "reference": None, "failures": [], "notes": [f"not checked: {reason}"]}
+
+
+def outputs_on_device(device: Device, runner: Runner, artifact: Artifact, remote_model: str,
+                      inputs: "np.ndarray") -> list[list[float]]:
+    """The artifact's outputs on `inputs` (float32 N x H x W x C), computed on the device by the runner."""
+    import numpy as np
+
+    remote = posixpath.join(device.workdir, "models", artifact.sha256[:16], "probes.npy")
+    with tempfile.TemporaryDirectory(prefix="mbdeploy-probes-") as folder:
+        local = Path(folder) / "probes.npy"
+        np.save(local, np.asarray(inputs, np.float32), allow_pickle=False)
+        device.push(local, remote)
+    return runner.probe_outputs(device, remote_model, Probes(np.asarray(inputs, np.float32), remote, artifact.path))
 
 
 def check_outputs(device: Device, runner: Runner, artifact: Artifact, remote_model: str) -> dict:
@@ -43,13 +60,8 @@ def check_outputs(device: Device, runner: Runner, artifact: Artifact, remote_mod
         return not_checked(f"no tolerance for {artifact.format} {artifact.precision} in verify.py")
     with np.load(artifact.probes, allow_pickle=False) as data:
         inputs, reference = np.asarray(data["inputs"], np.float32), np.asarray(data["reference"], np.float32)
-    remote = posixpath.join(device.workdir, "models", artifact.sha256[:16], "probes.npy")
-    with tempfile.TemporaryDirectory(prefix="mbdeploy-probes-") as folder:
-        local = Path(folder) / "probes.npy"
-        np.save(local, inputs, allow_pickle=False)
-        device.push(local, remote)
     try:
-        outputs = runner.probe_outputs(device, remote_model, remote)
+        outputs = outputs_on_device(device, runner, artifact, remote_model, inputs)
     except MbdeployError as exc:
         return not_checked(exc.message, len(inputs))
     if len(outputs) != len(reference) or any(len(row) != reference.shape[1] for row in outputs):

@@ -15,9 +15,13 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mbdeploy.devices.base import Device
 from mbdeploy.errors import MbdeployError, RunnerError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass
@@ -46,6 +50,20 @@ class RunOutcome:
     extra: dict = field(default_factory=dict)  # e.g. delegate coverage, op profile
     # Throttling the runner itself saw (e.g. the iOS app's thermal state); joins the sensors' verdict.
     throttle_reasons: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Probes:
+    """Chosen inputs to run on the device (bench --check-outputs, eval --device).
+
+    `inputs` is float32 N x H x W x C as the manifest's preprocessing gives it, on
+    the host; `remote` is the same array already pushed to the device as a .npy;
+    `model` the artifact's file on the host (its tensor types and quantization).
+    """
+
+    inputs: "np.ndarray"
+    remote: str
+    model: Path
 
 
 class Runner(abc.ABC):
@@ -88,9 +106,9 @@ class Runner(abc.ABC):
         other.options = options
         return other
 
-    def probe_outputs(self, device: Device, remote_model: str, remote_probes: str) -> list[list[float]]:
-        """The model's outputs on the probe inputs pushed to `remote_probes` (a float32 .npy, N x H x W x C),
-        one list per probe, run with this runner's own settings (bench --check-outputs).
+    def probe_outputs(self, device: Device, remote_model: str, probes: Probes) -> list[list[float]]:
+        """The model's float outputs on the probe inputs, one list per probe, run with this runner's own
+        settings (threads, delegate) as the timed run (bench --check-outputs, eval --device).
 
         A runner that cannot feed chosen inputs says so: the record then says the outputs were not checked.
         """

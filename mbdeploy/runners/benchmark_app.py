@@ -17,8 +17,11 @@ from pathlib import Path
 from mbdeploy.atomic import sha256_file
 from mbdeploy.devices.base import Device
 from mbdeploy.errors import InvalidInput, RunnerError
-from mbdeploy.runners.base import RunOutcome, Runner, TimingOptions
-from mbdeploy.runners.benchmark_model import add_op_profile, check_delegate, check_release, read_op_profile, tool_flags
+from mbdeploy.runners.base import Probes, RunOutcome, Runner, TimingOptions
+from mbdeploy.runners.benchmark_model import (PROBE_INPUT_NAME, add_op_profile, check_delegate, check_probe_run,
+                                              check_release, probe_flags, push_bytes, read_device_file,
+                                              read_op_profile, tool_flags)
+from mbdeploy.runners.tensor_files import through_files
 from mbdeploy.runners.benchmark_output import logcat_messages, parse_output
 from mbdeploy.runners.benchmark_release import NIGHTLY_FILES, fetch, release_for
 
@@ -28,6 +31,7 @@ LOG_TAG = "tflite"
 # The app cannot write the shell's /data/local/tmp; it writes its op profile into its own data folder,
 # which the shell reads with `run-as` (the APK is debuggable).
 APP_PROFILE = f"/data/data/{PACKAGE}/mbdeploy_op_profile.pb"
+APP_OUTPUT = f"/data/data/{PACKAGE}/mbdeploy_probe_output.bin"  # --output_filepath of a probe run (its own folder)
 _DONE = ("Inference timings in us:", "Average inference timings in us:")
 _FAILED = ("Benchmarking failed", "Failed to", "Unconsumed cmdline flags")
 
@@ -124,16 +128,18 @@ class BenchmarkAppRunner(Runner):
                  for line in messages.splitlines()]
         return any(line.startswith(_DONE + _FAILED) for line in lines)
 
-    def run(self, device: Device, remote_model: str) -> RunOutcome:
+    def _stage(self, device: Device, remote_model: str) -> str:
         # The activity splits its args on spaces, so it gets a copy of the model under a plain name.
         plain = f"{device.workdir}/benchmark_app_model.tflite"
         copied = device.shell(["cp", remote_model, plain])
         if not copied.ok:
             raise RunnerError(f"could not stage {remote_model} for the benchmark app: {copied.stderr.strip()}")
+        return plain
+
+    def _start_and_wait(self, device: Device, command: list[str]) -> tuple[str, float]:
+        """Start the activity and wait for its result lines in logcat: (the messages, the deadline)."""
         device.shell(["logcat", "-c"])
-        if self.op_profiling:
-            device.shell(["run-as", PACKAGE, "rm", "-f", APP_PROFILE])
-        started = device.shell(self.start_command(plain), timeout=60)
+        started = device.shell(command, timeout=60)
         if not started.ok or "Error" in started.stdout:
             raise RunnerError(f"`am start` of {ACTIVITY} failed: {(started.stdout + started.stderr).strip()[-300:]}")
         wait_s = self.time_limit_s()
@@ -142,15 +148,48 @@ class BenchmarkAppRunner(Runner):
             log = device.shell(["logcat", "-d", "-v", "threadtime", "-s", f"{LOG_TAG}:*", "litert:*"], timeout=60).stdout
             messages = logcat_messages(log)
             if self._finished(messages):
-                break
+                return messages, deadline
             if time.monotonic() > deadline:
                 raise RunnerError(f"the benchmark app printed no result within {wait_s:.0f} s (logcat tag {LOG_TAG})")
             time.sleep(self.poll_s)
+
+    def run(self, device: Device, remote_model: str) -> RunOutcome:
+        plain = self._stage(device, remote_model)
+        if self.op_profiling:
+            device.shell(["run-as", PACKAGE, "rm", "-f", APP_PROFILE])
+        messages, deadline = self._start_and_wait(device, self.start_command(plain))
         outcome = parse_output(messages, self.options)
         outcome.extra["command"] = self.start_command(plain)
         if self.op_profiling:
             add_op_profile(outcome, self._read_profile(device, deadline))
         return outcome
+
+    def probe_outputs(self, device: Device, remote_model: str, probes: Probes) -> list[list[float]]:
+        """Each probe as an input file the app reads; its outputs written into the app's own folder, read with run-as."""
+        plain = self._stage(device, remote_model)
+
+        def run_tool(remote_input: str, shape: tuple[int, ...], size: int) -> bytes:
+            device.shell(["run-as", PACKAGE, "rm", "-f", APP_OUTPUT])
+            flags = probe_flags(self.options, plain, self.delegate, "tflite", remote_input, shape, APP_OUTPUT)
+            messages, deadline = self._start_and_wait(
+                device, ["am", "start", "-S", "-W", "-n", ACTIVITY, "--es", "args", " ".join(flags)])
+            failed = [line for line in messages.splitlines() if any(word in line for word in _FAILED)]
+            check_probe_run(messages)
+            if failed:
+                raise RunnerError(f"the benchmark app failed on a probe input: {failed[-1].strip()[-300:]}")
+            # The app writes the file after its timings line: read it once it is whole.
+            while True:
+                try:
+                    data = read_device_file(device, APP_OUTPUT, "output file (--output_filepath)",
+                                            reader=["run-as", PACKAGE, "cat", APP_OUTPUT])
+                except RunnerError:
+                    data = b""
+                if len(data) >= size or time.monotonic() > deadline:
+                    return data
+                time.sleep(self.poll_s)
+
+        return through_files(probes, lambda data: push_bytes(device, data, f"{device.workdir}/{PROBE_INPUT_NAME}"),
+                             run_tool)
 
     def _read_profile(self, device: Device, deadline: float) -> list[dict]:
         """The app writes its profile after the timings line: read it once it parses whole."""

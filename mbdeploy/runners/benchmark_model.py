@@ -11,6 +11,7 @@ what it prints (benchmark_output.py) and the op profile it writes to a file
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tempfile
@@ -20,16 +21,27 @@ from mbdeploy.atomic import sha256_file
 from mbdeploy.devices.base import Device
 from mbdeploy.devices.leftovers import bounded, pid_file
 from mbdeploy.errors import DeviceError, InvalidInput, RunnerError
-from mbdeploy.runners.base import RunOutcome, Runner, TimingOptions
+from mbdeploy.runners.base import Probes, RunOutcome, Runner, TimingOptions
 from mbdeploy.runners.benchmark_output import parse_output
 from mbdeploy.runners.benchmark_release import FLAVOURS, Release, fetch, release_for
 from mbdeploy.runners.op_profile import by_node_type, parse_op_profile
+from mbdeploy.runners.tensor_files import through_files
 
 DELEGATES = ("cpu", "xnnpack", "gpu", "nnapi", "npu")
 # What only one flavour can do (each flag checked against that tool's source; see benchmark_release.py).
 CLASSIC_ONLY = {"cpu": "running without XNNPACK", "nnapi": "the NNAPI delegate"}
 LITERT_ONLY = {"npu": "the NPU (vendor dispatch libraries)"}
 OP_PROFILE_NAME = "op_profile.pb"
+PROBE_INPUT = "input"  # the name given in --input_layer; upstream matches inputs by position, not by this name
+PROBE_INPUT_NAME, PROBE_OUTPUT_NAME = "probe_input.bin", "probe_output.bin"
+# Checked in google-ai-edge/LiteRT at f674577 (2026-08-21): litert/tools/benchmark_litert_model.h declares no
+# input-file or output-file flag (only --input_layer_value_range), so its outputs on chosen inputs cannot be read.
+LITERT_HAS_NO_TENSOR_FILES = (
+    "the LiteRT 2.x benchmark_model (flavour litert, the pinned download) has no --input_layer_value_files or "
+    "--output_filepath; to check outputs use the classic tool (--benchmark-flavour tflite with "
+    "--benchmark-release nightly or --benchmark-binary PATH) or --runner litert")
+OUTPUT_FLAG_SINCE = ("--input_layer_value_files/--output_filepath; use a classic TFLite benchmark_model that has "
+                     "both (the nightly build does: --benchmark-release nightly)")
 
 
 def choose_flavour(delegate: str, op_profiling: bool, flavour: str | None = None) -> str:
@@ -117,25 +129,61 @@ def check_release(release: str | None) -> str | None:
     return release
 
 
-def read_op_profile(device: Device, remote: str, reader: list[str] | None = None) -> list[dict]:
-    """Pull the tool's op-profile file and parse it into per-node rows (runners/op_profile.py).
+def read_device_file(device: Device, remote: str, what: str, reader: list[str] | None = None) -> bytes:
+    """The bytes of a file the tool wrote on the device; RunnerError naming `what` if it is not there.
 
     `reader`: for a file only another user can read (the APK's own folder), a device command printing it,
     whose output is written to the work folder by the device shell and pulled from there.
     """
     source = remote
     if reader is not None:
-        source = f"{device.workdir}/{OP_PROFILE_NAME}"
+        source = f"{device.workdir}/{Path(remote).name}"
         copied = device.shell(["sh", "-c", '"$@" > "$0"', source, *reader])
         if not copied.ok:
-            raise RunnerError(f"could not read the op profile {remote}: {copied.stderr.strip() or copied.stdout.strip()}")
-    with tempfile.TemporaryDirectory(prefix="mbdeploy-op-profile-") as tmp:
-        local = Path(tmp) / OP_PROFILE_NAME
+            raise RunnerError(f"could not read the {what} {remote}: {copied.stderr.strip() or copied.stdout.strip()}")
+    with tempfile.TemporaryDirectory(prefix="mbdeploy-tool-file-") as tmp:
+        local = Path(tmp) / Path(remote).name
         try:
             device.pull(source, local)
         except DeviceError as exc:
-            raise RunnerError(f"benchmark_model wrote no op profile to {remote}: {exc.message}") from None
-        return parse_op_profile(local.read_bytes())
+            raise RunnerError(f"benchmark_model wrote no {what} to {remote}: {exc.message}") from None
+        return local.read_bytes()
+
+
+def read_op_profile(device: Device, remote: str, reader: list[str] | None = None) -> list[dict]:
+    """Pull the tool's op-profile file and parse it into per-node rows (runners/op_profile.py)."""
+    return parse_op_profile(read_device_file(device, remote, "op profile", reader))
+
+
+def push_bytes(device: Device, data: bytes, remote: str) -> str:
+    with tempfile.TemporaryDirectory(prefix="mbdeploy-probe-") as tmp:
+        local = Path(tmp) / Path(remote).name
+        local.write_bytes(data)
+        device.push(local, remote)
+    return remote
+
+
+def probe_flags(options: TimingOptions, remote_model: str, delegate: str, flavour: str, input_file: str,
+                shape: tuple[int, ...], output_file: str, dispatch_path: str | None = None,
+                plugin_path: str | None = None) -> list[str]:
+    """One invoke on a chosen input, outputs to a file: the timed run's threads and delegate, no warm-up loop."""
+    if flavour != "tflite":
+        raise RunnerError(LITERT_HAS_NO_TENSOR_FILES)
+    for path in (input_file, output_file):
+        if any(c in path for c in ":, "):
+            raise RunnerError(f"benchmark_model cannot name the file {path!r} in its flags (':', ',' and spaces "
+                              "separate its items); choose a device work folder without them")
+    single = dataclasses.replace(options, runs=1, warmup_runs=0, min_secs=0.0)
+    flags = tool_flags(single, remote_model, delegate, False, False, flavour, None, dispatch_path, plugin_path)
+    return flags + [f"--input_layer={PROBE_INPUT}", f"--input_layer_shape={','.join(str(d) for d in shape)}",
+                    f"--input_layer_value_files={PROBE_INPUT}:{input_file}", f"--output_filepath={output_file}"]
+
+
+def check_probe_run(text: str) -> None:
+    """A tool that ignored the file flags (it predates them) wrote nothing: say which build is needed."""
+    unconsumed = [line for line in text.splitlines() if "Unconsumed cmdline flags" in line]
+    if any(flag in line for line in unconsumed for flag in ("--output_filepath", "--input_layer_value_files")):
+        raise RunnerError(f"this benchmark_model predates {OUTPUT_FLAG_SINCE}: {unconsumed[-1].strip()}")
 
 
 # ---------------------------------------------------------------- the runner
@@ -257,13 +305,42 @@ class BenchmarkModelRunner(Runner):
         if result.exit_code == 137:  # SIGKILL: the device-side guard ended it at the deadline
             raise RunnerError(f"benchmark_model ran past its deadline of {timeout:.0f} s and was ended on the device")
         if not result.ok:
-            tail = " | ".join(line.strip() for line in text.splitlines() if line.strip())[-300:]
-            raise RunnerError(f"benchmark_model exited with {result.exit_code}: {tail}")
+            raise RunnerError(f"benchmark_model exited with {result.exit_code}: {_tail(text)}")
         outcome = parse_output(text, self.options)
         outcome.extra["command"] = command
         if profile:
             add_op_profile(outcome, read_op_profile(device, profile))
         return outcome
+
+    def probe_outputs(self, device: Device, remote_model: str, probes: Probes) -> list[list[float]]:
+        """Each probe as an input file (--input_layer_value_files), its outputs from --output_filepath."""
+        if self.flavour != "tflite":
+            raise RunnerError(LITERT_HAS_NO_TENSOR_FILES)
+        if self._remote is None:
+            self.prepare(device)
+        output = f"{device.workdir}/{PROBE_OUTPUT_NAME}"
+        timeout = self.time_limit_s()
+
+        def run_tool(remote_input: str, shape: tuple[int, ...], _size: int) -> bytes:
+            device.shell(["rm", "-f", output])  # the previous probe's outputs must not pass for this one's
+            argv = [self._remote, *probe_flags(self.options, remote_model, self.delegate, self.flavour, remote_input,
+                                                shape, output, self._remote_libs.get("dispatch"),
+                                                self._remote_libs.get("plugin"))]
+            argv = ["taskset", self.cpu_mask, *argv] if self.cpu_mask else argv
+            result = device.shell(bounded(argv, timeout, pid_file(device.workdir, "benchmark_model")),
+                                  timeout=timeout + 30)
+            text = result.stdout + "\n" + result.stderr
+            if not result.ok:
+                raise RunnerError(f"benchmark_model on a probe input exited with {result.exit_code}: {_tail(text)}")
+            check_probe_run(text)
+            return read_device_file(device, output, "output file (--output_filepath)")
+
+        return through_files(probes, lambda data: push_bytes(device, data, f"{device.workdir}/{PROBE_INPUT_NAME}"),
+                             run_tool)
+
+
+def _tail(text: str) -> str:
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip())[-300:]
 
 
 def add_op_profile(outcome: RunOutcome, rows: list[dict]) -> None:

@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 
 from mbdeploy.devices.base import Device
 from mbdeploy.errors import InvalidInput, MbdeployError, RunnerError
-from mbdeploy.runners.base import RunOutcome, Runner
+from mbdeploy.runners.base import Probes, RunOutcome, Runner
 
 DEVICE_SCRIPT = Path(__file__).resolve().parents[1] / "device_side" / "litert_runner.py"
 DEVICE_SCHEMA = "mbdeploy.litert_runner/1"
@@ -140,10 +140,10 @@ class LiteRTRunner(Runner):
         result = device.shell(device.bounded(self.command(device, remote_model), limit, PID_NAME), timeout=limit + 30)
         return outcome_from_output(parse_output(result.stdout, result.stderr))
 
-    def probe_outputs(self, device: Device, remote_model: str, remote_probes: str) -> list[list[float]]:
+    def probe_outputs(self, device: Device, remote_model: str, probes: Probes) -> list[list[float]]:
         if device.id not in self._scripts:
             self.prepare(device)
-        argv = self.command(device, remote_model) + ["--probes", remote_probes]
+        argv = self.command(device, remote_model) + ["--probes", probes.remote]
         result = device.shell(device.bounded(argv, STARTUP_ALLOWANCE_S, PID_NAME), timeout=STARTUP_ALLOWANCE_S + 30)
         data = parse_output(result.stdout, result.stderr)
         if "error" in data:
