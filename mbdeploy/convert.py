@@ -218,7 +218,9 @@ def convert_model(request: ConvertRequest, progress: Progress | None = None) -> 
                                     if (a.get("format"), a.get("precision")) != (artifact["format"], artifact["precision"])
                                     ] + [artifact]
             # Accuracy measured on the old file says nothing about the new one.
-            current.get("accuracy", {}).pop(f"{artifact['format']}/{artifact['precision']}", None)
+            key = f"{artifact['format']}/{artifact['precision']}"
+            for measured in [k for k in current.get("accuracy", {}) if k == key or k.startswith(f"{key}@")]:
+                current["accuracy"].pop(measured)  # the host's figure and every device's
             return current
 
         manifest = update_manifest(model_dir, merge)  # after each artifact: an interrupt keeps what is done

@@ -20,21 +20,24 @@ agreement with fp32 (percent of images with the same top-1; no labels needed).
 
 from __future__ import annotations
 
+import abc
 import datetime
 import hashlib
 import re
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
-from mbdeploy.errors import InvalidInput, ManifestError, MissingDependency
-from mbdeploy.export import predictor
+from mbdeploy.errors import InvalidInput, ManifestError, MissingDependency, RunnerError
 from mbdeploy.formats import FORMATS
 from mbdeploy.manifest import (artifact_key, checked_artifact, find_manifests, load_manifest, tool_versions,
                                update_manifest)
 from mbdeploy.preprocessing import IMAGE_SUFFIXES, is_image_file, model_input
 from mbdeploy.records import stats
+
+if TYPE_CHECKING:
+    import numpy as np
 
 IMAGENET_CLASSES = 1000
 _SYNSET = re.compile(r"^n\d{8}$")
@@ -168,6 +171,30 @@ def load_dataset(root: Path, labels_file: Path | None = None, class_names: Path 
 # --- evaluation ---------------------------------------------------------------
 
 
+class OnDevice(abc.ABC):
+    """Where `eval --device` computes: each artifact runs on a device, a batch of preprocessed images per call.
+
+    The host preprocesses; the device only runs the model (bench's probe mechanism,
+    bench/device_eval.py). Results are keyed `<format>/<precision>@<device id>`.
+    """
+
+    device_id: str
+    runtime: str  # what computed, e.g. "litert runner (2 threads, XNNPACK)"
+    batch: int = 32  # images per push and device call
+
+    @abc.abstractmethod
+    def formats(self) -> tuple[str, ...]:
+        """The artifact formats its runner can run."""
+
+    @abc.abstractmethod
+    def open(self, artifact: dict, path: Path) -> "Callable[[np.ndarray], list[list[float]]]":
+        """Put the artifact on the device; a function from a float32 batch (N x H x W x C) to N output rows."""
+
+
+def _one_by_one(predict: Callable) -> Callable:
+    return lambda xs: [predict(x) for x in xs]
+
+
 @dataclass
 class ArtifactResult:
     model: str
@@ -181,6 +208,7 @@ class ArtifactResult:
     status: str = "ok"  # or "skipped: <reason>"
     top1_ci95_percent: list[float] | None = None  # Wilson 95% interval of top1_percent over `images`
     top1_drop_ci95_points: list[float] | None = None  # paired 95% interval of the drop vs fp32, same images
+    device: str | None = None  # the device that computed (eval --device); None: the host
     predictions: list[int] = field(default_factory=list, repr=False)
     correct: list[bool] = field(default_factory=list, repr=False)  # top-1 right, per labelled image
 
@@ -200,8 +228,11 @@ def top_k(scores, label_offset: int, k: int = 5) -> list[int]:
 
 
 def evaluate_manifest(manifest_file: Path, dataset: Dataset, formats: Iterable[str] | None = None,
-                      progress: Callable[[], None] | None = None) -> list[ArtifactResult]:
-    """Run every artifact of one model over the data; record accuracy into its manifest."""
+                      progress: Callable[[], None] | None = None,
+                      on_device: OnDevice | None = None) -> list[ArtifactResult]:
+    """Run every artifact of one model over the data (on the host, or `on_device`); record accuracy into its manifest."""
+    import numpy as np
+
     manifest = load_manifest(manifest_file)
     resolution = int(manifest["spec"]["resolution"])
     preprocessing = manifest.get("preprocessing", {})
@@ -212,7 +243,8 @@ def evaluate_manifest(manifest_file: Path, dataset: Dataset, formats: Iterable[s
     checked = {id(a): checked_artifact(manifest_file, a)[0] for a in manifest["artifacts"]
                if not formats or a["format"] in formats}
     for artifact in manifest["artifacts"]:
-        result = ArtifactResult(manifest["name"], artifact["format"], artifact["precision"])
+        result = ArtifactResult(manifest["name"], artifact["format"], artifact["precision"],
+                                device=on_device.device_id if on_device is not None else None)
         results.append(result)
         if formats and artifact["format"] not in formats:
             result.status = "skipped: format not requested"
@@ -224,8 +256,16 @@ def evaluate_manifest(manifest_file: Path, dataset: Dataset, formats: Iterable[s
                              + "; ".join(verification.get("failures") or ["see the manifest"])
                              + "); reconvert, or accept it with convert --no-verify")
             continue
+        if on_device is not None and artifact["format"] not in on_device.formats():
+            result.status = f"skipped: {on_device.runtime} cannot run {artifact['format']} artifacts"
+            continue
         try:
-            predictors.append((result, predictor(artifact["format"], checked[id(artifact)])))
+            if on_device is not None:
+                predictors.append((result, on_device.open(artifact, checked[id(artifact)])))
+            else:
+                from mbdeploy.export import predictor  # the host's runtimes; eval --device needs none of them
+
+                predictors.append((result, _one_by_one(predictor(artifact["format"], checked[id(artifact)]))))
         except (InvalidInput, MissingDependency) as exc:
             result.status = f"skipped: {exc.message}"
         except (KeyError, ValueError, RuntimeError) as exc:  # a runtime that cannot load the file
@@ -233,6 +273,23 @@ def evaluate_manifest(manifest_file: Path, dataset: Dataset, formats: Iterable[s
     hits1 = {id(r): 0 for r, _ in predictors}
     hits5 = dict(hits1)
     evaluated, unreadable = 0, []
+    batch: list[tuple["np.ndarray", int | None]] = []
+
+    def score(batch: list) -> None:
+        xs = np.stack([x for x, _ in batch])
+        for result, predict in predictors:
+            rows = predict(xs)
+            if len(rows) != len(batch):
+                raise RunnerError(f"{result.format} {result.precision}: {len(rows)} outputs for {len(batch)} images")
+            for row, (_, label) in zip(rows, batch):
+                best = top_k(np.asarray(row, np.float32), label_offset)
+                result.predictions.append(best[0])
+                if label is not None:
+                    result.correct.append(best[0] == label)
+                    hits1[id(result)] += best[0] == label
+                    hits5[id(result)] += label in best
+
+    size = on_device.batch if on_device is not None else 1
     for image, label in zip(dataset.images, dataset.labels):
         try:
             x = model_input(image, resolution, preprocessing)
@@ -243,15 +300,14 @@ def evaluate_manifest(manifest_file: Path, dataset: Dataset, formats: Iterable[s
                 progress()
             continue
         evaluated += 1
-        for result, predict in predictors:
-            best = top_k(predict(x), label_offset)
-            result.predictions.append(best[0])
-            if label is not None:
-                result.correct.append(best[0] == label)
-                hits1[id(result)] += best[0] == label
-                hits5[id(result)] += label in best
+        batch.append((x, label))
+        if len(batch) >= size:
+            score(batch)
+            batch = []
         if progress:
             progress()
+    if batch:
+        score(batch)
     if unreadable:
         shown = ", ".join(unreadable[:5]) + (" ..." if len(unreadable) > 5 else "")
         warnings.warn(f"skipped {len(unreadable)} unreadable image(s): {shown}", stacklevel=2)
@@ -272,7 +328,7 @@ def evaluate_manifest(manifest_file: Path, dataset: Dataset, formats: Iterable[s
         warnings.warn(f"{manifest['name']} has seeded random weights: its top-1 is chance level, recorded as "
                       "meaningless and used by neither select nor report", stacklevel=2)
     _record(manifest_file, results, dataset, trained=manifest.get("weights", {}).get("trained") is not False,
-            evaluated={artifact_key(a): a["sha256"] for a in manifest["artifacts"]})
+            evaluated={artifact_key(a): a["sha256"] for a in manifest["artifacts"]}, on_device=on_device)
     return results
 
 
@@ -298,18 +354,19 @@ def _compare_with_fp32(results: list[ArtifactResult]) -> None:
 
 
 def _record(manifest_file: Path, results: list[ArtifactResult], dataset: Dataset, trained: bool,
-            evaluated: dict[str, str]) -> None:
+            evaluated: dict[str, str], on_device: OnDevice | None = None) -> None:
     """Write the accuracy entries under the folder's lock, into the manifest as it is then (`update_manifest`).
 
     `evaluated` maps each artifact key to the sha256 that was run: an artifact
     rebuilt meanwhile by a convert gets no entry (its file is not the one measured).
     """
     update_manifest(Path(manifest_file).parent,
-                    lambda current: _with_accuracy(current, manifest_file, results, dataset, trained, evaluated))
+                    lambda current: _with_accuracy(current, manifest_file, results, dataset, trained, evaluated,
+                                                   on_device))
 
 
 def _with_accuracy(manifest: dict | None, manifest_file: Path, results: list[ArtifactResult], dataset: Dataset,
-                   trained: bool, evaluated: dict[str, str]) -> dict:
+                   trained: bool, evaluated: dict[str, str], on_device: OnDevice | None = None) -> dict:
     if manifest is None:
         raise ManifestError(f"{manifest_file} disappeared or became unreadable while eval ran")
     accuracy = manifest.setdefault("accuracy", {})
@@ -329,6 +386,11 @@ def _with_accuracy(manifest: dict | None, manifest_file: Path, results: list[Art
             "runtime_version": tools.get(FORMATS[result.format].runtime_tool),
             "agreement_with_fp32_percent": result.agreement_with_fp32_percent,
         }
+        key = artifact_key(artifact)
+        if on_device is not None:
+            # Measured on the device: its own key, so the host's (or the release's) figure is never replaced.
+            key = f"{key}@{on_device.device_id}"
+            entry |= {"device": on_device.device_id, "runtime": on_device.runtime, "runtime_version": None}
         if not trained:
             entry["meaningless"] = "weights untrained (seeded random): top-1 is chance level"
         if dataset.labelled:
@@ -336,9 +398,9 @@ def _with_accuracy(manifest: dict | None, manifest_file: Path, results: list[Art
                       "top1_ci95_percent": result.top1_ci95_percent,
                       "top1_drop_vs_fp32_points": result.top1_drop_vs_fp32_points,
                       "top1_drop_ci95_points": result.top1_drop_ci95_points}
-            accuracy[artifact_key(artifact)] = entry
+            accuracy[key] = entry
         else:  # agreement only: keep an earlier labelled measurement
-            accuracy[artifact_key(artifact)] = {**accuracy.get(artifact_key(artifact), {}),
+            accuracy[key] = {**accuracy.get(key, {}),
                                                 "agreement_with_fp32_percent": entry["agreement_with_fp32_percent"],
                                                 "agreement_images": result.images,
                                                 "agreement_dataset_fingerprint": entry["dataset_fingerprint"]}
@@ -346,11 +408,11 @@ def _with_accuracy(manifest: dict | None, manifest_file: Path, results: list[Art
 
 
 def evaluate(models: Iterable[Path], dataset: Dataset, formats: Iterable[str] | None = None,
-             progress: Callable[[], None] | None = None) -> list[ArtifactResult]:
+             progress: Callable[[], None] | None = None, on_device: OnDevice | None = None) -> list[ArtifactResult]:
     manifests = list(find_manifests([Path(m) for m in models]))
     if not manifests:
         raise ManifestError("no manifest.json under " + ", ".join(str(m) for m in models) + "; convert models first")
     results = []
     for manifest_file in manifests:
-        results.extend(evaluate_manifest(manifest_file, dataset, formats, progress))
+        results.extend(evaluate_manifest(manifest_file, dataset, formats, progress, on_device))
     return results

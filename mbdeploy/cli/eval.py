@@ -22,20 +22,39 @@ from mbdeploy.formats import FORMAT_NAMES
               help="Class names, one per line in ImageNet order (1000 lines, or 1001 with background first).")
 @click.option("--limit", type=int, default=None, help="Use only the first N images.")
 @click.option("--formats", multiple=True, type=click.Choice(FORMAT_NAMES), help="Only these formats.")
+@click.option("--device", "device", default=None,
+              help="Compute on this device (an id, model name or alias, as bench takes) instead of the host: the "
+                   "preprocessed images are pushed in batches and run by the device's runner; recorded under "
+                   "'<format>/<precision>@<device id>'.")
+@click.option("--runner", "runner", default=None,
+              help="With --device: the runner that computes (default: the device kind's, litert on local/ssh/android).")
+@click.option("--threads", type=int, default=1, show_default=True, help="With --device: the runner's threads.")
+@click.option("--batch", type=int, default=32, show_default=True, help="With --device: images per push and call.")
+@click.option("--adb-host", "adb_host", default=None, help="With --device: the adb server (HOST:PORT).")
 @json_option
 def eval_command(data: Path, models: tuple, labels: Path | None, class_names: Path | None, limit: int | None,
-                 formats: tuple, as_json: bool) -> None:
+                 formats: tuple, device: str | None, runner: str | None, threads: int, batch: int,
+                 adb_host: str | None, as_json: bool) -> None:
+    from mbdeploy.errors import InvalidInput
     from mbdeploy.evaluate import evaluate, load_dataset
     from mbdeploy.manifest import find_manifests
 
-    if not formats:
+    if device is None and (runner or adb_host):
+        raise InvalidInput("--runner and --adb-host choose where --device computes; give --device too")
+    if not formats and device is None:
         with warnings_to_stderr():  # the left-out formats as one `Warning:` line
             formats = _default_formats(models)
     dataset = load_dataset(data, labels, class_names, limit)
     total = len(dataset.images) * len(list(find_manifests(models)))
     with warnings_to_stderr(), progress("evaluating", total, enabled=not as_json) as bar:
-        results = evaluate(models, dataset, formats or None, bar.advance)
-    emit([r.to_dict() for r in results], as_json, lambda _: _render(results, dataset.labelled))
+        if device is None:
+            results = evaluate(models, dataset, formats or None, bar.advance)
+        else:
+            from mbdeploy.device_eval import evaluate_on_device
+
+            results = evaluate_on_device(device, [Path(m) for m in models], dataset, list(formats) or None, runner,
+                                         threads, batch=batch, adb_host=adb_host, progress=bar.advance)
+    emit([r.to_dict() for r in results], as_json, lambda _: _render(results, dataset.labelled, device))
 
 
 def _default_formats(models: tuple) -> tuple[str, ...]:
@@ -56,10 +75,11 @@ def _default_formats(models: tuple) -> tuple[str, ...]:
     return chosen
 
 
-def _render(results: list, labelled: bool) -> None:
+def _render(results: list, labelled: bool, device: str | None = None) -> None:
     from rich.table import Table
 
-    table = Table(title="Accuracy" if labelled else "Agreement between precisions (no labels)")
+    title = "Accuracy" if labelled else "Agreement between precisions (no labels)"
+    table = Table(title=f"{title}, computed on {device}" if device else title)
     for header in ("model", "format", "precision", "images", "top-1 %", "top-5 %", "drop vs fp32 (points)",
                    "top-1 agreement with fp32 %", "status"):
         table.add_column(header)

@@ -106,6 +106,10 @@ class Runner(abc.ABC):
         other.options = options
         return other
 
+    def cannot_run_inputs(self) -> str | None:
+        """Why this runner cannot run chosen inputs (probe_outputs), or None when it can."""
+        return f"the {self.name} runner cannot run probe inputs yet"
+
     def probe_outputs(self, device: Device, remote_model: str, probes: Probes) -> list[list[float]]:
         """The model's float outputs on the probe inputs, one list per probe, run with this runner's own
         settings (threads, delegate) as the timed run (bench --check-outputs, eval --device).

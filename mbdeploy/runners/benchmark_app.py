@@ -164,6 +164,9 @@ class BenchmarkAppRunner(Runner):
             add_op_profile(outcome, self._read_profile(device, deadline))
         return outcome
 
+    def cannot_run_inputs(self) -> str | None:
+        return None
+
     def probe_outputs(self, device: Device, remote_model: str, probes: Probes) -> list[list[float]]:
         """Each probe as an input file the app reads; its outputs written into the app's own folder, read with run-as."""
         plain = self._stage(device, remote_model)

@@ -312,6 +312,9 @@ class BenchmarkModelRunner(Runner):
             add_op_profile(outcome, read_op_profile(device, profile))
         return outcome
 
+    def cannot_run_inputs(self) -> str | None:
+        return LITERT_HAS_NO_TENSOR_FILES if self.flavour != "tflite" else None
+
     def probe_outputs(self, device: Device, remote_model: str, probes: Probes) -> list[list[float]]:
         """Each probe as an input file (--input_layer_value_files), its outputs from --output_filepath."""
         if self.flavour != "tflite":

@@ -140,6 +140,9 @@ class LiteRTRunner(Runner):
         result = device.shell(device.bounded(self.command(device, remote_model), limit, PID_NAME), timeout=limit + 30)
         return outcome_from_output(parse_output(result.stdout, result.stderr))
 
+    def cannot_run_inputs(self) -> str | None:
+        return None
+
     def probe_outputs(self, device: Device, remote_model: str, probes: Probes) -> list[list[float]]:
         if device.id not in self._scripts:
             self.prepare(device)
