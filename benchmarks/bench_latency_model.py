@@ -6,18 +6,26 @@ a 2% CI per layer in <= 60 s.
 
 One run, side by side: converts the 16-model fp32 grid (cached, random
 weights, not timed), benchmarks all 16 whole on `local` (`mbdeploy.bench`) in
-`--rounds` rounds, each in a fresh random order, and takes each model's median
-over the rounds (on a shared machine the load drifts within a minute; rounds in
-shuffled order spread that drift over all models instead of biasing the last ones),
-profiles at most 4 of them layer by layer (`mbdeploy.profile`, single-layer
-method), fits the layer model (`mbdeploy.records.layer_model`) on those
-profiles and the bench's whole times, and predicts the other models. The
-power law gets its most favourable setting, what `select` uses: fitted on all
-the other 15 whole models (leave-one-out), evaluated on the same held-out
-models. The last line is the comparison.
+`--rounds` rounds, each in a fresh random order, and takes each model's lowest
+round median (on a shared machine another process's load comes and goes within a
+minute and only adds time; shuffled rounds spread it over all models instead of
+biasing the last ones; the median over rounds is printed as a diagnostic),
+profiles all 16 layer by layer (`mbdeploy.profile`, single-layer method;
+the time each takes is the profiling target's figure), fits the layer model
+(`mbdeploy.records.layer_model`) on the profiles of 4 of them and the bench's
+whole times, and predicts the other 12. The power law gets its most
+favourable setting, what `select` uses: fitted on all the other 15 whole
+models (leave-one-out), evaluated on the same held-out models.
 
-    .venv/bin/python benchmarks/bench_latency_model.py [--profile 1.0_224,0.25_128,1.0_128,0.25_224]
-        [--threads 1] [--out DIR] [--models DIR]
+Which 4 are profiled matters, so besides the default design (`--design`: the
+family's diagonal, each width and each resolution once, smallest to largest)
+the same comparison is printed over every Latin square of the grid (each
+width once, each resolution once: 24 designs) and the 4 corners, as the
+spread a user can expect from another choice. The last line is the default
+design's comparison.
+
+    .venv/bin/python benchmarks/bench_latency_model.py [--design 0.25_128,0.5_160,0.75_192,1.0_224]
+        [--rounds 5] [--threads 1] [--out DIR] [--models DIR]
 """
 
 from __future__ import annotations
@@ -34,15 +42,15 @@ sys.path.insert(0, str(ROOT))
 
 from _grid_run import convert_grid  # noqa: E402
 
-# The grid's four corners: every other model lies inside them in alpha and resolution.
-DEFAULT_PROFILED = "1.0_224,0.25_128,1.0_128,0.25_224"
+# The family's diagonal: every width and every resolution once, from the smallest model to the largest.
+DEFAULT_DESIGN = "0.25_128,0.5_160,0.75_192,1.0_224"
+CORNERS = ("mobilenet_v1_0.25_128", "mobilenet_v1_0.25_224", "mobilenet_v1_1.0_128", "mobilenet_v1_1.0_224")
 
 
 def bench_rounds(models: Path, out: Path, timing, rounds: int, seed: int = 0) -> tuple[list[Path], dict]:
     """Every fp32 model of `models` benched whole `rounds` times, each round in a fresh random order.
 
-    Returns the run folders, per model (MACs, median over the rounds of each round's median), and per
-    model the fastest invoke of any round (a load-robust figure, for a diagnostic line).
+    Returns the run folders and, per model, its MACs and the median of each round.
     """
     import random
 
@@ -65,17 +73,13 @@ def bench_rounds(models: Path, out: Path, timing, rounds: int, seed: int = 0) ->
     finally:
         for device in devices:
             device.close()
-    medians: dict[str, list[float]] = {}
-    minima: dict[str, list[float]] = {}
-    macs: dict[str, int] = {}
+    medians: dict[str, tuple[int, list[float]]] = {}
     for run in load_runs(folders):
         for record in run.records:
             if record["status"] == "ok":
-                medians.setdefault(record["artifact"]["name"], []).append(record["latency_ms"]["median"])
-                minima.setdefault(record["artifact"]["name"], []).append(record["latency_ms"]["min"])
-                macs[record["artifact"]["name"]] = record["artifact"]["macs"]
-    return (folders, {name: (macs[name], statistics.median(values)) for name, values in medians.items()},
-            {name: (macs[name], min(values)) for name, values in minima.items()})
+                medians.setdefault(record["artifact"]["name"], (record["artifact"]["macs"], []))[1].append(
+                    record["latency_ms"]["median"])
+    return folders, medians
 
 
 def profile_local(models: list[Path], out: Path, timing) -> tuple[Path, list[float]]:
@@ -100,94 +104,120 @@ def profile_local(models: list[Path], out: Path, timing) -> tuple[Path, list[flo
     return folder.path, walls
 
 
+def latin_squares() -> list[tuple[str, ...]]:
+    """Every 4-model design with each grid width once and each grid resolution once."""
+    from itertools import permutations
+
+    from mbdeploy.architecture import GRID_ALPHAS, GRID_RESOLUTIONS, model_name
+
+    return [tuple(model_name(a, r) for a, r in zip(GRID_ALPHAS, order)) for order in permutations(GRID_RESOLUTIONS)]
+
+
+def held_out_errors(design: tuple[str, ...], profiled: dict, whole: dict, precision: str = "fp32"):
+    """Signed relative errors of the layer model (fitted on the models named in `design`) and of the
+    leave-one-out power law, over the grid models outside the design."""
+    from mbdeploy.architecture import ModelSpec, parse_model_name
+    from mbdeploy.records.fit import fit_power_law
+    from mbdeploy.records.layer_model import ProfiledModel, fit_layer_model
+
+    model = fit_layer_model([ProfiledModel(n, whole[n][1], profiled[n].layers) for n in design], precision)
+    rows = []
+    for name in sorted((n for n in whole if n not in design), key=lambda n: whole[n][0]):
+        macs, measured = whole[name]
+        layer_ms = model.predict(ModelSpec(*parse_model_name(name)))
+        others = [n for n in whole if n != name]
+        power = fit_power_law([whole[n][0] for n in others], [whole[n][1] for n in others]).predict(macs)
+        rows.append((name, macs, measured, layer_ms, (layer_ms - measured) / measured, power,
+                     (power - measured) / measured))
+    return model, rows
+
+
+def summary(rows) -> tuple[float, float, float, float]:
+    layer = [abs(r[4]) for r in rows]
+    power = [abs(r[6]) for r in rows]
+    return statistics.median(layer), max(layer), statistics.median(power), max(power)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, default=Path(tempfile.gettempdir()) / "mbdeploy-bench-models")
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--profile", default=DEFAULT_PROFILED, help="at most 4 grid models (alpha_res) to profile")
+    parser.add_argument("--design", default=DEFAULT_DESIGN, help="the 4 grid models (alpha_res) the model is fitted on")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-secs", type=float, default=5.0)
-    parser.add_argument("--rounds", type=int, default=3, help="whole-model bench rounds, each in a random order")
+    parser.add_argument("--rounds", type=int, default=5, help="whole-model bench rounds, each in a random order")
     args = parser.parse_args()
 
-    from mbdeploy.architecture import ModelSpec, model_name
-    from mbdeploy.records.fit import fit_power_law
-    from mbdeploy.records.layer_model import ProfiledModel, fit_layer_model, profiled_models
+    from mbdeploy.records.layer_model import profiled_models
     from mbdeploy.records.reader import load_runs
     from mbdeploy.runners.base import TimingOptions
 
-    profiled_names = [f"mobilenet_v1_{p}" for p in args.profile.split(",") if p]
-    if not 1 <= len(profiled_names) <= 4:
-        sys.exit("--profile names 1 to 4 models")
+    design = tuple(f"mobilenet_v1_{d}" for d in args.design.split(",") if d)
+    if not 1 <= len(design) <= 4:
+        sys.exit("--design names 1 to 4 grid models")
     out = args.out or Path(tempfile.mkdtemp(prefix="mbd-layer-model-"))
     print(f"converting the fp32 grid into {args.models} (cached; random weights)", flush=True)
     convert_grid(args.models)
 
     started = time.monotonic()
     timing = TimingOptions(threads=args.threads, min_secs=1.0, max_secs=args.max_secs)
-    bench_runs, whole, fastest = bench_rounds(args.models, out, timing, args.rounds)
+    bench_runs, rounds = bench_rounds(args.models, out, timing, args.rounds)
+    # Another process's load only ever adds time, and on a shared machine it comes and goes within a
+    # minute: the lowest of a model's round medians is its latency on this machine, the others carry
+    # that load (a round's median itself is robust to a few slow invokes, not to a loaded minute).
+    whole = {name: (macs, min(values)) for name, (macs, values) in rounds.items()}
+    over_rounds = {name: (macs, statistics.median(values)) for name, (macs, values) in rounds.items()}
     print(f"benched the 16 models whole, {args.rounds} rounds, in {time.monotonic() - started:.0f} s", flush=True)
+    unknown = [d for d in design if d not in whole]
+    if unknown:
+        sys.exit(f"--design names models outside the grid: {', '.join(unknown)}")
     layer_timing = TimingOptions(threads=args.threads, min_secs=0.5, max_secs=5.0, target_ci=0.02)
-    profile_run, walls = profile_local([args.models / name for name in profiled_names], out, layer_timing)
+    names = sorted(whole, key=lambda n: whole[n][0])
+    profile_run, walls = profile_local([args.models / name for name in names], out, layer_timing)
 
     profile = load_runs([profile_run])[0]
     groups = profiled_models(profile.records, profile.layer_records)
     if len(groups) != 1:
         sys.exit(f"expected one profiled group, found {len(groups)} in {profile_run}")
-    profiles = next(iter(groups.values()))
-    # The layer model's whole times are the bench's, measured in the same session as the models it predicts.
-    profiles = [ProfiledModel(p.name, whole[p.name][1], p.layers) for p in profiles if p.name in whole]
-    model = fit_layer_model(profiles, "fp32")
-    for name, wall in zip(profiled_names, walls):
+    profiled = {p.name: p for p in next(iter(groups.values()))}
+    for name, wall in zip(names, walls):
         layers = [r for r in profile.layer_records if r["artifact"]["name"] == name]
         met = sum(r.get("stop_reason") == "target_ci" for r in layers)
         print(f"profiled {name}: {len(layers)} layers in {wall:.1f} s (target <= 60 s: "
               f"{'met' if wall <= 60 else 'NOT met'}); {met}/{len(layers)} layers reached the 2% CI")
+
+    spreads = []
+    for other in latin_squares() + [CORNERS]:
+        spreads.append(summary(held_out_errors(other, profiled, whole)[1]))
+    medians = sorted(s[0] for s in spreads)
+    print(f"over {len(spreads)} designs (every Latin square and the corners), layer model median |error|: "
+          f"median {100 * statistics.median(medians):.1f}% (range {100 * medians[0]:.1f}-{100 * medians[-1]:.1f}%), "
+          f"max |error| {100 * statistics.median(s[1] for s in spreads):.1f}% at the median design; power law on "
+          f"the same held-out sets: median {100 * statistics.median(s[2] for s in spreads):.1f}%, max "
+          f"{100 * statistics.median(s[3] for s in spreads):.1f}%; designs where the layer model's median is the "
+          f"lower: {sum(s[0] < s[2] for s in spreads)} of {len(spreads)}")
+
+    model, rows = held_out_errors(design, profiled, whole)
     costs = ", ".join(f"{kind}: {c.ms_per_gmac:.2f} ms/GMAC + {c.ms_per_mb:.4f} ms/MB + {1e3 * c.ms_fixed:.1f} us"
                       for kind, c in model.costs.items())
-    print(f"layer model: {costs}; whole = {model.scale:.3f} x sum "
+    print(f"layer model on {', '.join(args.design.split(','))}: {costs}; whole = {model.scale:.3f} x sum "
           f"{model.per_activation_mb:+.4f} ms x activation MB")
-
-    held_out = sorted((n for n in whole if n not in profiled_names), key=lambda n: whole[n][0])
-    names = list(whole)
-    layer_errors, power_errors = [], []
     print(f"{'model':<24} {'MMACs':>7} {'measured':>9} {'layer':>8} {'error':>7} {'power':>8} {'error':>7}")
-    for name in held_out:
-        macs, measured = whole[name]
-        alpha, resolution = (float(x) for x in name.rsplit("_", 2)[-2:])
-        spec = ModelSpec(alpha, int(resolution))
-        assert spec.name == name == model_name(alpha, int(resolution))
-        layer_ms = model.predict(spec)
-        others = [n for n in names if n != name]
-        power = fit_power_law([whole[n][0] for n in others], [whole[n][1] for n in others]).predict(macs)
-        layer_errors.append((layer_ms - measured) / measured)
-        power_errors.append((power - measured) / measured)
-        print(f"{name:<24} {macs / 1e6:>7.1f} {measured:>9.3f} {layer_ms:>8.3f} {100 * layer_errors[-1]:>+6.1f}% "
-              f"{power:>8.3f} {100 * power_errors[-1]:>+6.1f}%")
-    # The same comparison on each model's fastest invoke: a figure the machine's load barely moves,
-    # so it shows the predictors' own error apart from the load's (diagnostic; the target is on medians).
-    min_groups = profiled_models(profile.records, profile.layer_records, "min")
-    min_profiles = [ProfiledModel(p.name, fastest[p.name][1], p.layers) for p in next(iter(min_groups.values()))]
-    min_model = fit_layer_model(min_profiles, "fp32")
-    min_layer, min_power = [], []
-    for name in held_out:
-        macs, measured = fastest[name]
-        alpha, resolution = (float(x) for x in name.rsplit("_", 2)[-2:])
-        others = [n for n in names if n != name]
-        power = fit_power_law([fastest[n][0] for n in others], [fastest[n][1] for n in others]).predict(macs)
-        min_layer.append(abs(min_model.predict(ModelSpec(alpha, int(resolution))) - measured) / measured)
-        min_power.append(abs(power - measured) / measured)
-    print(f"on the fastest invoke (load-robust diagnostic): layer model median |error| "
-          f"{100 * statistics.median(min_layer):.1f}%, max {100 * max(min_layer):.1f}%; power law median |error| "
-          f"{100 * statistics.median(min_power):.1f}%, max {100 * max(min_power):.1f}%")
-    layer_abs = [abs(e) for e in layer_errors]
-    power_abs = [abs(e) for e in power_errors]
-    print(f"held out: {len(held_out)} models; layer model fitted on {len(profiles)} profiles "
-          f"({', '.join(p.name for p in profiles)}); power law leave-one-out over all {len(names)}")
-    print(f"targets: layer model median <= 3%: {'met' if statistics.median(layer_abs) <= 0.03 else 'NOT met'}, "
-          f"max <= 10%: {'met' if max(layer_abs) <= 0.10 else 'NOT met'}; runs: {out}")
-    print(f"layer model: median |error| {100 * statistics.median(layer_abs):.1f}%, max {100 * max(layer_abs):.1f}%; "
-          f"power law: median |error| {100 * statistics.median(power_abs):.1f}%, max {100 * max(power_abs):.1f}%")
+    for name, macs, measured, layer_ms, layer_error, power, power_error in rows:
+        print(f"{name:<24} {macs / 1e6:>7.1f} {measured:>9.3f} {layer_ms:>8.3f} {100 * layer_error:>+6.1f}% "
+              f"{power:>8.3f} {100 * power_error:>+6.1f}%")
+    # The same comparison on the median over rounds: what the machine's load does to both predictors.
+    loaded = summary(held_out_errors(design, profiled, over_rounds)[1])
+    print(f"on the median over rounds instead of the lowest (load-sensitive): layer model median |error| "
+          f"{100 * loaded[0]:.1f}%, max {100 * loaded[1]:.1f}%; power law median |error| {100 * loaded[2]:.1f}%, "
+          f"max {100 * loaded[3]:.1f}%")
+    layer_median, layer_max, power_median, power_max = summary(rows)
+    print(f"held out: {len(rows)} models; layer model fitted on the profiles of {args.design}; power law "
+          f"leave-one-out over all {len(whole)}; runs: {out}")
+    print(f"targets: layer model median <= 3%: {'met' if layer_median <= 0.03 else 'NOT met'}, "
+          f"max <= 10%: {'met' if layer_max <= 0.10 else 'NOT met'}")
+    print(f"layer model: median |error| {100 * layer_median:.1f}%, max {100 * layer_max:.1f}%; "
+          f"power law: median |error| {100 * power_median:.1f}%, max {100 * power_max:.1f}%")
 
 
 if __name__ == "__main__":
