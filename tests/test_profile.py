@@ -385,6 +385,37 @@ def test_profile_on_the_adb_test_device(server, phone, reference_dir, tmp_path):
     assert not (phone.root / "data/local/tmp/mbdeploy").exists()  # cleaned up after the run
 
 
+def test_profile_with_benchmark_model_on_the_adb_test_device_maps_its_pulled_op_profile(server, phone, small_models,
+                                                                                      tmp_path):
+    # The classic tool as a stand-in (it is an Android binary): timings on stderr as upstream prints them
+    # (tests/transcripts), and for --op_profiling_output_file the profile file, built from the artifact's own
+    # nodes in upstream's profiling_info.proto shape (node names as ProfileSummarizer writes them).
+    path = _artifact(small_models, "fp32")
+    ops = _op_names(path)
+    profile = tmp_path / "op_profile.pb"
+    profile.write_bytes(_proto([{"name": f"[{tensor}]:{i}", "node_type": op, "run_order": i, "avg_us": 7 * (i + 1),
+                                 "count": 50} for i, (op, tensor) in enumerate(ops)]))
+    transcript = Path(__file__).parent / "transcripts" / "litert_xnnpack_percentiles.txt"
+    stand_in = tmp_path / "benchmark_model"
+    stand_in.write_text("#!/bin/sh\n"
+                        "for a in \"$@\"; do case $a in --op_profiling_output_file=*) "
+                        f"cp '{profile}' \"${{a#*=}}\" ;; esac; done\n"
+                        f"cat '{transcript}' >&2\n")
+    stand_in.chmod(0o755)
+    done = _cli("profile", "--device", "pixel", "--runner", "benchmark_model", "--benchmark-binary", str(stand_in),
+                "--adb-host", server.address, "--models", str(path), "--out", "results", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [summary] = json.loads(done.stdout)["profiles"]
+    assert summary["device_kind"] == "android" and summary["method"] == "op_profile"
+    assert [layer["name"] for layer in summary["layers"]] == [layer.name for layer in profile_layers(SMALL)]
+    assert summary["layers"][0]["mean_ms"] == pytest.approx(0.007)  # Conv2d_0 is node 0
+    assert summary["layers"][0]["median_ms"] is None  # the tool reports averages only
+    assert summary["sum_of_layers_ms"] == pytest.approx(sum(7 * (i + 1) for i in range(len(ops))) / 1e3)
+    [run] = [p for p in (tmp_path / "results").iterdir() if p.is_dir()]
+    assert len((run / "layers.jsonl").read_text().splitlines()) == 30
+    assert not (phone.root / "data/local/tmp/mbdeploy").exists()
+
+
 def test_op_profile_needs_a_runner_that_profiles(small_models, tmp_path):
     done = _cli("profile", "--device", "local", "--method", "op_profile", "--models", str(small_models),
                 "--precisions", "fp32", cwd=tmp_path)
