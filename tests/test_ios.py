@@ -382,7 +382,7 @@ def _plans(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "calls-plans.jsonl").read_text().splitlines()]
 
 
-def _sweep(fake_phone: Path, models: Path, compute_units=("all",), runs: int = 3) -> list[dict]:
+def _sweep(fake_phone: Path, models: Path, compute_units=("all",), runs: int = 3, check_outputs: bool = False) -> list[dict]:
     from mbdeploy.bench import BenchOptions, collect_artifacts, run_sweep
     from mbdeploy.records.store import RunFolder
     from mbdeploy.runners.base import TimingOptions
@@ -390,7 +390,7 @@ def _sweep(fake_phone: Path, models: Path, compute_units=("all",), runs: int = 3
     artifacts = collect_artifacts([models], formats=["coreml"])
     [device] = ios.discover(tool=ios.PYMOBILEDEVICE3)
     folder = RunFolder.create(fake_phone / "results", {})
-    options = BenchOptions(timing=TimingOptions(runs=runs, warmup_runs=1),
+    options = BenchOptions(timing=TimingOptions(runs=runs, warmup_runs=1), check_outputs=check_outputs,
                            runner_options={"poll_s": 0.05, "compute_units": list(compute_units)})
     return run_sweep([device], [device.info().to_dict()], artifacts, folder, options)
 
@@ -424,6 +424,24 @@ def test_a_cool_run_is_not_throttled_and_the_plan_names_the_pushed_package(fake_
     assert pushes and all(c[-1] == "/Documents/" + model["path"].rsplit("/", 1)[0] for c in pushes)  # the parent
     documents = fake_phone / "container" / "Documents"
     assert not list((documents / "models").rglob("*.mlpackage"))  # removed after each run
+
+
+def test_check_outputs_runs_the_plans_probes_in_the_app_and_wrong_scores_fail(fake_phone, mlpackage, monkeypatch):
+    # The stand-in app computes the scores with the host's Core ML reference executor (Core ML is macOS/iOS only).
+    [record] = _sweep(fake_phone, mlpackage, compute_units=("cpuAndNeuralEngine",), check_outputs=True)
+    numerics = record["numerics"]
+    assert record["status"] == "ok" and numerics["passed"] is True and numerics["probes"] == 8, numerics["notes"]
+    probing, timing = _plans(fake_phone)
+    assert probing["probes"]["count"] == 8 and probing["probes"]["shape"] == [128, 128, 3]
+    assert probing["probes"]["bytes"] == 8 * 128 * 128 * 3 * 4 and probing["compute_units"] == ["cpuAndNeuralEngine"]
+    assert "probes" not in timing and timing["runs"] == 3  # the timed launch runs no probes
+    assert not list((fake_phone / "container" / "Documents").rglob("*.f32"))  # removed after use
+
+    monkeypatch.setenv("FAKE_IOS_APP", "wrong_outputs")  # a compute unit computing wrong answers fast
+    [record] = _sweep(fake_phone, mlpackage, check_outputs=True)
+    assert record["status"] == "ok" and record["latency_ms"] is not None  # the timing is kept
+    assert record["numerics"]["passed"] is False and record["numerics"]["top1_agreement"] < 1.0
+    assert record["numerics"]["failures"] and record["numerics"]["cosine"] < 0.99
 
 
 def test_a_model_that_arrives_incomplete_is_a_failed_record(fake_phone, mlpackage, monkeypatch):
@@ -642,7 +660,8 @@ def test_harness_and_host_agree_on_names():
                  *coreml_app.COMPUTE_UNITS, *coreml_app.THERMAL_STATES[:4]):
         assert f'"{name}"' in sources, f"{name} is not in the Swift harness"
     for key in ("model", "compute_units", "status", "error", "compile_ms", "load_ms", "first_inference_ms",
-                "samples_ms", "thermal_states", "runs", "run_id", "device", "path", "bytes", "models", "warmup"):
+                "samples_ms", "thermal_states", "runs", "run_id", "device", "path", "bytes", "models", "warmup",
+                "probes", "count", "shape", "probe_outputs"):
         assert f'"{key}"' in sources, f"the Swift harness does not use the key {key}"
     assert f"PRODUCT_BUNDLE_IDENTIFIER: {ios.BUNDLE_ID}" in (HARNESS / "project.yml").read_text()
 

@@ -26,13 +26,16 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from mbdeploy.atomic import write_json
 from mbdeploy.devices.base import Device
 from mbdeploy.devices.ios import IosDevice
 from mbdeploy.errors import DeviceError, InvalidInput, ResultsError, RunnerError
-from mbdeploy.runners.base import RunOutcome, Runner, TimingOptions
+from mbdeploy.runners.base import Probes, RunOutcome, Runner, TimingOptions
+
+if TYPE_CHECKING:
+    import numpy as np
 
 APP_SCHEMA = "mbdeploy.coreml_app/2"  # the plan and the results; ios_harness/Sources/CoreMLBench
 COMPUTE_UNITS = ("cpuOnly", "cpuAndGPU", "cpuAndNeuralEngine", "all")
@@ -50,7 +53,7 @@ APP_TIMEOUT_S = 1800.0
 
 # --- the plan ----------------------------------------------------------------------
 def build_plan(run_id: str, models: dict[str, int | None], runs: int = DEFAULT_RUNS, warmup: int = 5,
-               compute_units: Sequence[str] = COMPUTE_UNITS) -> dict:
+               compute_units: Sequence[str] = COMPUTE_UNITS, probes: dict | None = None) -> dict:
     """What the app reads: the exact models to time (path under Documents -> byte count), how long, which units.
 
     The app times only these paths, so a model left in the container by an
@@ -67,8 +70,17 @@ def build_plan(run_id: str, models: dict[str, int | None], runs: int = DEFAULT_R
             raise InvalidInput(f"model path {path!r} must be relative to the app's Documents folder")
         if not path.endswith((".mlpackage", ".mlmodelc")):
             raise InvalidInput(f"{path} is not a Core ML model (.mlpackage or .mlmodelc); the app runs only those")
-    return {"schema": APP_SCHEMA, "run_id": run_id, "runs": runs, "warmup": warmup,
+    plan = {"schema": APP_SCHEMA, "run_id": run_id, "runs": runs, "warmup": warmup,
             "compute_units": list(compute_units), "models": [{"path": p, "bytes": b} for p, b in models.items()]}
+    if probes is not None:
+        plan["probes"] = probes  # {"path", "count", "shape": [H, W, C], "bytes"}: run before timing, scores written
+    return plan
+
+
+def probes_entry(path: str, inputs: "np.ndarray") -> dict:
+    """The plan's probes: `inputs` (N x H x W x C) as the raw little-endian float32 file the app reads at `path`."""
+    count, *shape = (int(d) for d in inputs.shape)
+    return {"path": path, "count": count, "shape": shape, "bytes": int(inputs.size) * 4}
 
 
 # --- the app's results ----------------------------------------------------------------
@@ -85,6 +97,7 @@ class AppRun:
     first_inference_ms: float | None = None
     samples_ms: list[float] = field(default_factory=list)
     thermal_states: list[str] = field(default_factory=list)
+    probe_outputs: list[list[float]] | None = None  # the model's scores on the plan's probes (before timing)
 
     def throttle_reasons(self) -> list[str]:
         seen = [state for state in dict.fromkeys(self.thermal_states) if state in THROTTLING_STATES]
@@ -96,6 +109,10 @@ class AppResults:
     run_id: str
     device: dict
     runs: list[AppRun]
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _number(value: object) -> bool:
@@ -136,9 +153,14 @@ def parse_app_results(text: str, source: str = RESULTS_FILE) -> AppResults:
         if entry["status"] == "ok" and not samples:
             raise ResultsError(f"{where}: status ok but no samples_ms")
         error = entry.get("error")
+        outputs = entry.get("probe_outputs")
+        if outputs is not None and (not isinstance(outputs, list) or not all(
+                isinstance(row, list) and row and all(_finite(v) for v in row) for row in outputs)):
+            raise ResultsError(f"{where}: probe_outputs must be lists of finite numbers")
         runs.append(AppRun(model=entry["model"], compute_units=entry["compute_units"], status=entry["status"],
                            error=str(error) if error is not None else None,
                            samples_ms=[float(sample) for sample in samples], thermal_states=list(states),
+                           probe_outputs=[[float(v) for v in row] for row in outputs] if outputs is not None else None,
                            **timings))
     device = document.get("device") if isinstance(document.get("device"), dict) else {}
     return AppResults(run_id=str(document.get("run_id") or ""), device=device, runs=runs)
@@ -227,13 +249,51 @@ class CoreMLAppRunner(Runner):
     def prepare(self, device: Device) -> None:
         self._ios(device)
 
-    def run(self, device: Device, remote_model: str) -> RunOutcome:
-        """Time the model the sweep copied to `remote_model` (a path under the app's Documents folder)."""
-        phone = self._ios(device)
+    def _in_documents(self, phone: IosDevice, remote_model: str) -> str:
         prefix = phone.workdir.rstrip("/") + "/"
         if not remote_model.startswith(prefix):
             raise RunnerError(f"{remote_model} is not in the app's {phone.workdir} folder")
-        path = remote_model[len(prefix):]
+        return remote_model[len(prefix):]
+
+    def cannot_run_inputs(self) -> str | None:
+        return None
+
+    def probe_outputs(self, device: Device, remote_model: str, probes: Probes) -> list[list[float]]:
+        """One launch with the probes in the plan (one timed run): the app's scores with these compute units."""
+        import numpy as np
+
+        phone = self._ios(device)
+        path = self._in_documents(phone, remote_model)
+        run_id = f"{self.name}-probes-{uuid.uuid4().hex[:12]}"
+        remote_probes = posixpath.join(posixpath.dirname(remote_model), f"{run_id}.f32")  # beside the model
+        with tempfile.TemporaryDirectory(prefix="mbdeploy-ios-probes-") as scratch:
+            local = Path(scratch) / "probes.f32"
+            local.write_bytes(np.asarray(probes.inputs, dtype="<f4").tobytes())
+            phone.push(local, remote_probes)
+        plan = build_plan(run_id, {path: phone.pushed_bytes(remote_model)}, runs=1, warmup=0,
+                          compute_units=[self.compute_units],
+                          probes=probes_entry(remote_probes[len(phone.workdir.rstrip("/")) + 1:], probes.inputs))
+        try:
+            results = run_app(phone, plan, timeout=self.timeout_s, poll_s=self.poll_s)
+        finally:
+            try:
+                phone.remove(remote_probes)
+            except DeviceError:
+                pass
+        mine = [run for run in results.runs if run.model == path and run.compute_units == self.compute_units]
+        if len(mine) != 1:
+            raise RunnerError(f"the benchmark app wrote {len(mine)} results for {path}, expected one")
+        if mine[0].status != "ok":
+            raise RunnerError(f"the benchmark app failed on the probe inputs: {mine[0].error or 'no reason given'}")
+        if mine[0].probe_outputs is None:
+            raise RunnerError("the benchmark app wrote no probe_outputs: it was built before probe inputs; "
+                              "rebuild and reinstall ios_harness")
+        return mine[0].probe_outputs
+
+    def run(self, device: Device, remote_model: str) -> RunOutcome:
+        """Time the model the sweep copied to `remote_model` (a path under the app's Documents folder)."""
+        phone = self._ios(device)
+        path = self._in_documents(phone, remote_model)
         # A fresh id per launch: a done marker left by an earlier launch is never taken for this one's.
         run_id = f"{self.name}-{uuid.uuid4().hex[:12]}"
         plan = build_plan(run_id, {path: phone.pushed_bytes(remote_model)}, runs=self.runs,

@@ -107,6 +107,24 @@ def _bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
+def _probe_outputs(documents: Path, probes: dict, model: Path, env: dict) -> list[list[float]]:
+    """The app's scores on the plan's probes, as ios_harness computes them (Inputs.swift), by the host's
+    Core ML reference executor instead of Core ML. $FAKE_IOS_APP=wrong_outputs: a unit computing wrong answers."""
+    import numpy as np
+
+    from mbdeploy.export.coreml import reference_predictor
+
+    data = (documents / probes["path"]).read_bytes()
+    if len(data) != probes["bytes"]:
+        raise ValueError(f"model arrived incomplete: {len(data)} of {probes['bytes']} bytes")
+    inputs = np.frombuffer(data, "<f4").reshape(probes["count"], *probes["shape"])
+    predict = reference_predictor(model)
+    outputs = [predict(x) for x in inputs]
+    if env.get("FAKE_IOS_APP") == "wrong_outputs":
+        outputs = [y[::-1] for y in outputs]
+    return [[float(v) for v in y] for y in outputs]
+
+
 def play_app(env: dict, documents: Path) -> None:
     """What ios_harness does at launch, minus Core ML: follow the plan, write raw results, then the marker."""
     (documents / "mbdeploy-done").unlink(missing_ok=True)
@@ -135,6 +153,11 @@ def play_app(env: dict, documents: Path) -> None:
             else:
                 run.update(compile_ms=40.0, load_ms=12.0, first_inference_ms=3.0, thermal_states=states,
                            samples_ms=[samples[i % len(samples)] for i in range(plan["runs"])])
+                if plan.get("probes"):
+                    try:
+                        run["probe_outputs"] = _probe_outputs(documents, plan["probes"], path, env)
+                    except ValueError as exc:
+                        run.update(status="failed", error=str(exc))
             runs.append(run)
     document = {"schema": APP_SCHEMA, "run_id": plan["run_id"], "runs": runs,
                 "device": {"model": "iPhone15,2", "os": "iOS 17.5.1", "cores": 6}}

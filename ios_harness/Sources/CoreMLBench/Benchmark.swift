@@ -41,10 +41,11 @@ public struct Benchmark {
                 var entry: [String: Any] = ["model": model.path, "compute_units": unit, "status": "failed"]
                 do {
                     let (compiledURL, compileMs) = try compiled.get()
-                    let timing = try time(compiledModel: compiledURL, computeUnits: unit)
+                    let timing = try time(compiledModel: compiledURL, computeUnits: unit, in: folder)
                     entry.merge(["status": "ok", "compile_ms": compileMs, "load_ms": timing.loadMs,
                                  "first_inference_ms": timing.firstMs, "samples_ms": timing.samplesMs,
                                  "thermal_states": timing.thermalStates]) { $1 }
+                    if let outputs = timing.probeOutputs { entry["probe_outputs"] = outputs }
                 } catch {
                     entry["error"] = String(describing: error)
                     entry["thermal_states"] = [Thermal.state()]
@@ -76,9 +77,10 @@ public struct Benchmark {
         public var firstMs: Double
         public var samplesMs: [Double]
         public var thermalStates: [String]  // before loading, then each change seen between timed runs
+        public var probeOutputs: [[Double]]?  // the model's scores on the plan's probes, before timing
     }
 
-    func time(compiledModel url: URL, computeUnits unit: String) throws -> Timing {
+    func time(compiledModel url: URL, computeUnits unit: String, in folder: URL) throws -> Timing {
         let configuration = MLModelConfiguration()
         configuration.computeUnits = Self.computeUnits(named: unit)
         var states = [Thermal.state()]
@@ -86,6 +88,18 @@ public struct Benchmark {
         var start = DispatchTime.now()
         let model = try MLModel(contentsOf: url, configuration: configuration)
         let loadMs = Clock.ms(since: start)
+
+        // The plan's probe inputs first, with the same model and compute units as the timed runs:
+        // the host compares the scores with its reference (a unit that computes wrong answers fast shows).
+        var probeOutputs: [[Double]]? = nil
+        if let probes = plan.probes {
+            let values = try Inputs.probeValues(probes, in: folder)
+            let size = probes.valuesPerProbe
+            probeOutputs = try (0..<probes.count).map { index in
+                let probe = try Inputs.probe(values[(index * size)..<((index + 1) * size)], for: model.modelDescription)
+                return try Inputs.scores(try model.prediction(from: probe), of: model.modelDescription)
+            }
+        }
 
         let input = try Inputs.make(for: model.modelDescription)
         start = DispatchTime.now()
@@ -102,7 +116,8 @@ public struct Benchmark {
             let state = Thermal.state()  // read outside the timed span
             if state != states.last { states.append(state) }
         }
-        return Timing(loadMs: loadMs, firstMs: firstMs, samplesMs: samples, thermalStates: states)
+        return Timing(loadMs: loadMs, firstMs: firstMs, samplesMs: samples, thermalStates: states,
+                      probeOutputs: probeOutputs)
     }
 
     static func computeUnits(named name: String) -> MLComputeUnits {

@@ -19,19 +19,32 @@ public struct Plan {
         }
     }
 
+    /// Chosen inputs to run before timing (bench --check-outputs, eval --device): `count` images of
+    /// `shape` (H, W, C), float32 little-endian, back to back, in one file under Documents.
+    public struct Probes {
+        public var path: String
+        public var count: Int
+        public var shape: [Int]
+        public var bytes: Int
+
+        public var valuesPerProbe: Int { shape.reduce(1, *) }
+    }
+
     public var runId: String
     public var runs: Int
     public var warmup: Int
     public var computeUnits: [String]
     public var models: [Model]?  // nil: every model found
+    public var probes: Probes?  // nil: no outputs are written
 
     public init(runId: String = Plan.defaultRunId(), runs: Int = 50, warmup: Int = 5,
-                computeUnits: [String] = Plan.allComputeUnits, models: [Model]? = nil) {
+                computeUnits: [String] = Plan.allComputeUnits, models: [Model]? = nil, probes: Probes? = nil) {
         self.runId = runId
         self.runs = runs
         self.warmup = warmup
         self.computeUnits = computeUnits
         self.models = models
+        self.probes = probes
     }
 
     /// Reads a plan file; a missing file gives the defaults, a malformed one an error.
@@ -57,6 +70,15 @@ public struct Plan {
                 }
                 return Model(path: path, bytes: entry["bytes"] as? Int)
             }
+        }
+        if let entry = json["probes"] as? [String: Any] {
+            guard let path = entry["path"] as? String, !path.hasPrefix("/"), !path.split(separator: "/").contains(".."),
+                  let count = entry["count"] as? Int, count > 0, let shape = entry["shape"] as? [Int],
+                  !shape.isEmpty, shape.allSatisfy({ $0 > 0 }), let bytes = entry["bytes"] as? Int,
+                  bytes == count * shape.reduce(1, *) * 4 else {
+                throw BenchError.badPlan("probes need a relative path, count, shape and bytes = count x shape x 4")
+            }
+            plan.probes = Probes(path: path, count: count, shape: shape, bytes: bytes)
         }
         return plan
     }

@@ -1,7 +1,10 @@
 // coreml-bench: the harness on a Mac, over models converted by mbdeploy.
-//   coreml-bench --models DIR [--runs N] [--warmup N] [--compute-units a,b] --out FILE
+//   coreml-bench --models DIR [--runs N] [--warmup N] [--compute-units a,b]
+//                [--probes FILE --probe-shape H,W,C] --out FILE
 // Times every .mlpackage/.mlmodelc under DIR and writes the app's raw
-// results document (mbdeploy.coreml_app/2). Used by .github/workflows/macos.yml.
+// results document (mbdeploy.coreml_app/2); with --probes (float32 images,
+// a path under DIR) each model's scores on them too, as the app does for
+// bench --check-outputs. Used by .github/workflows/macos.yml.
 import CoreMLBench
 import Foundation
 
@@ -20,6 +23,16 @@ var plan = Plan(models: Benchmark.findModels(in: folder).map { Plan.Model(path: 
 if let runs = option("--runs", arguments).flatMap({ Int($0) }) { plan.runs = max(1, runs) }
 if let warmup = option("--warmup", arguments).flatMap({ Int($0) }) { plan.warmup = max(0, warmup) }
 if let units = option("--compute-units", arguments) { plan.computeUnits = units.split(separator: ",").map(String.init) }
+if let probesPath = option("--probes", arguments) {
+    let shape = (option("--probe-shape", arguments) ?? "").split(separator: ",").compactMap { Int($0) }
+    let bytes = ((try? FileManager.default.attributesOfItem(atPath: folder.appendingPathComponent(probesPath).path))?[.size] as? Int) ?? 0
+    let perProbe = shape.reduce(1, *) * 4
+    guard shape.count == 3, perProbe > 0, bytes > 0, bytes % perProbe == 0 else {
+        FileHandle.standardError.write(Data("error: --probes needs a float32 file under --models and --probe-shape H,W,C\n".utf8))
+        exit(2)
+    }
+    plan.probes = Plan.Probes(path: probesPath, count: bytes / perProbe, shape: shape, bytes: bytes)
+}
 
 if plan.models?.isEmpty ?? true {
     FileHandle.standardError.write(Data("error: no .mlpackage or .mlmodelc under \(modelsPath)\n".utf8))
