@@ -31,12 +31,12 @@ def record_schema() -> dict:
 
 def validate_record(record: dict) -> None:
     """Raise ResultsError naming the first violation of the record schema (or a non-finite number)."""
-    _validate(record, _validator(SCHEMA_FILE))
+    _validate(record, SCHEMA_FILE)
 
 
 def validate_layer_record(record: dict) -> None:
     """The same for a per-layer record of `mbdeploy profile` (layers.jsonl)."""
-    _validate(record, _validator(LAYER_SCHEMA_FILE))
+    _validate(record, LAYER_SCHEMA_FILE)
 
 
 @lru_cache(maxsize=2)
@@ -47,21 +47,27 @@ def _validator(path: Path):
     return jsonschema.Draft202012Validator(_load(path))
 
 
-def _validate(record: dict, validator) -> None:
+@lru_cache(maxsize=2)
+def _compiled(path: Path):
+    # The verdict for every record read (records/compiled_schema.py); jsonschema only explains a rejection.
+    from mbdeploy.records.compiled_schema import compile_schema
+
+    return compile_schema(_load(path))
+
+
+def _validate(record: dict, path: Path) -> None:
+    _check_finite(record)
+    if _compiled(path)(record):  # the common case; the compiled checks agree with jsonschema's verdict
+        return
     import jsonschema
 
-    _check_finite(record)
     try:
-        if validator.is_valid(record):  # the common case; best_match below walks every error
-            return
-        error = jsonschema.exceptions.best_match(validator.iter_errors(record))
+        error = jsonschema.exceptions.best_match(_validator(path).iter_errors(record))
     except RecursionError:
         raise ResultsError("record rejected: nested too deeply") from None
     if error is not None:
         where = "/".join(str(part) for part in error.absolute_path) or "(record)"
         raise ResultsError(f"record rejected by the schema at {where}: {error.message}")
-
-
 
 
 FLOAT_MAX = 1.7976931348623157e308
@@ -70,8 +76,12 @@ FLOAT_MAX = 1.7976931348623157e308
 def _check_finite(record: object) -> None:
     """NaN, Infinity and integers no float can hold are not measurements (JSON Schema's `number` allows them).
 
-    Walked with a stack, not recursion: a record is untrusted and may nest deeply.
+    Walked with a stack, not recursion: a record is untrusted and may nest deeply. The
+    first walk only looks (no paths built, it runs on every record read); a second one
+    finds where the bad number is.
     """
+    if _all_finite(record):
+        return
     stack: list[tuple[str, object]] = [("", record)]
     while stack:
         where, value = stack.pop()
@@ -79,7 +89,36 @@ def _check_finite(record: object) -> None:
             stack.extend((f"{where}/{key}", item) for key, item in value.items())
         elif isinstance(value, list):
             stack.extend((f"{where}/{index}", item) for index, item in enumerate(value))
-        elif isinstance(value, float) and not math.isfinite(value) or (
-                isinstance(value, int) and not isinstance(value, bool) and abs(value) > FLOAT_MAX):
+        elif _not_finite(value):
             text = repr(value) if isinstance(value, float) else f"an integer of {value.bit_length()} bits"
             raise ResultsError(f"record rejected at {where.lstrip('/') or '(record)'}: {text} is not a finite number")
+
+
+def _not_finite(value: object) -> bool:
+    return isinstance(value, float) and not math.isfinite(value) or (
+        isinstance(value, int) and not isinstance(value, bool) and abs(value) > FLOAT_MAX)
+
+
+def _all_finite(record: object) -> bool:
+    stack = [record]
+    pop, push, extend, isfinite = stack.pop, stack.append, stack.extend, math.isfinite
+    while stack:
+        value = pop()
+        kind = type(value)
+        if kind is str or value is None or kind is bool:
+            continue
+        if kind is dict:
+            extend(value.values())
+        elif kind is list:
+            extend(value)
+        elif kind is float:
+            if not isfinite(value):
+                return False
+        elif kind is int:
+            if value > FLOAT_MAX or value < -FLOAT_MAX:
+                return False
+        elif isinstance(value, (dict, list)):
+            push(dict(value) if isinstance(value, dict) else list(value))
+        elif _not_finite(value):
+            return False
+    return True
