@@ -73,6 +73,8 @@ def write_report(results: Iterable[Path], out_dir: Path, model_dirs: Iterable[Pa
         if not runs:
             raise InvalidInput(f"--since {since}: no run started on or after it")
     _check_replaceable(out_dir)
+    from mbdeploy.report.figure_cache import FigureCache
+
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
@@ -81,6 +83,8 @@ def write_report(results: Iterable[Path], out_dir: Path, model_dirs: Iterable[Pa
         raise InvalidInput(f"--out {out_dir}: cannot create a folder in {out_dir.parent}: "
                            f"{exc.strerror or exc}") from None
     try:
+        # Figures whose data is unchanged are copied from the report being replaced (report/figure_cache.py).
+        cache = FigureCache(out_dir if (out_dir / REPORT_MARK).is_file() else None, staging)
         rows = tidy_rows(runs, ManifestIndex(model_dirs))
         if device is not None or model is not None:
             rows = matching(rows, device, model)
@@ -95,11 +99,11 @@ def write_report(results: Iterable[Path], out_dir: Path, model_dirs: Iterable[Pa
             note = (f"not drawn series by series for {series_count(latest)} device/format/precision/config series "
                     f"(more than {MAX_SERIES}); see the fleet view, or focus with --device PATTERN / --model PATTERN")
             figures = [FigureOutput(name, title, note=note) for name, title, _ in FIGURES]
-            fleet_html, fleet_figures = fleet_view(latest, staging, model)
+            fleet_html, fleet_figures = fleet_view(latest, staging, model, cache)
             sections.append(fleet_html)
         else:
-            figures, fleet_figures = render_all(latest, staging), []
-        history_html, history_figures = history_view(runs, rows, staging)
+            figures, fleet_figures = render_all(latest, staging, cache), []
+        history_html, history_figures = history_view(runs, rows, staging, cache=cache)
         if history_html:
             sections.append(history_html)
         layers_html, layer_figures = where_the_time_goes(runs, staging)
@@ -108,6 +112,7 @@ def write_report(results: Iterable[Path], out_dir: Path, model_dirs: Iterable[Pa
         page = render_page(runs=runs, all_rows=rows, latest=latest, fits=fits, figures=figures, out_dir=staging,
                            generated_at=generated, extra_sections=sections + ([layers_html] if layers_html else []))
         write_text(staging / "index.html", page)
+        cache.write()
         write_text(staging / REPORT_MARK, "written by mbdeploy report; the next report replaces this folder\n")
         _swap_into_place(staging, out_dir)
     finally:
@@ -119,6 +124,7 @@ def write_report(results: Iterable[Path], out_dir: Path, model_dirs: Iterable[Pa
 
 
 def _check_replaceable(out_dir: Path) -> None:
+    from mbdeploy.report.figure_cache import CACHE_FILE
     from mbdeploy.report.figures import FIGURES
     from mbdeploy.report.fleet import FIGURE_NAMES as FLEET_FIGURES
     from mbdeploy.report.history import FIGURE_NAMES as HISTORY_FIGURES
@@ -128,7 +134,7 @@ def _check_replaceable(out_dir: Path) -> None:
         return
     if not out_dir.is_dir():
         raise InvalidInput(f"--out {out_dir} is a file; name a folder (it is created when missing)")
-    ours = {"index.html", "results.csv", REPORT_MARK} | {f"{name}.{ext}" for name, _, _ in FIGURES
+    ours = {"index.html", "results.csv", REPORT_MARK, CACHE_FILE} | {f"{name}.{ext}" for name, _, _ in FIGURES
                                                          for ext in ("png", "svg")}
     ours |= {f"{name}.{ext}" for name in FIGURE_NAMES + FLEET_FIGURES + HISTORY_FIGURES for ext in ("png", "svg")}
     names = sorted(p.name for p in out_dir.iterdir())

@@ -323,31 +323,32 @@ FIGURES: tuple[tuple[str, str, Callable], ...] = (
 )
 
 
-def render_all(rows: list[dict], out_dir: Path) -> list[FigureOutput]:
-    """Draw every figure into out_dir as NAME.png and NAME.svg (written atomically)."""
-    outputs = []
-    for name, title, draw in FIGURES:
-        result = draw(rows)
-        if isinstance(result, str):
-            outputs.append(FigureOutput(name, title, note=result))
-            continue
-        outputs.append(save_figure(result, name, title, out_dir))
-    return outputs
+def render_all(rows: list[dict], out_dir: Path, cache=None) -> list[FigureOutput]:  # noqa: ANN001 - FigureCache
+    """Draw every figure into out_dir as NAME.png and NAME.svg (written atomically).
+
+    With a cache (report/figure_cache.py), a figure whose rows are unchanged is copied from
+    the previous report. The key is every column of the rows, more than any one figure
+    reads: a change elsewhere redraws needlessly, never too little.
+    """
+    from mbdeploy.report.figure_cache import FigureCache
+
+    cache = cache or FigureCache(None, out_dir)
+    return [cache.figure(name, title, rows, lambda draw=draw: draw(rows)) for name, title, draw in FIGURES]
 
 
-def save_figure(figure, name: str, title: str, out_dir: Path) -> FigureOutput:
-    """A matplotlib figure written as NAME.png and NAME.svg (atomically), then closed."""
+def save_figure(figure, name: str, title: str, out_dir: Path, formats: tuple[str, ...] = ("png", "svg")) -> FigureOutput:
+    """A matplotlib figure written as NAME.png and NAME.svg (or the formats given; atomically), then closed."""
     import io
 
     plt = _pyplot()
     paths = {}
-    for extension in ("png", "svg"):
+    for extension in formats:
         buffer = io.BytesIO()
         figure.savefig(buffer, format=extension, dpi=110)
         paths[extension] = Path(out_dir) / f"{name}.{extension}"
         write_bytes(paths[extension], buffer.getvalue())
     plt.close(figure)
-    return FigureOutput(name, title, png=paths["png"], svg=paths["svg"])
+    return FigureOutput(name, title, png=paths.get("png"), svg=paths.get("svg"))
 
 
 # The set-up other report modules (fleet, history) draw with.

@@ -25,6 +25,7 @@ MAX_SERIES = 24
 MAX_LEGEND = 12  # entries in any legend this module draws
 PANEL_COLUMNS = 3
 FIGURE_NAMES = ("fleet_latency_heatmap", "fleet_energy_heatmap", "fleet_small_multiples")
+FORMATS = ("png",)
 
 
 def series_count(rows: list[dict]) -> int:
@@ -79,8 +80,11 @@ def _matrix(latest: list[dict], value: str) -> tuple[list[str], list[str], dict[
 
 
 def heatmap(latest: list[dict], value: str, label: str):
-    """Devices (rows, fastest first) x artifacts (columns, by MACs), coloured on a log scale; a note if empty."""
-    artifacts, devices, cells = _matrix(latest, value)
+    """Devices (rows, fastest first) x artifacts (columns, by MACs), coloured on a log scale; None if empty."""
+    return _draw_heatmap(*_matrix(latest, value), label)
+
+
+def _draw_heatmap(artifacts: list[str], devices: list[str], cells: dict[tuple[str, str], float], label: str):
     if not cells:
         return None
     from matplotlib.colors import LogNorm
@@ -115,11 +119,11 @@ def heatmap(latest: list[dict], value: str, label: str):
 
 def small_multiples(latest: list[dict]):
     """Latency vs MACs, one panel per format / precision / config; each device a thin line, the fleet median bold."""
-    from matplotlib.collections import LineCollection
-    from matplotlib.lines import Line2D
+    return _draw_small_multiples(_panels(latest))
 
-    from mbdeploy.report.figures import plain_log_axes, pyplot
 
+def _panels(latest: list[dict]) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """panel title -> device -> [(MMACs, median ms)]: what the small multiples draw."""
     configs = config_names(latest)
     several = len(configs) > 1
     panels: dict[str, dict[str, list[tuple[float, float]]]] = {}
@@ -128,8 +132,17 @@ def small_multiples(latest: list[dict]):
             title = f"{row['format']} {row['precision']}" + (f" ({configs[row['config_key']]})" if several else "")
             panels.setdefault(title, {}).setdefault(row["device_id"], []).append(
                 (row["macs_m"], row["latency_ms_median"]))
+    return panels
+
+
+def _draw_small_multiples(panels: dict[str, dict[str, list[tuple[float, float]]]]):
     if not panels:
         return None
+    from matplotlib.collections import LineCollection
+    from matplotlib.lines import Line2D
+
+    from mbdeploy.report.figures import plain_log_axes, pyplot
+
     plt = pyplot()
     names = sorted(panels)
     columns = min(PANEL_COLUMNS, len(names))
@@ -204,22 +217,33 @@ def ranking(latest: list[dict], model: str | None = None) -> str:
                      "x fastest", "energy mJ", "run"], body))
 
 
-def fleet_view(latest: list[dict], out_dir: Path, model: str | None = None) -> tuple[str, list[FigureOutput]]:
-    """The fleet section's HTML and its figures (PNG and SVG in out_dir)."""
-    from mbdeploy.report.figures import save_figure
+def fleet_view(latest: list[dict], out_dir: Path, model: str | None = None,
+               cache=None) -> tuple[str, list[FigureOutput]]:  # noqa: ANN001 - FigureCache
+    """The fleet section's HTML and its figures (PNG in out_dir; from the cache when their data is unchanged).
+
+    Drawn once, as the PNG the page shows: these summarise a fleet on screen (a heatmap's
+    SVG would only wrap the same bitmap), and a second format cost as much again.
+    """
+    from mbdeploy.report.figure_cache import FigureCache
     from mbdeploy.report.html import figure_html
 
+    cache = cache or FigureCache(None, out_dir)
     devices = len({r["device_id"] for r in latest})
+    latency, energy, panels = _matrix(latest, "latency_ms_median"), _matrix(latest, "energy_mj"), _panels(latest)
     drawn = [
-        ("fleet_latency_heatmap", "Median latency, devices x models (log colour scale)",
-         heatmap(latest, "latency_ms_median", "median latency (ms)"), "no successful record"),
-        ("fleet_energy_heatmap", "Energy per inference, devices x models (log colour scale)",
-         heatmap(latest, "energy_mj", "energy per inference (mJ)"), "no device measured power"),
+        ("fleet_latency_heatmap", "Median latency, devices x models (log colour scale)", latency,
+         lambda: _draw_heatmap(*latency, "median latency (ms)"), "no successful record"),
+        ("fleet_energy_heatmap", "Energy per inference, devices x models (log colour scale)", energy,
+         lambda: _draw_heatmap(*energy, "energy per inference (mJ)"), "no device measured power"),
         ("fleet_small_multiples", "Latency versus MACs, one panel per format and precision (each line a device)",
-         small_multiples(latest), "no record with MACs and a median"),
+         panels, lambda: _draw_small_multiples(panels), "no record with MACs and a median"),
     ]
-    figures = [save_figure(figure, name, title, out_dir) if figure is not None
-               else FigureOutput(name, title, note=why) for name, title, figure, why in drawn]
+    figures = []
+    for name, title, data, draw, why in drawn:
+        # The key is the drawn data; the cells' (artifact, device) keys become lists in JSON.
+        key_data = [data[0], data[1], sorted(data[2].items())] if isinstance(data, tuple) else data
+        figures.append(cache.figure(name, title, key_data, draw, formats=FORMATS)
+                       or FigureOutput(name, title, note=why))
     page = (f"<h2>Fleet: {devices} devices</h2><p>The latest successful record per device, model, format, "
             "precision and runner configuration. Focus the report with <code>--device PATTERN</code> and "
             "<code>--model PATTERN</code> (shell patterns, e.g. <code>pixel*</code>, <code>*_224</code>).</p>"

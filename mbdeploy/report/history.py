@@ -22,6 +22,7 @@ MARKED = (*REGRESSIONS, UNCONFIRMED)
 MAX_PANELS = 12  # match keys drawn; regressions first, the table lists every regression
 PANEL_COLUMNS = 3
 FIGURE_NAMES = ("history",)
+FORMATS = ("png",)
 
 
 def parse_since(text: str) -> datetime.datetime:
@@ -138,18 +139,32 @@ def history_figure(judged: dict, keys: list[tuple], names: dict[str, str]):
     return figure
 
 
-def history_view(runs: list, rows: list[dict], out_dir: Path, threshold: float = 0.05) -> tuple[str, list[FigureOutput]]:
-    """The history section's HTML and figure; empty when no match key was measured in two runs."""
-    from mbdeploy.report.figures import save_figure
+def _drawn_data(judged: dict, keys: list[tuple], names: dict[str, str]) -> list:
+    """Everything history_figure reads, as plain data: the figure cache's key."""
+    return [[list(key), names.get(key[4], key[4]),
+             [[r.get("started_at"), r["status"], r["latency_ms_median"], r["latency_ms_ci95_low"],
+               r["latency_ms_ci95_high"], verdict] for r, verdict, _ in judged[key]]] for key in keys]
+
+
+def history_view(runs: list, rows: list[dict], out_dir: Path, threshold: float = 0.05,
+                 cache=None) -> tuple[str, list[FigureOutput]]:  # noqa: ANN001 - FigureCache
+    """The history section's HTML and figure; empty when no match key was measured in two runs.
+
+    The figure is drawn once, as the PNG the page shows (a screen view of many runs; a
+    second format cost as much again), and copied from the cache when its data is unchanged.
+    """
+    from mbdeploy.report.figure_cache import FigureCache
     from mbdeploy.report.html import figure_html, table
 
     judged = judged_history(rows, threshold)
     if not judged:
         return "", []
+    cache = cache or FigureCache(None, out_dir)
     names = config_names(rows)
     keys = _panel_keys(judged)
-    figure = save_figure(history_figure(judged, keys, names), "history",
-                         f"Median and 95% CI over time ({len(keys)} of {len(judged)} match keys)", out_dir)
+    figure = cache.figure("history", f"Median and 95% CI over time ({len(keys)} of {len(judged)} match keys)",
+                          _drawn_data(judged, keys, names), lambda: history_figure(judged, keys, names),
+                          formats=FORMATS)
     labels = {run.run_id: run_label(run) for run in runs}
     regressions = [(key, row, verdict, change) for key, points in judged.items() for row, verdict, change in points
                    if verdict in REGRESSIONS]

@@ -56,10 +56,10 @@ def _figure(output: FigureOutput, out_dir: Path) -> str:
         note = html.escape(output.note or "")
         return f'<figure id="{output.name}"><h3>{title}</h3><p class="note">Not drawn: {note}</p></figure>'
     data = base64.b64encode(output.png.read_bytes()).decode("ascii")
-    svg = html.escape(output.svg.relative_to(out_dir).as_posix()) if output.svg else ""
+    caption = (f'<figcaption>Also as <a href="{html.escape(output.svg.relative_to(out_dir).as_posix())}">SVG</a>.'
+               '</figcaption>' if output.svg else "")
     return (f'<figure id="{output.name}"><h3>{title}</h3>'
-            f'<img alt="{title}" src="data:image/png;base64,{data}">'
-            f'<figcaption>Also as <a href="{svg}">SVG</a>.</figcaption></figure>')
+            f'<img alt="{title}" src="data:image/png;base64,{data}">{caption}</figure>')
 
 
 figure_html = _figure  # for the report's other sections (fleet, history)
@@ -69,9 +69,15 @@ def device_summary(all_rows: list[dict], latest: list[dict], fits: dict[tuple, P
     headers = ["device", "kind", "model", "SoC", "OS", "cores", "records ok", "failed", "throttled",
                "fastest", "fastest median ms", "fits: format precision config -> R\u00b2, LOO median |error|"]
     lines = []
-    for device in sorted({r["device_id"] for r in all_rows}):
-        mine = [r for r in all_rows if r["device_id"] == device]
-        ok = [r for r in latest if r["device_id"] == device]
+    by_device: dict[str, list[dict]] = {}
+    latest_by_device: dict[str, list[dict]] = {}
+    for row in all_rows:
+        by_device.setdefault(row["device_id"], []).append(row)
+    for row in latest:
+        latest_by_device.setdefault(row["device_id"], []).append(row)
+    for device in sorted(by_device):
+        mine = by_device[device]
+        ok = latest_by_device.get(device, [])
         fastest = min(ok, key=lambda r: r["latency_ms_median"]) if ok else None
         fit_text = "; ".join(
             f"{fmt} {precision} {config}: R\u00b2 {fit.r_squared:.3f}"

@@ -1,0 +1,113 @@
+"""Figures of the previous report reused when the data they draw has not changed.
+
+A report is written whole every time, but a figure often draws exactly what it
+drew last time (a report run again, a new run from a few devices leaves the other
+views as they were). Each figure is keyed by a digest of the data it draws, its
+title, its file formats and the drawing code (the source of the report modules
+and matplotlib's version). The report's folder keeps `CACHE_FILE`, listing each
+drawn figure's key and the sha256 of its files; the next report copies a figure
+whose key matches and whose files are intact from the previous report instead of
+drawing it. Deleting the file, or the report folder, is safe: every figure is
+then drawn again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+from mbdeploy.atomic import write_bytes, write_text
+from mbdeploy.report.figures import FigureOutput, save_figure
+
+CACHE_FILE = ".mbdeploy-figures.json"
+# The modules whose code decides what a figure looks like.
+DRAWING_MODULES = ("figures.py", "fleet.py", "history.py", "figure_cache.py")
+
+
+@lru_cache(maxsize=1)
+def _drawing_code() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    digest = hashlib.sha256()
+    for name in DRAWING_MODULES:
+        digest.update((Path(__file__).parent / name).read_bytes())
+    try:
+        digest.update(version("matplotlib").encode())
+    except PackageNotFoundError:
+        pass
+    return digest.hexdigest()
+
+
+def figure_key(name: str, title: str, formats: tuple[str, ...], data: object) -> str:
+    """The digest a figure is cached under: what it draws and how."""
+    text = json.dumps([_drawing_code(), name, title, list(formats), data], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class FigureCache:
+    """Draws figures into `out_dir`, or copies them from `previous` (an earlier report's folder) if unchanged."""
+
+    def __init__(self, previous: Path | None, out_dir: Path) -> None:
+        self.previous = previous
+        self.out_dir = Path(out_dir)
+        self.reused: list[str] = []
+        self.drawn: list[str] = []
+        self._old = _read_entries(previous / CACHE_FILE) if previous is not None else {}
+        self._new: dict[str, dict] = {}
+
+    def figure(self, name: str, title: str, data: object, draw: Callable[[], object],
+               formats: tuple[str, ...] = ("png", "svg")) -> FigureOutput | None:
+        """The figure as files in out_dir; `draw()` (a Figure, a note saying why not, or None) only if needed.
+
+        `data` must hold everything the drawing reads: it is what the key is made of.
+        """
+        key = figure_key(name, title, formats, data)
+        old = self._old.get(name)
+        if old is not None and old.get("key") == key and self._copy(name, old, formats):
+            self._new[name] = old
+            self.reused.append(name)
+            return self._output(name, title, formats)
+        result = draw()
+        if result is None or isinstance(result, str):
+            return None if result is None else FigureOutput(name, title, note=result)
+        output = save_figure(result, name, title, self.out_dir, formats)
+        self._new[name] = {"key": key, "files": {ext: hashlib.sha256((self.out_dir / f"{name}.{ext}").read_bytes())
+                                                 .hexdigest() for ext in formats}}
+        self.drawn.append(name)
+        return output
+
+    def _copy(self, name: str, entry: dict, formats: tuple[str, ...]) -> bool:
+        files = entry.get("files")
+        if not isinstance(files, dict) or sorted(files) != sorted(formats):
+            return False
+        contents = {}
+        for ext in formats:
+            try:
+                data = (self.previous / f"{name}.{ext}").read_bytes()
+            except OSError:
+                return False
+            if hashlib.sha256(data).hexdigest() != files[ext]:  # edited or damaged since: draw it again
+                return False
+            contents[ext] = data
+        for ext, data in contents.items():
+            write_bytes(self.out_dir / f"{name}.{ext}", data)
+        return True
+
+    def _output(self, name: str, title: str, formats: tuple[str, ...]) -> FigureOutput:
+        return FigureOutput(name, title, png=self.out_dir / f"{name}.png" if "png" in formats else None,
+                            svg=self.out_dir / f"{name}.svg" if "svg" in formats else None)
+
+    def write(self) -> None:
+        """List the figures of this report for the next one (into out_dir)."""
+        write_text(self.out_dir / CACHE_FILE, json.dumps(self._new, sort_keys=True, indent=1) + "\n")
+
+
+def _read_entries(path: Path) -> dict:
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}  # none yet, or damaged: every figure is drawn
+    return entries if isinstance(entries, dict) else {}

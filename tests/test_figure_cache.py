@@ -1,0 +1,93 @@
+"""The report's figure cache (report/figure_cache.py): a figure whose drawn data is unchanged is copied
+from the previous report, a changed one is drawn again, and deleting or damaging the cache is safe."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+from support.records import write_run
+from test_fleet_history import _fleet
+
+import mbdeploy.report.figure_cache as figure_cache
+from mbdeploy.records.reader import load_runs
+from mbdeploy.report import write_report
+from mbdeploy.report.figure_cache import CACHE_FILE
+
+FLEET = ("fleet_latency_heatmap", "fleet_energy_heatmap", "fleet_small_multiples")
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The names of the figures drawn (saved from a matplotlib figure) since the last clear()."""
+    names: list[str] = []
+    real = figure_cache.save_figure
+
+    def counting(figure, name, *args, **kwargs):
+        names.append(name)
+        return real(figure, name, *args, **kwargs)
+
+    monkeypatch.setattr(figure_cache, "save_figure", counting)
+    return names
+
+
+def _pngs(report) -> dict[str, bytes]:
+    return {f.name: f.png.read_bytes() for f in report.figures if f.png is not None}
+
+
+def test_unchanged_figures_are_copied_changed_ones_drawn_and_the_cache_is_safe_to_lose(tmp_path, drawn):
+    results, out = tmp_path / "results", tmp_path / "report"
+    _fleet(results, devices=30)  # > 24 series: the fleet view
+    first = write_report([results], out)
+    assert sorted(drawn) == sorted(FLEET)
+    before = _pngs(first)
+
+    drawn.clear()
+    again = write_report([results], out)  # nothing changed: nothing drawn, the same files
+    assert drawn == [] and _pngs(again) == before
+    assert "data:image/png;base64" in again.index.read_text()
+
+    # A second night: every device 10% slower, energy as before. The latency views change,
+    # the energy heatmap draws the same cells, and the history appears.
+    night = [copy.deepcopy(r) for r in load_runs([results])[0].records]
+    for record in night:
+        record["run_id"], record["started_at"] = "night-2", "2026-01-02T00:00:00Z"
+        for key, value in record["latency_ms"].items():
+            if key != "count" and value is not None:
+                record["latency_ms"][key] = value * 1.1
+    write_run(results, "night-2", night)
+    drawn.clear()
+    later = write_report([results], out)
+    assert sorted(drawn) == ["fleet_latency_heatmap", "fleet_small_multiples", "history"]
+    after = _pngs(later)
+    assert after["fleet_energy_heatmap"] == before["fleet_energy_heatmap"]
+    assert after["fleet_latency_heatmap"] != before["fleet_latency_heatmap"]
+
+    # A figure file edited or damaged in the report folder is drawn again, not copied.
+    (out / "history.png").write_bytes(b"not the figure")
+    drawn.clear()
+    write_report([results], out)
+    assert drawn == ["history"]
+
+    # Deleting the cache file, or damaging it, only costs drawing everything again.
+    for damage in ("delete", "garbage"):
+        if damage == "delete":
+            (out / CACHE_FILE).unlink()
+        else:
+            (out / CACHE_FILE).write_text("{not json")
+        drawn.clear()
+        rebuilt = write_report([results], out)
+        assert sorted(drawn) == sorted(FLEET + ("history",))
+        assert _pngs(rebuilt) == _pngs(later)
+    assert set(json.loads((out / CACHE_FILE).read_text())) == set(FLEET + ("history",))
+
+
+def test_a_change_in_the_drawing_code_draws_again(tmp_path, drawn, monkeypatch):
+    results, out = tmp_path / "results", tmp_path / "report"
+    _fleet(results, devices=30)
+    write_report([results], out)
+    monkeypatch.setattr(figure_cache, "_drawing_code", lambda: "another version of the drawing code")
+    drawn.clear()
+    write_report([results], out)
+    assert sorted(drawn) == sorted(FLEET)
