@@ -1,6 +1,6 @@
 """The report page: one self-contained index.html.
 
-Figures are embedded as PNG data URIs (the SVGs sit beside the page for
+Figures are embedded as PNG data URIs (the SVGs, where written, sit beside the page for
 print), styles are inline, and there is no script and no network asset: the
 page renders the same from a laptop's disk, a CI artifact or an e-mail.
 """
