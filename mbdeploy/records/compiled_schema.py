@@ -1,8 +1,9 @@
 """Our record schemas compiled into plain Python checks, for reading thousands of records.
 
 jsonschema walks the schema afresh for every record (~0.3 ms a record: 11 s of a
-30,000-record first read; these checks take ~0.01 ms). `compile_schema` turns a schema into nested closures,
-once, that check exactly the keywords our two schemas use, with the meaning
+30,000-record first read; these checks take ~0.01 ms). `compile_schema` turns a
+schema into nested closures, once, that check exactly the keywords our two
+schemas use, with the meaning
 JSON Schema 2020-12 (and jsonschema) gives them. A keyword it does not know is
 refused when compiling (`SchemaNotCompilable`), so a schema edit can never skip a
 check silently: the edit fails loudly until this module learns the keyword.
