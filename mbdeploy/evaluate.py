@@ -125,7 +125,8 @@ def load_dataset(root: Path, labels_file: Path | None = None, class_names: Path 
                  limit: int | None = None) -> Dataset:
     root = Path(root)
     if not root.is_dir():
-        raise InvalidInput(f"data folder {root} does not exist")
+        state = "is not a folder" if root.exists() else "does not exist"
+        raise InvalidInput(f"--data {root} {state}; give a folder of images (class subfolders, or flat with --labels)")
     if limit is not None and limit < 1:
         raise InvalidInput(f"limit must be a positive number of images, got {limit}")
     names = ClassNames.from_file(class_names) if class_names else None

@@ -176,7 +176,7 @@ def test_cli_eval_json_and_limit(tmp_path):
     [row] = json.loads(done.stdout)
     assert (row["images"], row["top1_percent"]) == (6, 100.0)
     bad = run_cli("eval", "--data", tmp_path / "absent", "--models", tmp_path / "models")
-    assert bad.returncode == 2 and bad.stderr.startswith("Error: data folder") and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and bad.stderr.startswith("Error: --data ") and "Traceback" not in bad.stderr
 
 
 def test_label_mapping_and_its_errors(tmp_path):

@@ -112,7 +112,31 @@ def test_the_main_job_benches_enough_family_members_for_a_latency_fit(tmp_path):
     (["select", "--budget-ms", "5"], "Error: Missing option '--device'. (see 'mbdeploy select --help')"),
     (["bench", "--threads", "two"], "Error: Invalid value for '--threads': 'two' is not a valid integer range. "
                                     "(see 'mbdeploy bench --help')"),
+    (["bench", "--cooldown-temp", "-500"], "Error: Invalid value for '--cooldown-temp': -500.0 is not in the range "
+                                           "0<=x<=120. (see 'mbdeploy bench --help')"),
+    (["eval", "--data", ".", "--formats", "tflite,foo"],
+     "Error: Invalid value for '--formats': foo unknown; allowed: tflite, coreml, onnx (a comma list, or repeat the "
+     "option) (see 'mbdeploy eval --help')"),
+    (["select", "--device", "local", "--budget-ms", "5", "--formats", "onnx", "--formats", "tf"],
+     "Error: Invalid value for '--formats': tf unknown; allowed: tflite, coreml, onnx (a comma list, or repeat the "
+     "option) (see 'mbdeploy select --help')"),
+    (["select", "--device", "local", "--budget-ms", "5", "--models", "no-such-folder"],
+     "Error: Invalid value for '--models': no-such-folder does not exist (give model folders or manifest.json files) "
+     "(see 'mbdeploy select --help')"),
+    (["report", "--models", "no-such-folder"],
+     "Error: Invalid value for '--models': no-such-folder does not exist (give model folders or manifest.json files) "
+     "(see 'mbdeploy report --help')"),
+    (["eval", "--data", ".", "--limit", "0"],
+     "Error: Invalid value for '--limit': 0 is not in the range x>=1. (see 'mbdeploy eval --help')"),
 ])
 def test_usage_errors_are_one_line(args, message):
     done = bare_cli(*args)
     assert done.returncode == 2 and done.stderr.splitlines() == [message]
+
+
+def test_eval_data_that_is_a_file_says_so(tmp_path):
+    (tmp_path / "photo.jpg").write_bytes(b"")
+    done = bare_cli("eval", "--data", tmp_path / "photo.jpg", "--models", tmp_path)
+    assert done.returncode == 2 and done.stderr.splitlines() == [
+        f"Error: --data {tmp_path / 'photo.jpg'} is not a folder; give a folder of images (class subfolders, "
+        "or flat with --labels)"]

@@ -352,6 +352,30 @@ def test_profile_on_local_report_and_select(small_models, tmp_path):
     assert "predicted (layer model," in table.stdout
 
 
+def test_an_alpha_whose_width_rounds_is_profiled_from_its_manifest(tmp_path):
+    # 1024 x 0.3 rounds to 307 channels, which reads back as alpha 0.2998 (no model id): the manifest says 0.3.
+    from mbdeploy import bench
+    from mbdeploy.convert import ConvertRequest, convert_model
+    from mbdeploy.devices.registry import describe, resolve
+    from mbdeploy.profile.sweep import ProfileOptions, run_profile
+    from mbdeploy.runners.base import TimingOptions
+
+    convert_model(ConvertRequest(alpha=0.3, resolution=128, out_dir=tmp_path / "models", formats=["tflite"],
+                                 precisions=["fp32"], verify=False))
+    devices = resolve("local")
+    options = ProfileOptions(bench=bench.BenchOptions(timing=TimingOptions(runs=3, warmup_runs=1)), layer_max_secs=2)
+    folder = bench.start_run(tmp_path / "results", options.bench, [tmp_path / "models"], [{"id": "local"}])
+    try:
+        records, layers = run_profile(devices, [describe(d).to_dict() for d in devices],
+                                      bench.collect_artifacts([tmp_path / "models"], ["fp32"], ["tflite"]), folder,
+                                      options)
+    finally:
+        for device in devices:
+            device.close()
+    assert [r["status"] for r in records] == ["ok"]
+    assert [r["layer"]["name"] for r in layers] == [l.name for l in profile_layers(ModelSpec(0.3, 128))]
+
+
 def test_profile_over_ssh(small_models, tmp_path):
     from support.sshd import sshd
     from mbdeploy import bench

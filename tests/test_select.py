@@ -185,7 +185,8 @@ def test_select_takes_comma_lists_and_the_latest_record_of_each_configuration(tm
     assert "Chosen: mobilenet_v1_0.5_160 tflite fp32 (litert, 4 threads, xnnpack)" in table.stdout
     bad = run_cli("select", "--device", "host", "--budget-ms", "4.5", "--results", results, "--formats", "tflite,tensorrt")
     assert bad.returncode == 2 and bad.stderr.strip() == (
-        "Error: format(s) tensorrt unknown; allowed: tflite, coreml, onnx")
+        "Error: Invalid value for '--formats': tensorrt unknown; allowed: tflite, coreml, onnx (a comma list, or "
+        "repeat the option) (see 'mbdeploy select --help')")
 
 
 def test_a_five_image_eval_never_outranks_the_release_figure(tmp_path):

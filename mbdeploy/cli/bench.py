@@ -10,12 +10,7 @@ from click.core import ParameterSource
 
 from mbdeploy.cli.options import finite
 from mbdeploy.records.rules import RULES  # plain data, nothing heavy
-from mbdeploy.cli.output import console, emit, json_option, progress, warn, warnings_to_stderr
-
-
-def _split(values: tuple[str, ...]) -> list[str]:
-    """Accept both `--precisions fp32 --precisions int8` and `--precisions fp32,int8`."""
-    return [item.strip() for value in values for item in value.split(",") if item.strip()]
+from mbdeploy.cli.output import console, emit, json_option, progress, split_values, warn, warnings_to_stderr
 
 
 # The options that define a run (click parameter -> key in run.json's `settings`): --resume restores them.
@@ -143,8 +138,8 @@ def _render(result: dict) -> None:
                    ">= 1,024 queries and >= 60 s, LoadGen's early-stopping p90 estimate).")
 @click.option("--cooldown", type=finite(min=0), default=0.0, show_default=True,
               help="Seconds to rest between models.")
-@click.option("--cooldown-temp", type=finite(), default=None, metavar="C",
-              help="Instead, rest until the hottest sensor is below C degrees (when the device has one).")
+@click.option("--cooldown-temp", type=finite(min=0, max=120), default=None, metavar="C",
+              help="Instead, rest until the hottest sensor is below C degrees, 0 to 120 (when the device has one).")
 @click.option("--no-wait", is_flag=True, help="Fail at once if another bench holds the device.")
 @click.option("--benchmark-binary", type=click.Path(path_type=Path), default=None,
               help="benchmark_model runner: this binary instead of the released one.")
@@ -206,12 +201,12 @@ def bench(device_names, models, precisions, formats, out, resume, runner_name, t
             "cpu_mask": cpu_mask, "peak_memory": peak_memory, "flavour": benchmark_flavour,
             "release": benchmark_release, "dispatch_library": dispatch_library, "compiler_plugin": compiler_plugin,
             # A list: one runner config per compute-unit setting.
-            "compute_units": tuple(dict.fromkeys(_split(compute_units))) or None,
+            "compute_units": tuple(dict.fromkeys(split_values(compute_units))) or None,
             "compute_unit": compute_unit}.items()
             if value not in (None, False)},
     )
     model_paths = list(models) or [Path("models")]
-    precision_list, format_list = _split(precisions), _split(formats)
+    precision_list, format_list = split_values(precisions), split_values(formats)
     folder = None
     if resume:
         # The run's own models and options; what the user typed again must agree with them.

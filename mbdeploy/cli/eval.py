@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from mbdeploy.cli.options import comma_choices
 from mbdeploy.cli.output import console, emit, json_option, progress, warnings_to_stderr
 from mbdeploy.formats import FORMAT_NAMES
 
@@ -20,16 +21,17 @@ from mbdeploy.formats import FORMAT_NAMES
               help="For a flat folder: lines of '<image file> <label>' (label a class index 0..999 or a name).")
 @click.option("--class-names", "class_names", type=click.Path(path_type=Path), default=None,
               help="Class names, one per line in ImageNet order (1000 lines, or 1001 with background first).")
-@click.option("--limit", type=int, default=None, help="Use only the first N images.")
-@click.option("--formats", multiple=True, type=click.Choice(FORMAT_NAMES), help="Only these formats.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N images.")
+@click.option("--formats", multiple=True, callback=comma_choices(FORMAT_NAMES), metavar="F[,F...]",
+              help=f"Only these formats: a comma list of {','.join(FORMAT_NAMES)} (or repeat the option).")
 @click.option("--device", "device", default=None,
               help="Compute on this device (an id, model name or alias, as bench takes) instead of the host: the "
                    "preprocessed images are pushed in batches and run by the device's runner; recorded under "
                    "'<format>/<precision>@<device id>'.")
 @click.option("--runner", "runner", default=None,
               help="With --device: the runner that computes (default: the device kind's, litert on local/ssh/android).")
-@click.option("--threads", type=int, default=1, show_default=True, help="With --device: the runner's threads.")
-@click.option("--batch", type=int, default=32, show_default=True, help="With --device: images per push and call.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="With --device: the runner's threads.")
+@click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True, help="With --device: images per push and call.")
 @click.option("--adb-host", "adb_host", default=None, help="With --device: the adb server (HOST:PORT).")
 @json_option
 def eval_command(data: Path, models: tuple, labels: Path | None, class_names: Path | None, limit: int | None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import click
 
@@ -28,3 +29,29 @@ class FiniteFloat(click.FloatRange):
 def finite(min: float | None = None, max: float | None = None, min_open: bool = False,  # noqa: A002
            max_open: bool = False) -> FiniteFloat:
     return FiniteFloat(min=min, max=max, min_open=min_open, max_open=max_open)
+
+
+def comma_choices(allowed: tuple[str, ...]):
+    """A callback for a repeatable option that also takes comma lists (`--formats tflite,onnx`), each name checked."""
+
+    def check(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[str]:
+        names = [item.strip() for value in values for item in value.split(",") if item.strip()]
+        unknown = [name for name in names if name not in allowed]
+        if unknown:
+            raise click.BadParameter(f"{', '.join(unknown)} unknown; allowed: {', '.join(allowed)} "
+                                     "(a comma list, or repeat the option)", ctx, param)
+        return list(dict.fromkeys(names))
+
+    return check
+
+
+def typed_paths_exist(ctx: click.Context, param: click.Parameter, values: tuple):
+    """A callback: paths the user typed must exist; the default may be absent (then it is simply not read)."""
+    from click.core import ParameterSource
+
+    if ctx.get_parameter_source(param.name) is not ParameterSource.DEFAULT:
+        missing = [str(value) for value in values if not Path(value).exists()]
+        if missing:
+            raise click.BadParameter(f"{', '.join(missing)} does not exist (give model folders or manifest.json files)",
+                                     ctx, param)
+    return values

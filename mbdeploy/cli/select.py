@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mbdeploy.cli.options import finite
+from mbdeploy.cli.options import comma_choices, finite, typed_paths_exist
 from mbdeploy.cli.output import console, emit, json_option, warnings_to_stderr
 from mbdeploy.formats import FORMAT_NAMES
 
@@ -17,12 +17,13 @@ from mbdeploy.formats import FORMAT_NAMES
               help="A device id as in the records, or any name bench takes (alias, model, 'pixel', ssh://...).")
 @click.option("--budget-ms", type=finite(min=0, min_open=True), required=True, help="Latency budget in milliseconds.")
 @click.option("--metric", type=click.Choice(["median", "p90"]), default="median", show_default=True)
-@click.option("--formats", multiple=True,
+@click.option("--formats", multiple=True, callback=comma_choices(FORMAT_NAMES), metavar="F[,F...]",
               help=f"Only these formats: a comma list of {','.join(FORMAT_NAMES)} (or repeat the option); default all.")
 @click.option("--max-size-mb", type=finite(min=0, min_open=True), default=None, help="Largest model file allowed, in MB.")
 @click.option("--results", "results", multiple=True, type=click.Path(path_type=Path), default=["results"],
               show_default=True, help="Result runs or a folder of runs.")
 @click.option("--models", "models", multiple=True, type=click.Path(path_type=Path), default=["models"],
+              callback=typed_paths_exist,
               show_default=True, help="Folders with converted models (manifest.json).")
 @click.option("--adb-host", metavar="HOST[:PORT]", default=None, help="adb server, to resolve a phone's name.")
 @json_option
@@ -32,9 +33,8 @@ def select(device: str, budget_ms: float, metric: str, formats: tuple, max_size_
     from mbdeploy.errors import ResultsError
     from mbdeploy.select import select_model
 
-    wanted = [name.strip() for entry in formats for name in entry.split(",") if name.strip()]
     with warnings_to_stderr():  # a skipped record line is named, and the choice goes on
-        selection = select_model(device, budget_ms, results, models, metric, wanted or None, max_size_mb,
+        selection = select_model(device, budget_ms, results, models, metric, formats or None, max_size_mb,
                                  resolve_device=lambda name, ids: resolve_id(name, ids, adb_host))
     emit(selection.to_dict(), as_json, lambda _: _render(selection))
     if selection.chosen is None:

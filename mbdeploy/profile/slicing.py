@@ -91,6 +91,12 @@ def _op_names(model) -> list[str]:
     return found
 
 
+def graph_classes(model) -> int:
+    """The classes a graph outputs (the last axis of its output)."""
+    graph = model.subgraphs[0]
+    return int(graph.tensors[graph.outputs[0]].shape[-1])
+
+
 def spec_from_graph(model) -> ModelSpec:
     """The family member a graph is, read off its tensors (for a model file without a manifest).
 
@@ -107,7 +113,7 @@ def spec_from_graph(model) -> ModelSpec:
         raise InvalidInput("the model is not a MobileNet v1 of the plan (no square NHWC input and pooling)")
     width = int(graph.tensors[graph.operators[pools[0]].inputs[0]].shape[-1])
     try:
-        return ModelSpec(width / 1024, int(source[1]), int(sink[-1]))
+        return ModelSpec(width / 1024, int(source[1]), graph_classes(model))
     except InvalidInput as exc:
         raise InvalidInput(f"the model is not a MobileNet v1 of the plan: {exc.message}") from None
 

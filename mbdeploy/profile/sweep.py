@@ -32,7 +32,7 @@ from mbdeploy.devices.lock import DeviceLock
 from mbdeploy.errors import InvalidInput, MbdeployError, ResultsError
 from mbdeploy.layer_accounting import ProfileLayer, profile_layers
 from mbdeploy.profile.op_profile import map_nodes
-from mbdeploy.profile.slicing import build_single_layer_models, map_layers, read_model, spec_from_graph
+from mbdeploy.profile.slicing import build_single_layer_models, graph_classes, map_layers, read_model, spec_from_graph
 from mbdeploy.records.schema import LAYER_RECORD_SCHEMA, validate_layer_record
 from mbdeploy.records.store import RunFolder, record_key, utc_now
 from mbdeploy.runners.base import Runner
@@ -76,11 +76,14 @@ def profile_runners(device: Device, options: ProfileOptions) -> list[tuple[Runne
 
 
 def artifact_spec(artifact: Artifact, model) -> ModelSpec:  # noqa: ANN001 - model: the schema's ModelT
-    """The family member an artifact is: its manifest's spec, else read off the graph itself."""
-    spec = spec_from_graph(model)
+    """The family member an artifact is: its manifest's spec, else read off the graph itself.
+
+    The manifest comes first: a width such as 1024 x 0.3 rounds to 307 channels, which reads back as
+    alpha 0.2998, no model id (`map_layers` still checks every layer's shape against the spec).
+    """
     if artifact.alpha is not None and artifact.resolution is not None:
-        return ModelSpec(float(artifact.alpha), int(artifact.resolution), spec.classes)
-    return spec
+        return ModelSpec(float(artifact.alpha), int(artifact.resolution), graph_classes(model))
+    return spec_from_graph(model)
 
 
 def layer_skeleton(whole: dict, layer: ProfileLayer, method: str) -> dict:
