@@ -71,11 +71,14 @@ def test_unchanged_figures_are_copied_changed_ones_drawn_and_the_cache_is_safe_t
     assert drawn == ["history"]
 
     # Deleting the cache file, or damaging it, only costs drawing everything again.
-    for damage in ("delete", "garbage"):
+    for damage in ("delete", "garbage", "entries"):
         if damage == "delete":
             (out / CACHE_FILE).unlink()
-        else:
+        elif damage == "garbage":
             (out / CACHE_FILE).write_text("{not json")
+        else:  # sound JSON, entries of the wrong shape
+            names = json.loads((out / CACHE_FILE).read_text())
+            (out / CACHE_FILE).write_text(json.dumps(dict(zip(names, ("x", ["key"], 1, None)))))
         drawn.clear()
         rebuilt = write_report([results], out)
         assert sorted(drawn) == sorted(FLEET + ("history",))

@@ -110,4 +110,7 @@ def _read_entries(path: Path) -> dict:
         entries = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}  # none yet, or damaged: every figure is drawn
-    return entries if isinstance(entries, dict) else {}
+    if not isinstance(entries, dict):
+        return {}
+    # An entry of another shape (edited or damaged) is dropped: that figure is drawn again.
+    return {name: entry for name, entry in entries.items() if isinstance(entry, dict)}
