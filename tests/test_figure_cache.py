@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 from support.records import write_run
@@ -94,3 +95,16 @@ def test_a_change_in_the_drawing_code_draws_again(tmp_path, drawn, monkeypatch):
     drawn.clear()
     write_report([results], out)
     assert sorted(drawn) == sorted(FLEET)
+
+
+def test_the_drawing_code_key_covers_every_module_the_figures_draw_with():
+    import sys
+
+    import mbdeploy.report.figures
+    import mbdeploy.report.fleet
+    import mbdeploy.report.history  # noqa: F401 - their imports are what the figures draw with
+
+    hashed = set(figure_cache.drawing_sources())
+    used = {Path(m.__file__).resolve() for name, m in list(sys.modules.items())
+            if name.startswith("mbdeploy.") and getattr(m, "__file__", None)}
+    assert used and used <= hashed, sorted(str(p) for p in used - hashed)

@@ -3,7 +3,7 @@
 A report is written whole every time, but a figure often draws exactly what it
 drew last time (a report run again, a new run from a few devices leaves the other
 views as they were). Each figure is keyed by a digest of the data it draws, its
-title, its file formats and the drawing code (the source of the report modules
+title, its file formats and the drawing code (the source of every mbdeploy module
 and matplotlib's version). The report's folder keeps `CACHE_FILE`, listing each
 drawn figure's key and the sha256 of its files; the next report copies a figure
 whose key matches and whose files are intact from the previous report instead of
@@ -23,8 +23,17 @@ from mbdeploy.atomic import write_bytes, write_text
 from mbdeploy.report.figures import FigureOutput, save_figure
 
 CACHE_FILE = ".mbdeploy-figures.json"
-# The modules whose code decides what a figure looks like.
-DRAWING_MODULES = ("figures.py", "fleet.py", "history.py", "figure_cache.py")
+PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def drawing_sources() -> list[Path]:
+    """The code that decides what a figure looks like: all of mbdeploy, not a list of modules.
+
+    The figures also draw what other modules compute (the fit, the Pareto frontier, labels
+    from the naming scheme); a list would go stale with the next import. Hashing the whole
+    package (~1 MB) costs milliseconds; an edit anywhere only redraws once.
+    """
+    return sorted(PACKAGE.rglob("*.py"))
 
 
 @lru_cache(maxsize=1)
@@ -32,8 +41,8 @@ def _drawing_code() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     digest = hashlib.sha256()
-    for name in DRAWING_MODULES:
-        digest.update((Path(__file__).parent / name).read_bytes())
+    for path in drawing_sources():
+        digest.update(path.relative_to(PACKAGE).as_posix().encode() + b"\0" + path.read_bytes())
     try:
         digest.update(version("matplotlib").encode())
     except PackageNotFoundError:
