@@ -145,3 +145,38 @@ def test_a_tool_without_the_file_flags_and_the_litert_flavour_are_named_in_one_l
         assert numerics["passed"] is None and "has no --input_layer_value_files or --output_filepath" in numerics["notes"][0]
     finally:
         device.close()
+
+
+def test_the_stand_in_tool_refuses_the_flag_sets_upstreams_tool_refuses(small_models, tmp_path, capsys):
+    # Upstream's ValidateParams/Init (benchmark_tflite_model.cc; see the tool's docstring) reject each of
+    # these; a stand-in that ran them anyway would let a runner's wrong flags pass the tests.
+    from mbdeploy.bench.artifacts import collect_artifacts
+    from mbdeploy.testing.benchmark_tool import main
+
+    [artifact] = collect_artifacts([small_models], precisions=["fp32"])
+    probe = tmp_path / "in.bin"
+    probe.write_bytes(np.zeros((1, 128, 128, 3), np.float32).tobytes())
+    short = tmp_path / "short.bin"
+    short.write_bytes(probe.read_bytes()[:-4])
+    out = tmp_path / "out.bin"
+    graph = [f"--graph={artifact.path}", f"--output_filepath={out}"]
+    shape, files = "--input_layer_shape=1,128,128,3", f"--input_layer_value_files=input:{probe}"
+    refused = {
+        "no shape": ["--input_layer=input", files],
+        "a name not in --input_layer": ["--input_layer=input", shape, f"--input_layer_value_files=x:{probe}"],
+        "two delimiters": ["--input_layer=input", shape, f"--input_layer_value_files=input:{probe}:x"],
+        "no delimiter": ["--input_layer=input", shape, f"--input_layer_value_files={probe}"],
+        "wrong rank": ["--input_layer=input", "--input_layer_shape=1,128,128", files],
+        "a shape the model cannot take": ["--input_layer=input", "--input_layer_shape=2,128,128,3", files],
+        "a file of another size": ["--input_layer=input", shape, f"--input_layer_value_files=input:{short}"],
+        "more layers than inputs": ["--input_layer=input,b", f"{shape}:1,2", files],
+    }
+    for why, flags in refused.items():
+        assert main(graph + flags) != 0, why
+        assert not out.exists(), why
+    assert main(graph + ["--input_layer=input", shape, files]) == 0
+    assert out.stat().st_size == 1001 * 4
+    # An output path it cannot open: upstream writes nothing and says nothing.
+    assert main([f"--graph={artifact.path}", f"--output_filepath={tmp_path}/no/such/dir/o.bin",
+                 "--input_layer=input", shape, files]) == 0
+    capsys.readouterr()
