@@ -79,6 +79,66 @@ def test_inspect_agrees_with_the_analytic_count(converted, precision):
         assert report["coreml"]["specification_version"] >= 8  # iOS17
 
 
+# --- single-layer packages for `profile` on iPhones -------------------------------
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_single_layer_packages_are_the_artifacts_own_layers(converted, precision, tmp_path):
+    import coremltools as ct
+
+    from mbdeploy.layer_accounting import profile_layers
+    from mbdeploy.profile.coreml_layers import build_coreml_layer_models
+
+    whole_path = converted.manifest_path.parent / artifact(converted, precision)["path"]
+    built = build_coreml_layer_models(whole_path, SPEC, precision, tmp_path)
+    layers = profile_layers(SPEC)
+    assert [m.layer.name for m in built] == [layer.name for layer in layers]
+    whole, _ = load_program(whole_path)
+    whole_ops = {op.name: op for op in whole.functions["main"].operations}
+    array_type = "FLOAT16" if precision == "fp16" else "FLOAT32"
+    for model, layer in zip(built, layers):
+        nchw = lambda shape: [shape[0], shape[3], shape[1], shape[2]] if len(shape) == 4 else list(shape)  # noqa: E731
+        spec = ct.models.MLModel(str(model.path), skip_model_load=True).get_spec()
+        [given], [made] = spec.description.input, spec.description.output
+        assert list(given.type.multiArrayType.shape) == nchw(layer.input_shape) == list(model.input_shape)
+        assert list(made.type.multiArrayType.shape) == nchw(layer.output_shape)
+        for feature in (given, made):  # the graph's own dtype at that point: no cast is timed
+            assert ct.proto.FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(
+                feature.type.multiArrayType.dataType) == array_type
+        assert spec.description.metadata.userDefined["mbdeploy.precision"] == precision
+        assert spec.description.metadata.userDefined["mbdeploy.layer"] == layer.name
+        program, _ = load_program(model.path)
+        ops = [op for op in program.functions["main"].operations if op.op_type != "const"]
+        assert "cast" not in [op.op_type for op in ops]  # the layer's own ops under the artifact's names
+        assert ops[0].name.removesuffix(coreml.FP16_SUFFIX) == layer.name
+        for op in ops:  # every constant input (weights, bias, strides, padding, groups) is the artifact's own
+            mine = whole_ops[op.name]
+            assert op.op_type == mine.op_type
+            for key, var in op.inputs.items():
+                if key != "x":
+                    value, theirs = np.asarray(var.val), np.asarray(mine.inputs[key].val)
+                    assert value.dtype == theirs.dtype and np.array_equal(value, theirs), (op.name, key)
+        if layer.kind in ("conv", "depthwise", "pointwise", "logits"):
+            weight = ops[0].inputs["weight"].val
+            assert weight.dtype == (np.float16 if precision == "fp16" else np.float32)
+            assert weight.size == layer.params - (layer.output_shape[-1] if layer.kind == "logits" else 0)  # Slim counts the classifier's bias
+    # Chained, the single layers compute exactly what the whole program computes.
+    image = np.random.default_rng(3).uniform(-1, 1, (1, 128, 128, 3)).astype(np.float32)
+    expected = run_program(whole, {"input": image})["Predictions"]
+    x = image.transpose(0, 3, 1, 2)
+    for model in built:
+        x = next(iter(run_program(load_program(model.path)[0], {"input": x}).values()))
+    assert np.array_equal(np.asarray(x, np.float32), expected)
+
+
+def test_single_layer_packages_refuse_int8_weights(converted, tmp_path):
+    from mbdeploy.profile.coreml_layers import build_coreml_layer_models
+
+    path = converted.manifest_path.parent / artifact(converted, "int8")["path"]
+    with pytest.raises(InvalidInput, match="int8 Core ML model; single-layer Core ML models are built from fp32, fp16"):
+        build_coreml_layer_models(path, SPEC, "int8", tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
 # --- the reference executor against answers worked out by hand ------------------
 
 def _save_and_load(program, tmp_path, target):
