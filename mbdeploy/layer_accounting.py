@@ -101,22 +101,3 @@ def profile_layers(spec: ModelSpec) -> list[ProfileLayer]:
                 (1, layer.in_size, layer.in_size, layer.in_channels),
                 (1, layer.out_size, layer.out_size, layer.out_channels), cost.params)
     return layers
-
-
-def single_layer_plan(spec: ModelSpec, precision: str) -> dict:
-    """What a device app needs to build and time each layer alone (the iOS app's single-layer plan).
-
-    Per layer, in graph order: its name (the Slim name the artifact's ops and
-    weights carry in every format), kind and Table 2 type, kernel and stride
-    where it has them, input and output shapes (NHWC, batch 1), MACs, params
-    and bytes moved at `precision`. A builder reads the weights of `name` from
-    the artifact and emits a one-layer model with that input shape.
-    """
-    plan = {layer.name: layer for layer in layer_plan(spec)}
-    layers = []
-    for layer in profile_layers(spec):
-        source = plan.get(layer.name)
-        layers.append({**layer.to_dict(), "bytes_moved": layer.bytes_moved(precision),
-                       "kernel": source.kernel if source else None, "stride": source.stride if source else None})
-    return {"schema": "mbdeploy.single_layer_plan/1", "model": spec.name, "alpha": spec.alpha,
-            "resolution": spec.resolution, "classes": spec.classes, "precision": precision, "layers": layers}

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from mbdeploy.architecture import ModelSpec
 from mbdeploy.devices import ios
 from mbdeploy.devices.base import DeviceInfo
 from mbdeploy.errors import DeviceError, InvalidInput, ResultsError, RunnerError
@@ -274,7 +275,8 @@ def test_the_pushed_mlpackage_opens_where_the_app_reads_it(tmp_path, mlpackage):
 def test_build_plan_names_exact_files():
     plan = coreml_app.build_plan("run-1", {"models/0a1b/m.mlpackage": 1234}, runs=10, warmup=2,
                                  compute_units=["cpuOnly"])
-    assert plan == {"schema": "mbdeploy.coreml_app/2", "run_id": "run-1", "runs": 10, "warmup": 2,
+    assert plan == {"schema": "mbdeploy.coreml_app/3", "run_id": "run-1", "runs": 10, "warmup": 2,
+                    "schedule": "one_by_one",
                     "compute_units": ["cpuOnly"], "models": [{"path": "models/0a1b/m.mlpackage", "bytes": 1234}]}
     with pytest.raises(InvalidInput, match="allowed: cpuOnly, cpuAndGPU, cpuAndNeuralEngine, all"):
         coreml_app.build_plan("r", {}, compute_units=["npu"])
@@ -284,6 +286,8 @@ def test_build_plan_names_exact_files():
         coreml_app.build_plan("r", {"../x.mlpackage": 1})
     with pytest.raises(InvalidInput, match="runs must be >= 1"):
         coreml_app.build_plan("r", {}, runs=0)
+    with pytest.raises(InvalidInput, match="unknown schedule 'interleaved'; allowed: one_by_one, round_robin"):
+        coreml_app.build_plan("r", {}, schedule="interleaved")
 
 
 def test_parse_app_results_fixture():
@@ -307,11 +311,12 @@ def _mutated(change) -> str:
 
 
 @pytest.mark.parametrize("text, message", [
-    ('{"schema": "mbdeploy.coreml_app/2", "runs": [', "not JSON"),
-    (json.dumps({"schema": "mbdeploy.coreml_app/1", "records": []}), "not the benchmark app's output"),
-    (json.dumps({"schema": "mbdeploy.coreml_app/2"}), "no runs list"),
-    (json.dumps({"schema": "mbdeploy.coreml_app/2", "runs": [], "error": "bad plan: unknown compute units"}),
+    ('{"schema": "mbdeploy.coreml_app/3", "runs": [', "not JSON"),
+    (json.dumps({"schema": "mbdeploy.coreml_app/2", "runs": []}), "not the benchmark app's output"),
+    (json.dumps({"schema": "mbdeploy.coreml_app/3"}), "no runs list"),
+    (json.dumps({"schema": "mbdeploy.coreml_app/3", "runs": [], "error": "bad plan: unknown compute units"}),
      "could not run: bad plan"),
+    (_mutated(lambda d: d.pop("schedule")), "schedule must be one of one_by_one, round_robin, got None"),
     (_mutated(lambda d: d["runs"][0].pop("model")), "run 0: needs a model path"),
     (_mutated(lambda d: d["runs"][0].update(compute_units="npu")), "run 0: needs a model path and compute_units"),
     (_mutated(lambda d: d["runs"][1].update(status="maybe")), "run 1: status must be ok or failed"),
@@ -528,6 +533,67 @@ def test_cli_bench_iphone_times_the_mlpackage_in_the_app(fake_phone, mlpackage):
         "Error: unknown compute units 'npu'; allowed: cpuOnly, cpuAndGPU, cpuAndNeuralEngine, all")
 
 
+def test_cli_profile_iphone_times_each_layer_in_the_app_round_robin(fake_phone, mlpackage, small_models):
+    from support.cli import harness_env, mbdeploy
+
+    from mbdeploy.layer_accounting import profile_layers
+    from mbdeploy.records.schema import validate_layer_record
+
+    layers = profile_layers(ModelSpec(0.25, 128))
+    env = {**harness_env(fake_phone), **{k: v for k, v in os.environ.items() if k.startswith("FAKE_IOS_")},
+           "PATH": os.environ["PATH"], "FAKE_IOS_MODEL_SAMPLES": json.dumps({"12_Conv2d_6_pointwise.mlpackage": [7.5]})}
+    args = ["profile", "--device", "iphone", "--models", str(mlpackage), "--runs", "4", "--warmup", "1",
+            "--compute-units", "cpuOnly", "--json", "--adb-host", "192.0.2.1:5037"]
+    result = mbdeploy(args, cwd=fake_phone, env=env)
+    assert result.returncode == 0, result.stderr
+    [summary] = json.loads(result.stdout)["profiles"]
+    assert (summary["method"], summary["format"], summary["precision"]) == ("single_layer", "coreml", "fp16")
+    assert [layer["name"] for layer in summary["layers"]] == [layer.name for layer in layers]
+    assert summary["whole_ms"]["median"] == summarize(SAMPLES[:4])["median"]
+    # The second launch's plan lists every single-layer package, in layer order, to be timed round robin.
+    whole_plan, layer_plan = _plans(fake_phone)
+    assert whole_plan["schedule"] == "one_by_one" and len(whole_plan["models"]) == 1
+    assert layer_plan["schedule"] == "round_robin" and layer_plan["compute_units"] == ["cpuOnly"]
+    assert [m["path"].rsplit("/", 1)[1] for m in layer_plan["models"]] == [
+        f"{layer.index:02d}_{layer.name}.mlpackage" for layer in layers]
+    [run] = (fake_phone / "results").iterdir()
+    records = [json.loads(line) for line in (run / "layers.jsonl").read_text().splitlines()]
+    for record, layer, planned in zip(records, layers, layer_plan["models"]):
+        validate_layer_record(record)
+        assert (record["method"], record["schedule"], record["artifact"]["format"]) == (
+            "single_layer", "round_robin", "coreml")
+        assert record["layer"]["name"] == layer.name and record["model"]["bytes"] == planned["bytes"]
+        assert record["model"]["inputs"][0]["dtype"] == "fp16"
+        # Each layer's figure is its own package's entry in the app's results.
+        wanted = [7.5] * 4 if layer.name == "Conv2d_6_pointwise" else SAMPLES[:4]
+        assert record["latency_ms"]["median"] == summarize(wanted)["median"] and record["latency_ms"]["count"] == 4
+    assert len(records) == len(layers)
+    assert not list((fake_phone / "container" / "Documents" / "models").rglob("*.mlpackage"))  # all removed after
+    # What it cannot profile: one line naming the formats it profiles on which device kinds.
+    allowed = ("it profiles tflite (any precision) on local, ssh and Android devices and AI Hub; "
+               "coreml (fp32, fp16) on iOS devices, through the app")
+    for device, models, what in [("iphone", small_models, "tflite dynamic, tflite fp16, tflite fp32, tflite int8 "
+                                  "on ios devices"), ("local", mlpackage, "coreml fp16 on local devices")]:
+        bad = mbdeploy(["profile", "--device", device, "--models", str(models), "--adb-host", "192.0.2.1:5037"],
+                       cwd=fake_phone, env=env)
+        assert bad.returncode != 0 and "Traceback" not in bad.stderr, bad.stderr
+        assert bad.stderr.strip().splitlines()[-1] == f"Error: profile cannot time the layers of {what}; {allowed}"
+
+
+def test_profile_passes_over_core_ml_precisions_it_cannot_cut(tmp_path):
+    from mbdeploy.bench.artifacts import Artifact
+    from mbdeploy.devices.base import DeviceInfo
+    from mbdeploy.profile.sweep import ProfileOptions, profilable
+
+    phone = ios.IosDevice(DeviceInfo(kind="ios", id=UDID), ios.PYMOBILEDEVICE3)
+    made = {p: Artifact(f"m_{p}", "coreml", p, tmp_path / f"m_{p}.mlpackage", "0" * 64, 1) for p in
+            ("fp16", "int8", "w8a8")}
+    with pytest.warns(UserWarning, match=r"passes over 2 artifact\(s\) \(coreml int8, coreml w8a8\)"):
+        assert profilable(list(made.values()), [phone], ProfileOptions()) == [made["fp16"]]
+    with pytest.raises(InvalidInput, match="cannot time the layers of coreml int8 on ios devices; it profiles"):
+        profilable([made["int8"]], [phone], ProfileOptions())
+
+
 def test_missing_app_bundle_is_a_clear_error(tmp_path):
     with pytest.raises(InvalidInput, match="no app at .*build ios_harness"):
         ios.IosDevice(DeviceInfo(kind="ios", id=UDID), ios.DEVICECTL).install_app(tmp_path / "MBBench.app")
@@ -659,9 +725,11 @@ def test_harness_and_host_agree_on_names():
     for name in (coreml_app.APP_SCHEMA, coreml_app.RESULTS_FILE, coreml_app.DONE_FILE, coreml_app.PLAN_FILE,
                  *coreml_app.COMPUTE_UNITS, *coreml_app.THERMAL_STATES[:4]):
         assert f'"{name}"' in sources, f"{name} is not in the Swift harness"
+    for name in coreml_app.SCHEDULES:
+        assert f'"{name}"' in sources, f"the schedule {name} is not in the Swift harness"
     for key in ("model", "compute_units", "status", "error", "compile_ms", "load_ms", "first_inference_ms",
                 "samples_ms", "thermal_states", "runs", "run_id", "device", "path", "bytes", "models", "warmup",
-                "probes", "count", "shape", "probe_outputs"):
+                "probes", "count", "shape", "probe_outputs", "schedule"):
         assert f'"{key}"' in sources, f"the Swift harness does not use the key {key}"
     assert f"PRODUCT_BUNDLE_IDENTIFIER: {ios.BUNDLE_ID}" in (HARNESS / "project.yml").read_text()
 

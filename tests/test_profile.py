@@ -445,14 +445,3 @@ def test_op_profile_needs_a_runner_that_profiles(small_models, tmp_path):
                 "--precisions", "fp32", cwd=tmp_path)
     assert done.returncode != 0
     assert done.stderr.strip().splitlines()[-1].startswith("Error: the litert runner has no op profile")
-
-
-def test_single_layer_plan_for_the_ios_app_is_json_and_follows_the_plan():
-    from mbdeploy.layer_accounting import single_layer_plan
-
-    plan = json.loads(json.dumps(single_layer_plan(ModelSpec(0.5, 160), "fp16")))
-    assert [l["name"] for l in plan["layers"]] == [l.name for l in profile_layers(ModelSpec(0.5, 160))]
-    first = plan["layers"][0]
-    assert (first["kernel"], first["stride"], first["input_shape"], first["output_shape"]) == (3, 2, [1, 160, 160, 3],
-                                                                                                [1, 80, 80, 16])
-    assert plan["layers"][-1]["kernel"] is None and plan["precision"] == "fp16"

@@ -52,6 +52,7 @@ NOT_HERE = {
     "mbdeploy bench --device 'aihub:": "needs a Qualcomm AI Hub account",
     "mbdeploy bench --device iphone": "needs an iPhone (tests/test_ios.py drives a stand-in)",
     "mbdeploy profile --device pixel": "needs a phone",
+    "mbdeploy profile --device iphone": "needs an iPhone (tests/test_ios.py profiles through a stand-in)",
     "mbdeploy select --device pixel": "needs records from a phone",
     "python -m mbdeploy.testing.adb_device": "starts the phone stand-in on port 5555 beside the default adb server; "
                                               "tests/test_android.py runs that path on a private server",

@@ -55,7 +55,7 @@ final class BenchState: ObservableObject {
             let benchmark = Benchmark(plan: plan)
             let models = benchmark.models(in: documents)
             let runs = await benchmark.run(models, in: documents)
-            try Results.write(runs, runId: plan.runId, to: documents)
+            try Results.write(runs, runId: plan.runId, schedule: plan.schedule, to: documents)
             let ok = runs.filter { $0["status"] as? String == "ok" }.count
             return "done: \(ok) of \(runs.count) runs ok over \(models.count) model(s)"
         } catch {

@@ -70,7 +70,7 @@ RUN_PARAMS = {
     "threads": "threads", "no_xnnpack": "xnnpack", "warmup": "warmup_runs", "min_secs": "min_secs",
     "max_secs": "max_secs", "runs": "runs", "target_ci": "target_ci", "runner_name": "runner",
     "benchmark_binary": "binary", "benchmark_apk": "apk", "models": "models", "precisions": "precisions",
-    "method": "method", "layer_secs": "layer_max_secs",
+    "method": "method", "layer_secs": "layer_max_secs", "compute_units": "compute_units",
 }
 
 
@@ -78,7 +78,7 @@ RUN_PARAMS = {
 @click.option("--device", "device_name", default=None, metavar="NAME",
               help="Device id, model, alias, ssh://user@host[:port], or 'all' (as for bench).")
 @click.option("--models", "models", multiple=True, type=click.Path(path_type=Path), metavar="DIR|FILE",
-              help="Manifest folders or .tflite files (repeatable; default: models/).")
+              help="Manifest folders, .tflite files or .mlpackage folders (repeatable; default: models/).")
 @click.option("--precisions", multiple=True, metavar="P[,P...]", help="Only these precisions (e.g. fp32,int8).")
 @click.option("--method", type=click.Choice(["auto", "single_layer", "op_profile"]), default="auto",
               show_default=True,
@@ -88,7 +88,7 @@ RUN_PARAMS = {
               help="Folder that holds run folders.")
 @click.option("--resume", metavar="RUN", default=None, help="Continue run RUN, skipping what it holds.")
 @click.option("--runner", "runner_name", default=None, metavar="NAME",
-              help="litert | benchmark_model | benchmark_app (default: the device kind's).")
+              help="litert | benchmark_model | benchmark_app | coreml_app (default: the device kind's).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="Inference threads.")
 @click.option("--no-xnnpack", is_flag=True, help="Run without the XNNPACK delegate.")
 @click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed runs first.")
@@ -102,6 +102,9 @@ RUN_PARAMS = {
 @click.option("--runs", type=click.IntRange(min=1), default=None, help="A fixed number of timed runs.")
 @click.option("--target-ci", type=finite(min=0, min_open=True), default=0.02, show_default=True,
               help="Stop when the 95% CI half-width of the median is at most this fraction of it.")
+@click.option("--compute-units", multiple=True, metavar="U[,U...]",
+              help="iPhones: Core ML compute units, one profile each (cpuOnly, cpuAndGPU, cpuAndNeuralEngine, all; "
+                   "default all).")
 @click.option("--no-wait", is_flag=True, help="Fail at once if another bench holds the device.")
 @click.option("--benchmark-binary", type=click.Path(path_type=Path), default=None,
               help="benchmark_model runner: this binary instead of the released one.")
@@ -111,9 +114,12 @@ RUN_PARAMS = {
 @click.option("--adb-host", metavar="HOST[:PORT]", default=None, help="adb server for Android devices.")
 @json_option
 def profile(device_name, models, precisions, method, out, resume, runner_name, threads, no_xnnpack, warmup,  # noqa: ANN001
-            min_secs, max_secs, layer_secs, runs, target_ci, no_wait, benchmark_binary, benchmark_apk, keep, adb_host,
-            as_json) -> None:
-    """Time every layer of each .tflite artifact on a device, beside the whole model.
+            min_secs, max_secs, layer_secs, runs, target_ci, compute_units, no_wait, benchmark_binary, benchmark_apk,
+            keep, adb_host, as_json) -> None:
+    """Time every layer of each artifact on a device, beside the whole model.
+
+    .tflite on local, ssh, Android and AI Hub; fp32/fp16 Core ML on iPhones
+    (the app times the single-layer packages in one round-robin loop).
 
     Whole-model records go to OUT/<run-id>/results.jsonl (as bench writes
     them); one record per layer goes to OUT/<run-id>/layers.jsonl, naming its
@@ -121,7 +127,8 @@ def profile(device_name, models, precisions, method, out, resume, runner_name, t
     """
     from mbdeploy import bench as library
     from mbdeploy.devices.registry import describe, resolve
-    from mbdeploy.profile.sweep import ProfileOptions, profile_runners, run_profile
+    from mbdeploy.formats import FORMAT_NAMES
+    from mbdeploy.profile.sweep import SINGLE_LAYER_FORMATS, ProfileOptions, profilable, profile_runners, run_profile
     from mbdeploy.records.layers import profile_summaries
     from mbdeploy.runners.base import TimingOptions
 
@@ -129,14 +136,15 @@ def profile(device_name, models, precisions, method, out, resume, runner_name, t
         timing=TimingOptions(threads=threads, xnnpack=not no_xnnpack, warmup_runs=warmup, min_secs=min_secs,
                              max_secs=max_secs, runs=runs, target_ci=target_ci),
         runner=runner_name, wait_for_lock=not no_wait,
-        runner_options={key: value for key, value in {"binary": benchmark_binary, "apk": benchmark_apk}.items()
-                        if value is not None},
+        runner_options={key: value for key, value in {
+            "binary": benchmark_binary, "apk": benchmark_apk,
+            "compute_units": tuple(dict.fromkeys(split_values(compute_units))) or None}.items() if value is not None},
     )
     model_paths = list(models) or [Path("models")]
     precision_list = split_values(precisions)
 
     def run_settings() -> dict:
-        return {**library.run_settings(bench_options, model_paths, precision_list, ["tflite"]),
+        return {**library.run_settings(bench_options, model_paths, precision_list, list(SINGLE_LAYER_FORMATS)),
                 "method": method, "layer_max_secs": layer_secs}
 
     if resume:
@@ -148,15 +156,15 @@ def profile(device_name, models, precisions, method, out, resume, runner_name, t
         _, stored = library.resumed_settings(out, resume, {RUN_PARAMS[p]: mine[RUN_PARAMS[p]] for p in typed},
                                              {key: f"--{param.removesuffix('_name').replace('_', '-')}"
                                               for param, key in RUN_PARAMS.items()})
-        bench_options = library.options_from_settings(stored, ("binary", "apk"))
+        bench_options = library.options_from_settings(stored, ("binary", "apk", "compute_units"))
         bench_options.wait_for_lock = not no_wait
         model_paths = [Path(m) for m in stored["models"]] or model_paths
         precision_list = stored.get("precisions", precision_list)
         method, layer_secs = stored.get("method", method), stored.get("layer_max_secs", layer_secs)
     options = ProfileOptions(bench=bench_options, method=method, layer_max_secs=layer_secs)
     library.check_options(bench_options)
-    # Layers are cut from .tflite files; the other formats have no single-layer builder yet.
-    artifacts = library.artifacts_to_bench(model_paths, precision_list, ["tflite"])
+    # Every format is collected; what these devices cannot profile is named once devices are known.
+    artifacts = library.artifacts_to_bench(model_paths, precision_list, list(FORMAT_NAMES))
     with warnings_to_stderr():
         devices = resolve(device_name, adb_host)
     for device in devices:
@@ -164,9 +172,11 @@ def profile(device_name, models, precisions, method, out, resume, runner_name, t
     try:
         infos = [describe(device).to_dict() for device in devices]
         library.check_devices(infos)
-        library.check_runners(devices, artifacts, bench_options)
         for device in devices:
             profile_runners(device, options)  # an impossible method fails before a run folder exists
+        with warnings_to_stderr():
+            artifacts = profilable(artifacts, devices, options)
+        library.check_runners(devices, artifacts, bench_options)
         folder = library.start_run(out, bench_options, model_paths, infos, resume=resume, command=sys.argv,
                                    settings=run_settings())
         folder.update_meta(profile={"method": method})

@@ -82,18 +82,31 @@ def _dtype_name(var) -> str:  # noqa: ANN001 - a MIL Var
     return {types.fp16: "fp16", types.fp32: "fp32"}.get(var.dtype, types.builtin_to_string(var.dtype))
 
 
-def spec_from_program(program) -> ModelSpec:  # noqa: ANN001
-    """The family member a package is, read off its program (for a package without a manifest)."""
+def _named_ops(program) -> dict:  # noqa: ANN001
     from mbdeploy.export.coreml import FP16_SUFFIX
 
-    block = program.functions["main"]
-    ops = {op.name.removesuffix(FP16_SUFFIX): op for op in block.operations}
-    source = next(iter(block.inputs.values())).shape
-    if len(source) != 4 or source[1] != source[2] or "AvgPool_1a" not in ops or "Logits" not in ops:
-        raise InvalidInput("the package is not a MobileNet v1 of the plan (no square NHWC input, AvgPool_1a, Logits)")
-    width, classes = int(ops["AvgPool_1a"].inputs["x"].shape[1]), int(ops["Logits"].outputs[0].shape[1])
+    ops = {op.name.removesuffix(FP16_SUFFIX): op for op in program.functions["main"].operations}
+    if "AvgPool_1a" not in ops or "Logits" not in ops:
+        raise InvalidInput("the package is not a MobileNet v1 of the plan (no AvgPool_1a and Logits ops)")
+    return ops
+
+
+def program_classes(program) -> int:  # noqa: ANN001
+    """The classifier's width, read off the program's Logits op."""
+    return int(_named_ops(program)["Logits"].outputs[0].shape[1])
+
+
+def spec_from_program(program) -> ModelSpec:  # noqa: ANN001
+    """The family member a package is, read off its program (for a package without a manifest).
+
+    Alpha from the pooled width (1024 x alpha), as `slicing.spec_from_graph` reads a .tflite.
+    """
+    ops = _named_ops(program)
+    source = next(iter(program.functions["main"].inputs.values())).shape
+    if len(source) != 4 or source[1] != source[2]:
+        raise InvalidInput("the package is not a MobileNet v1 of the plan (no square NHWC input)")
     try:
-        return ModelSpec(width / 1024, int(source[1]), classes)
+        return ModelSpec(int(ops["AvgPool_1a"].inputs["x"].shape[1]) / 1024, int(source[1]), program_classes(program))
     except InvalidInput as exc:
         raise InvalidInput(f"the package is not a MobileNet v1 of the plan: {exc.message}") from None
 

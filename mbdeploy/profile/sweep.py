@@ -4,10 +4,12 @@ The whole model is measured exactly as `bench` measures it (`measure_one`)
 and its record goes to results.jsonl; each layer's record goes to
 layers.jsonl, naming that whole-model record. How a layer is timed:
 
-- single_layer: the layer cut out of the artifact as its own .tflite
-  (`slicing`), pushed and timed by the same runner with the same options as
-  the whole model. Works wherever the runner times a .tflite: local, ssh
-  boards, phones (litert or benchmark_model).
+- single_layer: the layer cut out of the artifact as its own model of the
+  same format and precision (`slicing` for .tflite, `coreml_layers` for an
+  fp32/fp16 .mlpackage), pushed and timed by the same runner with the same
+  options as the whole model. Works wherever the runner times the format:
+  .tflite on local, ssh boards and phones (litert or benchmark_model), Core
+  ML on iPhones (the app times the layers in one round-robin loop).
 - op_profile: the runner's own per-node profile of the whole model (Android
   `benchmark_model` and the APK), mapped to layers in node order
   (`op_profile`).
@@ -18,6 +20,7 @@ from __future__ import annotations
 import posixpath
 import tempfile
 import threading
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -32,7 +35,12 @@ from mbdeploy.devices.lock import DeviceLock
 from mbdeploy.errors import InvalidInput, MbdeployError, ResultsError
 from mbdeploy.layer_accounting import ProfileLayer, profile_layers
 from mbdeploy.profile.op_profile import map_nodes
-from mbdeploy.profile.slicing import build_single_layer_models, graph_classes, map_layers, read_model, spec_from_graph
+from mbdeploy.profile.coreml_layers import PRECISIONS as COREML_PRECISIONS
+from mbdeploy.profile.coreml_layers import (build_coreml_layer_models, layer_ops, program_classes, read_program,
+                                            spec_from_program)
+from mbdeploy.profile.coreml_layers import check_precision as check_coreml_precision
+from mbdeploy.profile.slicing import (GraphLayer, build_single_layer_models, graph_classes, map_layers, read_model,
+                                      spec_from_graph)
 from mbdeploy.records.schema import LAYER_RECORD_SCHEMA, validate_layer_record
 from mbdeploy.records.store import RunFolder, record_key, utc_now
 from mbdeploy.runners.base import Runner
@@ -75,6 +83,45 @@ def profile_runners(device: Device, options: ProfileOptions) -> list[tuple[Runne
     return [(runner, method) for runner in make_runners(name, options.bench.timing, runner_options)]
 
 
+# What `profile` builds single-layer models from: format -> the precisions it carries over faithfully.
+SINGLE_LAYER_FORMATS = {"tflite": None, "coreml": COREML_PRECISIONS}  # None: every precision
+PROFILABLE = ("tflite (any precision) on local, ssh and Android devices and AI Hub; "
+              f"coreml ({', '.join(COREML_PRECISIONS)}) on iOS devices, through the app")
+
+
+def profilable(artifacts: list[Artifact], devices: list[Device], options: ProfileOptions) -> list[Artifact]:
+    """The artifacts profile can time on these devices; none is one line saying what it profiles.
+
+    An artifact is kept when a single-layer builder takes its format and
+    precision and some device's runner times its format (with several
+    devices each times what its runner takes, as bench does). The rest are
+    named in one warning.
+    """
+    formats = {fmt for device in devices for runner, _ in profile_runners(device, options) for fmt in runner.formats}
+    kept, passed = [], []
+    for artifact in artifacts:
+        allowed = SINGLE_LAYER_FORMATS.get(artifact.format, ())
+        ok = artifact.format in formats and (allowed is None or artifact.precision in allowed)
+        (kept if ok else passed).append(artifact)
+    kinds = ", ".join(sorted({device.kind for device in devices}))
+    what = ", ".join(sorted({f"{a.format} {a.precision}" for a in passed}))
+    if not kept:
+        raise InvalidInput(f"profile cannot time the layers of {what} on {kinds} devices; it profiles {PROFILABLE}")
+    if passed:
+        warnings.warn(f"profile passes over {len(passed)} artifact(s) ({what}) it cannot time on {kinds} devices; "
+                      f"it profiles {PROFILABLE}", stacklevel=2)
+    return kept
+
+
+@dataclass
+class ArtifactLayers:
+    """The plan's layers as found in one artifact."""
+
+    spec: ModelSpec
+    layers: list[ProfileLayer]
+    graph_layers: list[GraphLayer] = field(default_factory=list)  # .tflite: where each layer's nodes are (op profiles)
+
+
 def artifact_spec(artifact: Artifact, model) -> ModelSpec:  # noqa: ANN001 - model: the schema's ModelT
     """The family member an artifact is: its manifest's spec, else read off the graph itself.
 
@@ -84,6 +131,38 @@ def artifact_spec(artifact: Artifact, model) -> ModelSpec:  # noqa: ANN001 - mod
     if artifact.alpha is not None and artifact.resolution is not None:
         return ModelSpec(float(artifact.alpha), int(artifact.resolution), graph_classes(model))
     return spec_from_graph(model)
+
+
+def artifact_layers(artifact: Artifact) -> ArtifactLayers:
+    """The plan's layers found in the artifact (each one's shapes checked), by format; the manifest's spec first."""
+    if artifact.format == "coreml":
+        check_coreml_precision(artifact.precision, artifact.name)
+        program = read_program(artifact.path)
+        if artifact.alpha is not None and artifact.resolution is not None:
+            spec = ModelSpec(float(artifact.alpha), int(artifact.resolution), program_classes(program))
+        else:
+            spec = spec_from_program(program)
+        layers = profile_layers(spec)
+        layer_ops(program, layers, artifact.path.name)
+        return ArtifactLayers(spec, layers)
+    model = read_model(artifact.path)
+    spec = artifact_spec(artifact, model)
+    graph_layers = map_layers(model, profile_layers(spec), str(artifact.path))
+    return ArtifactLayers(spec, [g.layer for g in graph_layers], graph_layers)
+
+
+def build_layer_models(artifact: Artifact, spec: ModelSpec, out_dir: Path) -> dict[str, dict]:
+    """layer name -> {"path": the local single-layer model, "model": the layer record's block}; same format, precision."""
+    if artifact.format == "coreml":
+        return {m.layer.name: {"path": m.path, "model": {
+            "sha256": m.sha256, "bytes": m.bytes, "ops": list(m.ops),
+            "inputs": [{"shape": list(m.input_shape), "dtype": m.input_dtype, "quantization": None}]}}
+            for m in build_coreml_layer_models(artifact.path, spec, artifact.precision, out_dir)}
+    return {m.layer.name: {"path": m.path, "model": {
+        "sha256": m.sha256, "bytes": m.bytes, "ops": list(m.ops),
+        "inputs": [{"shape": list(s), "dtype": d, "quantization": q} for s, d, q in
+                   zip(m.input_shapes, m.input_dtypes, m.input_quantization)]}}
+        for m in build_single_layer_models(artifact.path, spec, out_dir)}
 
 
 def layer_skeleton(whole: dict, layer: ProfileLayer, method: str) -> dict:
@@ -166,47 +245,44 @@ class _Profile:
         else:
             emit("skip", {"device": device.id, "artifact": artifact.name, "precision": artifact.precision})
         try:
-            model = read_model(artifact.path)
-            graph_layers = map_layers(model, _layers(artifact, model), str(artifact.path))
+            found = artifact_layers(artifact)
         except MbdeployError as exc:
             for_all = exc.message
-            graph_layers, model = [], None
+            found = None
         else:
             for_all = None
         if whole["status"] != "ok":
             for_all = f"the whole model failed: {whole.get('error')}"
         if for_all is not None:
             emit("failed", {"device": device.id, "artifact": artifact.name, "error": for_all})
-            for graph_layer in graph_layers:
-                record = layer_skeleton(whole, graph_layer.layer, method)
+            for layer in found.layers if found else []:
+                record = layer_skeleton(whole, layer, method)
                 record["error"] = for_all
                 self.store_layer(_checked(record))
             return
-        todo = [g for g in graph_layers if (*key, g.layer.name) not in self.layers_done]
+        todo = [layer for layer in found.layers if (*key, layer.name) not in self.layers_done]
         emit("layers", {"device": device.id, "artifact": artifact.name, "count": len(todo),
-                        "skipped": len(graph_layers) - len(todo)})
+                        "skipped": len(found.layers) - len(todo)})
         if method == "op_profile":
-            self.op_profile(whole, graph_layers, todo)
+            wanted = {layer.name for layer in todo}
+            self.op_profile(whole, found.graph_layers, [g for g in found.graph_layers if g.layer.name in wanted])
         else:
-            self.single_layers(device, runner, artifact, whole, model, todo)
+            self.single_layers(device, runner, artifact, whole, found.spec, todo)
 
-    def single_layers(self, device: Device, runner: Runner, artifact: Artifact, whole: dict, model, todo) -> None:  # noqa: ANN001
+    def single_layers(self, device: Device, runner: Runner, artifact: Artifact, whole: dict, spec: ModelSpec,
+                      todo: list[ProfileLayer]) -> None:
         if not todo:
             return
-        local = self.work / artifact.sha256[:16]
-        built = {m.layer.name: m for m in build_single_layer_models(artifact.path, artifact_spec(artifact, model),
-                                                                      local)}
+        built = build_layer_models(artifact, spec, self.work / artifact.sha256[:16])
         remote_dir = posixpath.join(device.workdir, "models", artifact.sha256[:16], "layers")
         records, remotes = [], []
-        for graph_layer in todo:
-            single = built[graph_layer.layer.name]
-            record = layer_skeleton(whole, graph_layer.layer, "single_layer")
-            record["model"] = {"sha256": single.sha256, "bytes": single.bytes, "ops": list(single.ops),
-                               "inputs": [{"shape": list(s), "dtype": d, "quantization": q} for s, d, q in
-                                          zip(single.input_shapes, single.input_dtypes, single.input_quantization)]}
-            remote = posixpath.join(remote_dir, single.path.name)
+        for layer in todo:
+            single = built[layer.name]
+            record = layer_skeleton(whole, layer, "single_layer")
+            record["model"] = single["model"]
+            remote = posixpath.join(remote_dir, single["path"].name)
             try:
-                device.push(single.path, remote)
+                device.push(single["path"], remote)
             except MbdeployError as exc:
                 record["error"] = f"push failed: {exc.message}"
                 self.store_layer(_checked(record))
@@ -258,10 +334,6 @@ def op_profile_record(whole: dict, layer_time) -> dict:  # noqa: ANN001 - op_pro
         record["latency_ms"] = {"median": None, "mean": layer_time.avg_ms, "count": layer_time.count or 0,
                                 "ci95_low": None, "ci95_high": None}
     return record
-
-
-def _layers(artifact: Artifact, model) -> list[ProfileLayer]:  # noqa: ANN001
-    return profile_layers(artifact_spec(artifact, model))
 
 
 def run_profile(devices: list[Device], device_infos: list[dict], artifacts: list[Artifact], folder: RunFolder,

@@ -14,6 +14,13 @@ the sweep just copied into the app's container it:
 
 One runner config is one compute-unit setting: `--compute-units all,cpuOnly`
 builds one runner per setting, each giving one record per artifact.
+
+A profile's single-layer packages go in one plan with schedule
+`round_robin` (`run_many`): the app loads them all, then each timed run is
+one prediction of every package in plan order, so a layer runs with the
+caches the other layers leave, as inside the whole model (the litert
+runner's round robin on .tflite). Same counts, clock and thermal reading as
+a whole model; the app writes one raw entry per package, as for any model.
 """
 
 from __future__ import annotations
@@ -31,13 +38,15 @@ from typing import TYPE_CHECKING, Sequence
 from mbdeploy.atomic import write_json
 from mbdeploy.devices.base import Device
 from mbdeploy.devices.ios import IosDevice
-from mbdeploy.errors import DeviceError, InvalidInput, ResultsError, RunnerError
+from mbdeploy.errors import DeviceError, InvalidInput, MbdeployError, ResultsError, RunnerError
 from mbdeploy.runners.base import Probes, RunOutcome, Runner, TimingOptions
 
 if TYPE_CHECKING:
     import numpy as np
 
-APP_SCHEMA = "mbdeploy.coreml_app/2"  # the plan and the results; ios_harness/Sources/CoreMLBench
+APP_SCHEMA = "mbdeploy.coreml_app/3"  # the plan and the results; ios_harness/Sources/CoreMLBench
+# one_by_one: each model alone (compile, load, time) before the next; round_robin: all loaded, invoked in turn.
+SCHEDULES = ("one_by_one", "round_robin")
 COMPUTE_UNITS = ("cpuOnly", "cpuAndGPU", "cpuAndNeuralEngine", "all")
 THERMAL_STATES = ("nominal", "fair", "serious", "critical", "unknown")  # ProcessInfo.ThermalState
 THROTTLING_STATES = ("serious", "critical")  # Apple: "serious" means the system is reducing performance
@@ -53,7 +62,8 @@ APP_TIMEOUT_S = 1800.0
 
 # --- the plan ----------------------------------------------------------------------
 def build_plan(run_id: str, models: dict[str, int | None], runs: int = DEFAULT_RUNS, warmup: int = 5,
-               compute_units: Sequence[str] = COMPUTE_UNITS, probes: dict | None = None) -> dict:
+               compute_units: Sequence[str] = COMPUTE_UNITS, probes: dict | None = None,
+               schedule: str = "one_by_one") -> dict:
     """What the app reads: the exact models to time (path under Documents -> byte count), how long, which units.
 
     The app times only these paths, so a model left in the container by an
@@ -62,6 +72,10 @@ def build_plan(run_id: str, models: dict[str, int | None], runs: int = DEFAULT_R
     unknown = [unit for unit in compute_units if unit not in COMPUTE_UNITS]
     if unknown or not compute_units:
         raise InvalidInput(f"unknown compute units {unknown or '(none)'}; allowed: {', '.join(COMPUTE_UNITS)}")
+    if schedule not in SCHEDULES:
+        raise InvalidInput(f"unknown schedule {schedule!r}; allowed: {', '.join(SCHEDULES)}")
+    if schedule == "round_robin" and probes is not None:
+        raise InvalidInput("probe inputs are run one model at a time; a round_robin plan carries none")
     if runs < 1 or warmup < 0:
         raise InvalidInput(f"runs must be >= 1 and warm-up >= 0, got runs={runs}, warmup={warmup}")
     for path in models:
@@ -70,7 +84,7 @@ def build_plan(run_id: str, models: dict[str, int | None], runs: int = DEFAULT_R
             raise InvalidInput(f"model path {path!r} must be relative to the app's Documents folder")
         if not path.endswith((".mlpackage", ".mlmodelc")):
             raise InvalidInput(f"{path} is not a Core ML model (.mlpackage or .mlmodelc); the app runs only those")
-    plan = {"schema": APP_SCHEMA, "run_id": run_id, "runs": runs, "warmup": warmup,
+    plan = {"schema": APP_SCHEMA, "run_id": run_id, "runs": runs, "warmup": warmup, "schedule": schedule,
             "compute_units": list(compute_units), "models": [{"path": p, "bytes": b} for p, b in models.items()]}
     if probes is not None:
         plan["probes"] = probes  # {"path", "count", "shape": [H, W, C], "bytes"}: run before timing, scores written
@@ -109,6 +123,7 @@ class AppResults:
     run_id: str
     device: dict
     runs: list[AppRun]
+    schedule: str = "one_by_one"
 
 
 def _finite(value: object) -> bool:
@@ -132,6 +147,8 @@ def parse_app_results(text: str, source: str = RESULTS_FILE) -> AppResults:
     entries = document.get("runs")
     if not isinstance(entries, list):
         raise ResultsError(f"{source} has no runs list")
+    if document.get("schedule") not in SCHEDULES:
+        raise ResultsError(f"{source}: schedule must be one of {', '.join(SCHEDULES)}, got {document.get('schedule')!r}")
     runs = []
     for index, entry in enumerate(entries):
         where = f"{source} run {index}"
@@ -163,7 +180,8 @@ def parse_app_results(text: str, source: str = RESULTS_FILE) -> AppResults:
                            probe_outputs=[[float(v) for v in row] for row in outputs] if outputs is not None else None,
                            **timings))
     device = document.get("device") if isinstance(document.get("device"), dict) else {}
-    return AppResults(run_id=str(document.get("run_id") or ""), device=device, runs=runs)
+    return AppResults(run_id=str(document.get("run_id") or ""), device=device, runs=runs,
+                      schedule=document["schedule"])
 
 
 def outcome_from_run(run: AppRun, device: dict | None = None) -> RunOutcome:
@@ -202,6 +220,8 @@ def run_app(device: IosDevice, plan: dict, timeout: float = APP_TIMEOUT_S, poll_
         parsed = parse_app_results(results.read_text())
     if parsed.run_id != plan["run_id"]:
         raise ResultsError(f"{RESULTS_FILE} is from run {parsed.run_id!r}, not this launch's {plan['run_id']!r}")
+    if parsed.schedule != plan["schedule"]:
+        raise ResultsError(f"the benchmark app timed {parsed.schedule}, not the plan's {plan['schedule']}")
     return parsed
 
 
@@ -219,6 +239,7 @@ def _finished(device: IosDevice, run_id: str, local: Path) -> bool:
 class CoreMLAppRunner(Runner):
     name = "coreml_app"
     formats = ("coreml",)
+    schedule = "round_robin"  # run_many: one launch, the packages loaded together and invoked in turn
 
     def __init__(self, options: TimingOptions, compute_units: str = DEFAULT_COMPUTE_UNITS,
                  timeout_s: float = APP_TIMEOUT_S, poll_s: float = 5.0, **runner_options: object) -> None:
@@ -290,23 +311,48 @@ class CoreMLAppRunner(Runner):
                               "rebuild and reinstall ios_harness")
         return mine[0].probe_outputs
 
-    def run(self, device: Device, remote_model: str) -> RunOutcome:
-        """Time the model the sweep copied to `remote_model` (a path under the app's Documents folder)."""
-        phone = self._ios(device)
-        path = self._in_documents(phone, remote_model)
-        # A fresh id per launch: a done marker left by an earlier launch is never taken for this one's.
-        run_id = f"{self.name}-{uuid.uuid4().hex[:12]}"
-        plan = build_plan(run_id, {path: phone.pushed_bytes(remote_model)}, runs=self.runs,
-                          warmup=self.options.warmup_runs, compute_units=[self.compute_units])
+    def _launch(self, phone: IosDevice, remote_models: list[str], schedule: str) -> tuple[list[str], AppResults]:
+        """One launch timing the pushed models; they are removed from the phone afterwards, whatever happened."""
+        paths = [self._in_documents(phone, remote) for remote in remote_models]  # nothing outside the app is touched
         try:
-            results = run_app(phone, plan, timeout=self.timeout_s, poll_s=self.poll_s)
+            # A fresh id per launch: a done marker left by an earlier launch is never taken for this one's.
+            run_id = f"{self.name}-{uuid.uuid4().hex[:12]}"
+            plan = build_plan(run_id, {path: phone.pushed_bytes(remote) for path, remote in zip(paths, remote_models)},
+                              runs=self.runs, warmup=self.options.warmup_runs, compute_units=[self.compute_units],
+                              schedule=schedule)
+            return paths, run_app(phone, plan, timeout=self.timeout_s, poll_s=self.poll_s)
         finally:
-            try:
-                phone.remove(remote_model)  # frees the phone's storage; the plan already keeps it from being re-timed
-            except DeviceError:
-                pass
+            for remote in remote_models:
+                try:
+                    phone.remove(remote)  # frees the phone's storage; the plan already keeps it from being re-timed
+                except DeviceError:
+                    pass
+
+    def _outcome(self, results: AppResults, path: str) -> RunOutcome:
         mine = [run for run in results.runs if run.model == path and run.compute_units == self.compute_units]
         if len(mine) != 1:
             raise RunnerError(f"the benchmark app wrote {len(mine)} results for {path} with {self.compute_units}, "
                               "expected one")
-        return outcome_from_run(mine[0], results.device)
+        outcome = outcome_from_run(mine[0], results.device)
+        outcome.extra["schedule"] = results.schedule
+        return outcome
+
+    def run(self, device: Device, remote_model: str) -> RunOutcome:
+        """Time the model the sweep copied to `remote_model` (a path under the app's Documents folder)."""
+        [path], results = self._launch(self._ios(device), [remote_model], "one_by_one")
+        return self._outcome(results, path)
+
+    def run_many(self, device: Device, remote_models: list[str]) -> list[RunOutcome | MbdeployError]:
+        """A profile's single-layer packages in one launch, timed round robin; an outcome or the error, each."""
+        phone = self._ios(device)
+        try:
+            paths, results = self._launch(phone, list(remote_models), "round_robin")
+        except MbdeployError as exc:
+            return [exc for _ in remote_models]
+        outcomes: list[RunOutcome | MbdeployError] = []
+        for path in paths:
+            try:
+                outcomes.append(self._outcome(results, path))
+            except MbdeployError as exc:
+                outcomes.append(exc)
+        return outcomes

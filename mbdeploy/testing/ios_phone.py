@@ -22,8 +22,12 @@ FAKE_IOS_* environment to a `PhoneServer` thread over a UNIX socket
 ($FAKE_IOS_SOCKET); the server does all of the above and sends back the
 exit status and output.
 
-The app's timings are $FAKE_IOS_SAMPLES and its thermal states
-$FAKE_IOS_THERMAL: stand-in figures, never measurements. Every call is
+The app's timings are $FAKE_IOS_SAMPLES (or, for a model whose file name
+is a key of $FAKE_IOS_MODEL_SAMPLES, that key's list) and its thermal states
+$FAKE_IOS_THERMAL: stand-in figures, never measurements. The document and
+the order of its entries follow Benchmark.swift and Results.swift: model by
+model for schedule one_by_one, compute unit by compute unit (every model in
+plan order, no probes) for round_robin. Every call is
 appended to $FAKE_IOS_LOG (JSON lines); every plan the app read to
 $FAKE_IOS_LOG with `-plans` before `.jsonl`.
 """
@@ -42,7 +46,7 @@ import sys
 import threading
 from pathlib import Path
 
-APP_SCHEMA = "mbdeploy.coreml_app/2"  # as ios_harness/Sources/CoreMLBench/Plan.swift
+APP_SCHEMA = "mbdeploy.coreml_app/3"  # as ios_harness/Sources/CoreMLBench/Plan.swift
 BUNDLE_ID = "org.mbdeploy.bench"
 
 
@@ -133,10 +137,21 @@ def play_app(env: dict, documents: Path) -> None:
         log.write(json.dumps(plan) + "\n")
     if env.get("FAKE_IOS_APP") == "hang":
         return  # launched, but the app never finishes
+    device = {"model": "iPhone15,2", "os": "iOS 17.5.1", "cores": 6}
+    schedule = plan.get("schedule", "one_by_one")
+    refusal = (f"bad plan: schema {APP_SCHEMA} expected" if plan.get("schema") != APP_SCHEMA else
+               f"bad plan: unknown schedule {schedule}" if schedule not in ("one_by_one", "round_robin") else None)
+    if refusal:  # Plan.load throws; the app writes the error document (Results.write with error:)
+        document = {"schema": APP_SCHEMA, "run_id": plan.get("run_id", ""), "runs": [], "device": device,
+                    "error": refusal}
+        (documents / "mbdeploy-results.json").write_text(json.dumps(document, indent=2, sort_keys=True))
+        (documents / "mbdeploy-done").write_text(f"{plan.get('run_id', '')}\n")
+        return
     samples = json.loads(env.get("FAKE_IOS_SAMPLES", "[1.0]"))
+    by_model = json.loads(env.get("FAKE_IOS_MODEL_SAMPLES", "{}"))
     states = json.loads(env.get("FAKE_IOS_THERMAL", '["nominal"]'))
     models = plan.get("models") or [{"path": path, "bytes": None} for path in _find_models(documents)]
-    runs = []
+    errors = {}
     for model in models:
         path = documents / model["path"]
         error = None
@@ -146,21 +161,29 @@ def play_app(env: dict, documents: Path) -> None:
             error = f"model arrived incomplete: {_bytes(path)} of {model['bytes']} bytes"
         elif path.suffix == ".mlpackage" and not (path / "Manifest.json").is_file():
             error = "compile failed: the .mlpackage has no Manifest.json (stand-in for Core ML's refusal)"
-        for unit in plan["compute_units"]:
-            run = {"model": model["path"], "compute_units": unit, "status": "failed" if error else "ok"}
-            if error:
-                run.update(error=error, thermal_states=states[:1])
-            else:
-                run.update(compile_ms=40.0, load_ms=12.0, first_inference_ms=3.0, thermal_states=states,
-                           samples_ms=[samples[i % len(samples)] for i in range(plan["runs"])])
-                if plan.get("probes"):
-                    try:
-                        run["probe_outputs"] = _probe_outputs(documents, plan["probes"], path, env)
-                    except ValueError as exc:
-                        run.update(status="failed", error=str(exc))
-            runs.append(run)
-    document = {"schema": APP_SCHEMA, "run_id": plan["run_id"], "runs": runs,
-                "device": {"model": "iPhone15,2", "os": "iOS 17.5.1", "cores": 6}}
+        errors[model["path"]] = error
+
+    def entry(model: dict, unit: str, probes: dict | None) -> dict:
+        run = {"model": model["path"], "compute_units": unit, "status": "failed"}
+        error = errors[model["path"]]
+        if error:
+            run.update(error=error, thermal_states=states[:1])
+            return run
+        mine = by_model.get(model["path"].rsplit("/", 1)[-1], samples)
+        run.update(status="ok", compile_ms=40.0, load_ms=12.0, first_inference_ms=3.0, thermal_states=states,
+                   samples_ms=[mine[i % len(mine)] for i in range(plan["runs"])])
+        if probes:
+            try:
+                run["probe_outputs"] = _probe_outputs(documents, probes, documents / model["path"], env)
+            except ValueError as exc:
+                run.update(status="failed", error=str(exc))
+        return run
+
+    if schedule == "round_robin":  # Benchmark.runRoundRobin: per unit, every model in plan order; no probes
+        runs = [entry(model, unit, None) for unit in plan["compute_units"] for model in models]
+    else:  # Benchmark.run: per model, every unit
+        runs = [entry(model, unit, plan.get("probes")) for model in models for unit in plan["compute_units"]]
+    document = {"schema": APP_SCHEMA, "run_id": plan["run_id"], "schedule": schedule, "runs": runs, "device": device}
     text = json.dumps(document, indent=2, sort_keys=True)
     if env.get("FAKE_IOS_APP") == "killed":
         text = text[: len(text) // 2]  # the app was killed mid-write (the real one writes atomically)

@@ -32,6 +32,7 @@ public struct Benchmark {
 
     /// One raw result per (model, compute units); a failure becomes a `failed` entry with the reason.
     public func run(_ models: [Plan.Model], in folder: URL) async -> [[String: Any]] {
+        if plan.schedule == Plan.roundRobin { return await runRoundRobin(models, in: folder) }
         var results: [[String: Any]] = []
         for model in models {
             let url = folder.appendingPathComponent(model.path)
@@ -54,6 +55,88 @@ public struct Benchmark {
             }
         }
         return results
+    }
+
+    /// A profile's single-layer models, per compute-unit setting: all compiled and loaded (each
+    /// with its load and first-prediction time), then `warmup` untimed rounds and `runs` timed
+    /// rounds, a round being one prediction of every model in plan order. So each layer runs
+    /// with the caches the other layers leave, as inside the whole model; counts, clock and
+    /// thermal readings (after each timed round) are those of `run`. One entry per model and
+    /// unit, in the same shape; a model that fails to load or predict is a `failed` entry.
+    public func runRoundRobin(_ models: [Plan.Model], in folder: URL) async -> [[String: Any]] {
+        var compiled: [Result<(URL, Double), Error>] = []
+        for model in models {
+            let url = folder.appendingPathComponent(model.path)
+            do { compiled.append(.success(try await compile(url, expectedBytes: model.bytes))) } catch { compiled.append(.failure(error)) }
+        }
+        var results: [[String: Any]] = []
+        for unit in plan.computeUnits {
+            var entries: [[String: Any]] = models.map { model -> [String: Any] in
+                ["model": model.path, "compute_units": unit, "status": "failed"]
+            }
+            var loaded: [LoadedModel] = []
+            var states = [Thermal.state()]
+            for (index, result) in compiled.enumerated() {
+                do {
+                    let (compiledURL, compileMs) = try result.get()
+                    let item = try load(compiledModel: compiledURL, computeUnits: unit, index: index)
+                    entries[index].merge(["compile_ms": compileMs, "load_ms": item.loadMs,
+                                          "first_inference_ms": item.firstMs]) { $1 }
+                    loaded.append(item)
+                } catch {
+                    entries[index]["error"] = String(describing: error)
+                }
+            }
+            var samples = [[Double]](repeating: [], count: models.count)
+            var errors: [Int: String] = [:]
+            for turn in 0..<(plan.warmup + plan.runs) {
+                for item in loaded where errors[item.index] == nil {
+                    do {
+                        let start = DispatchTime.now()
+                        _ = try item.model.prediction(from: item.input)
+                        let elapsed = Clock.ms(since: start)
+                        if turn >= plan.warmup { samples[item.index].append(elapsed) }
+                    } catch {
+                        errors[item.index] = String(describing: error)
+                    }
+                }
+                if turn >= plan.warmup {
+                    let state = Thermal.state()  // read outside the timed spans
+                    if state != states.last { states.append(state) }
+                }
+            }
+            for index in entries.indices {
+                if let error = errors[index] { entries[index]["error"] = error }
+                if entries[index]["error"] == nil {
+                    entries[index].merge(["status": "ok", "samples_ms": samples[index], "thermal_states": states]) { $1 }
+                } else {
+                    entries[index]["thermal_states"] = [states[0]]
+                }
+            }
+            results += entries
+        }
+        return results
+    }
+
+    /// One compiled model loaded for a round-robin loop, with its load and first-prediction times.
+    struct LoadedModel {
+        let index: Int
+        let model: MLModel
+        let input: MLFeatureProvider
+        let loadMs: Double
+        let firstMs: Double
+    }
+
+    func load(compiledModel url: URL, computeUnits unit: String, index: Int) throws -> LoadedModel {
+        let configuration = MLModelConfiguration()
+        configuration.computeUnits = Self.computeUnits(named: unit)
+        var start = DispatchTime.now()
+        let model = try MLModel(contentsOf: url, configuration: configuration)
+        let loadMs = Clock.ms(since: start)
+        let input = try Inputs.make(for: model.modelDescription)
+        start = DispatchTime.now()
+        _ = try model.prediction(from: input)
+        return LoadedModel(index: index, model: model, input: input, loadMs: loadMs, firstMs: Clock.ms(since: start))
     }
 
     /// .mlpackage files are compiled on the device, as an app shipping one would.

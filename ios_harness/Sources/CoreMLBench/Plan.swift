@@ -4,10 +4,18 @@ import Foundation
 /// mbdeploy/runners/coreml_app.py). The plan names the exact models to time,
 /// by path under Documents, so a model left over from an earlier run is never
 /// timed again. With no plan file the app times every model it finds.
+///
+/// `schedule` says how several models are timed: "one_by_one" (each alone:
+/// compile, load, time, then the next) or "round_robin" (a profile's
+/// single-layer models: all loaded, then each timed run is one prediction of
+/// every model in plan order, so each runs with the caches the others leave).
 public struct Plan {
-    public static let schema = "mbdeploy.coreml_app/2"
+    public static let schema = "mbdeploy.coreml_app/3"
     public static let fileName = "mbdeploy-plan.json"
     public static let allComputeUnits = ["cpuOnly", "cpuAndGPU", "cpuAndNeuralEngine", "all"]
+    public static let oneByOne = "one_by_one"
+    public static let roundRobin = "round_robin"
+    public static let schedules = [oneByOne, roundRobin]
 
     public struct Model {
         public var path: String  // relative to the Documents folder
@@ -34,15 +42,18 @@ public struct Plan {
     public var runs: Int
     public var warmup: Int
     public var computeUnits: [String]
+    public var schedule: String
     public var models: [Model]?  // nil: every model found
     public var probes: Probes?  // nil: no outputs are written
 
     public init(runId: String = Plan.defaultRunId(), runs: Int = 50, warmup: Int = 5,
-                computeUnits: [String] = Plan.allComputeUnits, models: [Model]? = nil, probes: Probes? = nil) {
+                computeUnits: [String] = Plan.allComputeUnits, schedule: String = Plan.oneByOne,
+                models: [Model]? = nil, probes: Probes? = nil) {
         self.runId = runId
         self.runs = runs
         self.warmup = warmup
         self.computeUnits = computeUnits
+        self.schedule = schedule
         self.models = models
         self.probes = probes
     }
@@ -61,6 +72,10 @@ public struct Plan {
             let unknown = value.filter { !allComputeUnits.contains($0) }
             guard unknown.isEmpty else { throw BenchError.badPlan("unknown compute units \(unknown)") }
             plan.computeUnits = value
+        }
+        if let value = json["schedule"] as? String {
+            guard schedules.contains(value) else { throw BenchError.badPlan("unknown schedule \(value)") }
+            plan.schedule = value
         }
         if let entries = json["models"] as? [[String: Any]] {
             plan.models = try entries.map { entry in

@@ -2,25 +2,29 @@ import Foundation
 
 /// The app's output, `mbdeploy-results.json`: raw figures only. One entry per
 /// (model, compute units) with its compile, load and first-prediction times,
-/// every timed sample and the thermal states seen; the host computes the
-/// statistics and the throttle verdict (mbdeploy/runners/coreml_app.py).
+/// every timed sample and the thermal states seen, and the plan's schedule
+/// (a profile's single-layer models: one entry per layer); the host computes
+/// the statistics and the throttle verdict (mbdeploy/runners/coreml_app.py).
 public enum Results {
     public static let fileName = "mbdeploy-results.json"
     public static let doneFile = "mbdeploy-done"
 
-    /// `{"schema", "run_id", "device", "runs": [...]}`, plus `"error"` when the
-    /// app could not run at all (the host reports it).
-    public static func document(_ runs: [[String: Any]], runId: String, error: String? = nil) throws -> Data {
+    /// `{"schema", "run_id", "schedule", "device", "runs": [...]}`, plus `"error"`
+    /// when the app could not run at all (the host reports it; no schedule then).
+    public static func document(_ runs: [[String: Any]], runId: String, schedule: String? = nil,
+                                error: String? = nil) throws -> Data {
         var document: [String: Any] = ["schema": Plan.schema, "run_id": runId, "runs": runs,
                                        "device": DeviceFacts.block()]
+        if let schedule = schedule { document["schedule"] = schedule }
         if let error = error { document["error"] = error }
         return try JSONSerialization.data(withJSONObject: document, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
     }
 
     /// Writes the results into `folder`, then the done marker the host waits
     /// for; the marker holds the run id, so a previous run's is never taken.
-    public static func write(_ runs: [[String: Any]], runId: String, error: String? = nil, to folder: URL) throws {
-        try document(runs, runId: runId, error: error).write(to: folder.appendingPathComponent(fileName), options: .atomic)
+    public static func write(_ runs: [[String: Any]], runId: String, schedule: String? = nil, error: String? = nil,
+                             to folder: URL) throws {
+        try document(runs, runId: runId, schedule: schedule, error: error).write(to: folder.appendingPathComponent(fileName), options: .atomic)
         try Data("\(runId)\n".utf8).write(to: folder.appendingPathComponent(doneFile), options: .atomic)
     }
 }

@@ -1,10 +1,12 @@
 // coreml-bench: the harness on a Mac, over models converted by mbdeploy.
 //   coreml-bench --models DIR [--runs N] [--warmup N] [--compute-units a,b]
-//                [--probes FILE --probe-shape H,W,C] --out FILE
+//                [--probes FILE --probe-shape H,W,C] [--schedule S] --out FILE
 // Times every .mlpackage/.mlmodelc under DIR and writes the app's raw
-// results document (mbdeploy.coreml_app/2); with --probes (float32 images,
+// results document (mbdeploy.coreml_app/3); with --probes (float32 images,
 // a path under DIR) each model's scores on them too, as the app does for
-// bench --check-outputs. Used by .github/workflows/macos.yml.
+// bench --check-outputs; with --schedule round_robin all models loaded and
+// timed in turn, as the app times a profile's single layers (no probes then).
+// Used by .github/workflows/macos.yml.
 import CoreMLBench
 import Foundation
 
@@ -15,7 +17,7 @@ func option(_ name: String, _ arguments: [String]) -> String? {
 
 let arguments = CommandLine.arguments
 guard let modelsPath = option("--models", arguments), let outPath = option("--out", arguments) else {
-    FileHandle.standardError.write(Data("usage: coreml-bench --models DIR [--runs N] [--warmup N] [--compute-units a,b] --out FILE\n".utf8))
+    FileHandle.standardError.write(Data("usage: coreml-bench --models DIR [--runs N] [--warmup N] [--compute-units a,b] [--schedule S] --out FILE\n".utf8))
     exit(2)
 }
 let folder = URL(fileURLWithPath: modelsPath)
@@ -33,6 +35,13 @@ if let probesPath = option("--probes", arguments) {
     }
     plan.probes = Plan.Probes(path: probesPath, count: bytes / perProbe, shape: shape, bytes: bytes)
 }
+if let schedule = option("--schedule", arguments) {
+    guard Plan.schedules.contains(schedule) else {
+        FileHandle.standardError.write(Data("error: --schedule must be one of \(Plan.schedules.joined(separator: ", "))\n".utf8))
+        exit(2)
+    }
+    plan.schedule = schedule
+}
 
 if plan.models?.isEmpty ?? true {
     FileHandle.standardError.write(Data("error: no .mlpackage or .mlmodelc under \(modelsPath)\n".utf8))
@@ -42,7 +51,7 @@ let runs = await Benchmark(plan: plan).run(plan.models ?? [], in: folder)
 do {
     let out = URL(fileURLWithPath: outPath)
     try FileManager.default.createDirectory(at: out.deletingLastPathComponent(), withIntermediateDirectories: true)
-    try Results.document(runs, runId: plan.runId).write(to: out, options: .atomic)
+    try Results.document(runs, runId: plan.runId, schedule: plan.schedule).write(to: out, options: .atomic)
 } catch {
     FileHandle.standardError.write(Data("error: cannot write \(outPath): \(error)\n".utf8))
     exit(1)
