@@ -67,8 +67,10 @@ def test_eval_on_local_ranks_as_the_host_and_keeps_its_own_key(reference_dir, tm
     assert accuracy_evidence(manifest, artifact, NAME, "tflite")["source"] is None
 
     # Bad input: one line each.
-    for args, words in ((["--device", "local", "--batch", "0"], "--batch must be 1..1024"),
+    for args, words in ((["--device", "local", "--batch", "0"], "0 is not in the range 1<=x<=1024"),
+                        (["--device", "local", "--batch", "2000"], "2000 is not in the range 1<=x<=1024"),
                         (["--runner", "litert"], "give --device too"),
+                        (["--threads", "2"], "--threads: only with --device"),
                         (["--device", "no-such-board"], "no-such-board")):
         done = mbdeploy(["eval", *common, *args], cwd=root, env=harness_env(root))
         lines = done.stderr.strip().splitlines()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from mbdeploy.cli.options import comma_choices
 from mbdeploy.cli.output import console, emit, json_option, progress, warnings_to_stderr
@@ -31,7 +32,8 @@ from mbdeploy.formats import FORMAT_NAMES
 @click.option("--runner", "runner", default=None,
               help="With --device: the runner that computes (default: the device kind's, litert on local/ssh/android).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="With --device: the runner's threads.")
-@click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True, help="With --device: images per push and call.")
+@click.option("--batch", type=click.IntRange(min=1, max=1024), default=32, show_default=True,
+              help="With --device: images per push and call, 1 to 1024.")
 @click.option("--adb-host", "adb_host", default=None, help="With --device: the adb server (HOST:PORT).")
 @json_option
 def eval_command(data: Path, models: tuple, labels: Path | None, class_names: Path | None, limit: int | None,
@@ -41,8 +43,10 @@ def eval_command(data: Path, models: tuple, labels: Path | None, class_names: Pa
     from mbdeploy.evaluate import evaluate, load_dataset
     from mbdeploy.manifest import find_manifests
 
-    if device is None and (runner or adb_host):
-        raise InvalidInput("--runner and --adb-host choose where --device computes; give --device too")
+    typed = [f"--{name.replace('_', '-')}" for name in ("runner", "adb_host", "threads", "batch")
+             if click.get_current_context().get_parameter_source(name) is not ParameterSource.DEFAULT]
+    if device is None and typed:  # the host's eval would ignore them silently
+        raise InvalidInput(f"{', '.join(typed)}: only with --device (how the device computes); give --device too")
     if not formats and device is None:
         with warnings_to_stderr():  # the left-out formats as one `Warning:` line
             formats = _default_formats(models)
