@@ -742,3 +742,22 @@ def test_the_app_declares_file_sharing_in_its_info_plist():
     assert info["UIFileSharingEnabled"] is True and info["LSSupportsOpeningDocumentsInPlace"] is True
     project = (HARNESS / "project.yml").read_text()
     assert "INFOPLIST_FILE: Info.plist" in project and "INFOPLIST_KEY_UIFileSharingEnabled:" not in project
+
+
+def test_the_stand_in_app_refuses_a_probes_entry_the_harness_refuses(tmp_path):
+    # Plan.swift throws badPlan for these, and the app writes only the error document; a stand-in that
+    # ran them would let a host-side mistake in the plan's probes pass the tests.
+    from mbdeploy.testing.ios_phone import play_app
+
+    documents = tmp_path / "Documents"
+    documents.mkdir()
+    env = {"FAKE_IOS_LOG": str(tmp_path / "calls.jsonl")}
+    good = {"path": "models/p.f32", "count": 2, "shape": [4, 4, 3], "bytes": 2 * 4 * 4 * 3 * 4}
+    for change in ({"path": "/tmp/p.f32"}, {"path": "models/../../p.f32"}, {"count": 0}, {"shape": []},
+                   {"shape": [4, 4, 0]}, {"bytes": good["bytes"] - 4}, {"count": "2"}):
+        plan = {"schema": coreml_app.APP_SCHEMA, "run_id": "r", "runs": 1, "warmup": 0, "compute_units": ["all"],
+                "models": [{"path": "models/m.mlpackage", "bytes": None}], "probes": good | change}
+        (documents / "mbdeploy-plan.json").write_text(json.dumps(plan))
+        play_app(env, documents)
+        document = json.loads((documents / "mbdeploy-results.json").read_text())
+        assert document["runs"] == [] and "probes need a relative path" in document["error"], change

@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import io
 import json
+import math
 import os
 import shlex
 import socket
@@ -111,6 +112,17 @@ def _bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
+def _probes_entry_ok(entry: dict) -> bool:
+    """Plan.swift's check of a plan's probes (the app refuses the whole plan otherwise)."""
+    def whole(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    path, count, shape, size = entry.get("path"), entry.get("count"), entry.get("shape"), entry.get("bytes")
+    return (isinstance(path, str) and not path.startswith("/") and ".." not in path.split("/")
+            and whole(count) and count > 0 and isinstance(shape, list) and bool(shape)
+            and all(whole(d) and d > 0 for d in shape) and whole(size) and size == count * math.prod(shape) * 4)
+
+
 def _probe_outputs(documents: Path, probes: dict, model: Path, env: dict) -> list[list[float]]:
     """The app's scores on the plan's probes, as ios_harness computes them (Inputs.swift), by the host's
     Core ML reference executor instead of Core ML. $FAKE_IOS_APP=wrong_outputs: a unit computing wrong answers."""
@@ -140,7 +152,9 @@ def play_app(env: dict, documents: Path) -> None:
     device = {"model": "iPhone15,2", "os": "iOS 17.5.1", "cores": 6}
     schedule = plan.get("schedule", "one_by_one")
     refusal = (f"bad plan: schema {APP_SCHEMA} expected" if plan.get("schema") != APP_SCHEMA else
-               f"bad plan: unknown schedule {schedule}" if schedule not in ("one_by_one", "round_robin") else None)
+               f"bad plan: unknown schedule {schedule}" if schedule not in ("one_by_one", "round_robin") else
+               "bad plan: probes need a relative path, count, shape and bytes = count x shape x 4"
+               if isinstance(plan.get("probes"), dict) and not _probes_entry_ok(plan["probes"]) else None)
     if refusal:  # Plan.load throws; the app writes the error document (Results.write with error:)
         document = {"schema": APP_SCHEMA, "run_id": plan.get("run_id", ""), "runs": [], "device": device,
                     "error": refusal}
