@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,26 @@ def drawn(monkeypatch):
 
 def _pngs(report) -> dict[str, bytes]:
     return {f.name: f.png.read_bytes() for f in report.figures if f.png is not None}
+
+
+def _within_a_minute(work, fifo) -> None:
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(60)
+    if thread.is_alive():  # blocked reading the FIFO: give it an end of file so the thread ends, then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(60)
+        pytest.fail(f"the report blocked reading {fifo}")
+    if failure:
+        raise failure[0]
 
 
 def test_unchanged_figures_are_copied_changed_ones_drawn_and_the_cache_is_safe_to_lose(tmp_path, drawn):
@@ -69,6 +91,14 @@ def test_unchanged_figures_are_copied_changed_ones_drawn_and_the_cache_is_safe_t
     (out / "history.png").write_bytes(b"not the figure")
     drawn.clear()
     write_report([results], out)
+    assert drawn == ["history"]
+
+    # Something other than a regular file where a figure was (here a FIFO, whose read would block for
+    # ever) is drawn over, never read.
+    (out / "history.png").unlink()
+    os.mkfifo(out / "history.png")
+    drawn.clear()
+    _within_a_minute(lambda: write_report([results], out), out / "history.png")
     assert drawn == ["history"]
 
     # Deleting the cache file, or damaging it, only costs drawing everything again.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import stat
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
@@ -94,8 +95,11 @@ class FigureCache:
             return False
         contents = {}
         for ext in formats:
+            path = self.previous / f"{name}.{ext}"
             try:
-                data = (self.previous / f"{name}.{ext}").read_bytes()
+                if not stat.S_ISREG(path.lstat().st_mode):  # a FIFO would block the read; a link points elsewhere
+                    return False
+                data = path.read_bytes()
             except OSError:
                 return False
             if hashlib.sha256(data).hexdigest() != files[ext]:  # edited or damaged since: draw it again
