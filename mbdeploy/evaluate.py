@@ -23,6 +23,7 @@ from __future__ import annotations
 import abc
 import datetime
 import hashlib
+import os
 import re
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -145,7 +146,9 @@ def load_dataset(root: Path, labels_file: Path | None = None, class_names: Path 
             if len(parts) != 2:
                 raise InvalidInput(f"{labels_file}:{number}: expected '<image file> <label>', got {line!r}")
             image = root / parts[0]
-            if not image.is_file():
+            # The labels file comes with the data, not from the user's config: its names stay in the folder
+            # (no '..' or absolute names; a link the user put in the folder is theirs, so not resolved).
+            if not image.is_file() or not Path(os.path.abspath(image)).is_relative_to(os.path.abspath(root)):
                 raise InvalidInput(f"{labels_file}:{number}: image {parts[0]} is not in {root}")
             images.append(image)
             labels.append(_label_index(parts[1], names, f"{labels_file}:{number}"))
@@ -162,6 +165,8 @@ def load_dataset(root: Path, labels_file: Path | None = None, class_names: Path 
     else:
         images = _images_in(root)
         labels = [None] * len(images)
+    if not images and labels_file is not None:
+        raise InvalidInput(f"labels file {labels_file} lists no images ('<image file> <label>' lines)")
     if not images:
         raise InvalidInput(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {root} or its class folders")
     if limit is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -202,6 +203,15 @@ def test_label_mapping_and_its_errors(tmp_path):
     with pytest.raises(InvalidInput, match="image b.jpg is not in"):
         load_dataset(flat, flat / "labels.txt")
     assert load_dataset(flat).labels == [None]
+    Image.new("RGB", (8, 8)).save(tmp_path / "outside.jpg")  # a labels file's names stay in the data folder
+    for escape in ("../outside.jpg", str(tmp_path / "outside.jpg")):
+        (flat / "labels.txt").write_text(f"{escape} 3\n")
+        for root in (flat, Path(os.path.relpath(flat))):  # "." as the data folder too
+            with pytest.raises(InvalidInput, match="is not in"):
+                load_dataset(root, flat / "labels.txt")
+    (flat / "labels.txt").write_text("# nothing\n")
+    with pytest.raises(InvalidInput, match="labels file .*labels.txt lists no images"):
+        load_dataset(flat, flat / "labels.txt")
     with pytest.raises(InvalidInput, match="labels file .*missing.txt is unreadable"):
         load_dataset(flat, flat / "missing.txt")
     (tmp_path / "empty").mkdir()
