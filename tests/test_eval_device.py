@@ -17,7 +17,8 @@ from support.cli import harness_env, mbdeploy
 from support.skips import needs_adb
 from support.sshd import sshd
 from mbdeploy.manifest import PREPROCESSING, SCHEMA, artifact_digest, load_manifest, save_manifest
-from mbdeploy.records.reader import accuracy_evidence
+from mbdeploy.records.reader import accuracy_evidence, device_accuracy
+from mbdeploy.report.html import device_top1
 
 PHOTOS = {"cat.bmp": "Egyptian cat", "bird.bmp": "chickadee", "hot_dog.jpg": "hotdog, hot dog, red hot"}
 NAME = "mobilenet_v1_0.25_128"
@@ -59,12 +60,17 @@ def test_eval_on_local_ranks_as_the_host_and_keeps_its_own_key(reference_dir, tm
     on_device = accuracy["tflite/uint8@local"]
     assert on_device["images"] == 3 and on_device["device"] == "local" and on_device["runtime"].startswith("litert runner on local")
     assert accuracy["tflite/uint8"]["runtime"] != on_device["runtime"]  # the host's entry is still the host's
-    # select and the report read the host's key only: without it, a device figure is no accuracy of the model.
+    # select and the report rank by the host's key only: without it, a device figure is no accuracy of the model;
+    # the report shows it beside, on rows of that device only.
     manifest = load_manifest(folder)
     artifact = manifest["artifacts"][0]
     assert accuracy_evidence(manifest, artifact, NAME, "tflite")["images"] == 3
     del manifest["accuracy"]["tflite/uint8"]
     assert accuracy_evidence(manifest, artifact, NAME, "tflite")["source"] is None
+    shown = device_accuracy(manifest, artifact, "local")
+    assert round(shown["device_top1_percent"], 1) == 33.3 and shown["device_top1_images"] == 3
+    assert device_accuracy(manifest, artifact, "pixel-7")["device_top1_percent"] is None
+    assert device_top1(shown).startswith("33.3% (") and "3 images; eval --device" in device_top1(shown)
 
     # Bad input: one line each.
     for args, words in ((["--device", "local", "--batch", "0"], "0 is not in the range 1<=x<=1024"),

@@ -44,7 +44,8 @@ COLUMNS = (
     "macs_m", "params_m", "size_bytes", "gmacs_per_s", "peak_gmacs_per_s", "fraction_of_peak", "peak_basis",
     "power_status", "avg_power_mw", "energy_mj", "throttled", "throttle_reasons",
     "weights_source", "top1_percent", "top5_percent", "accuracy_source", "top1_ci95_low", "top1_ci95_high",
-    "accuracy_images", "accuracy_warning", "sha256",
+    "accuracy_images", "accuracy_warning", "device_top1_percent", "device_top1_ci95_low", "device_top1_ci95_high",
+    "device_top1_images", "sha256",
     # Per-layer rows of `mbdeploy profile` (records/layers.py); empty on whole-model rows.
     "layer_index", "layer", "layer_type", "layer_method", "layer_time_basis", "bytes_moved", "share_of_time",
     "share_of_macs", "whole_ms_median",
@@ -391,8 +392,24 @@ def record_row(record: dict, entry: ManifestEntry | None) -> dict:
         "top1_ci95_high": evidence["ci95"][1] if evidence["ci95"] else None,
         "accuracy_images": evidence["images"],
         "accuracy_warning": evidence["warning"],
+        **device_accuracy(manifest, entry.artifact if entry else artifact, record["device"]["id"]),
         "sha256": artifact["sha256"],
     }
+
+
+def device_accuracy(manifest: dict | None, artifact: dict, device_id: str) -> dict:
+    """The top-1 `eval --device` measured ON this record's device (key `<format>/<precision>@<device id>`).
+
+    Shown beside the model's accuracy, never in its place: it says whether the device computes the model
+    as the host does, on the images eval was given; select and the figures rank by accuracy_evidence only.
+    """
+    measured = ((manifest or {}).get("accuracy") or {}).get(f"{artifact_key(artifact)}@{device_id}") or {}
+    interval = measured.get("top1_ci95_percent") or [None, None]
+    meaningful = measured.get("top1_percent") is not None and not measured.get("meaningless")
+    return {"device_top1_percent": measured.get("top1_percent") if meaningful else None,
+            "device_top1_ci95_low": interval[0] if meaningful else None,
+            "device_top1_ci95_high": interval[1] if meaningful else None,
+            "device_top1_images": measured.get("images") if meaningful else None}
 
 
 def tidy_rows(runs: Iterable[Run], index: ManifestIndex | None = None) -> list[dict]:

@@ -106,10 +106,20 @@ def numerics_warning(rows: list[dict]) -> str:
             f"latency is of a model computing wrong answers.</p><ul>{items}</ul></div>")
 
 
+def device_top1(row: dict) -> str:
+    """`eval --device`'s top-1 on the row's own device, with its evidence; beside the model's top-1, never for it."""
+    if row.get("device_top1_percent") is None:
+        return ""
+    interval = (f"{row['device_top1_ci95_low']:.1f}-{row['device_top1_ci95_high']:.1f}, "
+                if row.get("device_top1_ci95_low") is not None else "")
+    return f"{row['device_top1_percent']:.1f}% ({interval}{row['device_top1_images']} images; eval --device)"
+
+
 def records_table(rows: list[dict]) -> str:
     headers = ["run", "device", "model", "format", "precision", "runner", "threads", "delegate", "median ms",
                "CI95 low", "CI95 high", "between-session CI95", "p90 ms", "samples", "MMACs", "size bytes", "GMAC/s", "energy mJ",
-               "top-1 %", "top-1 95% CI", "top-1 source", "outputs on device", "throttled", "status"]
+               "top-1 %", "top-1 95% CI", "top-1 source", "top-1 on this device", "outputs on device", "throttled",
+               "status"]
     ordered = sorted(rows, key=lambda r: (r["device_id"], r["format"], r["precision"], r.get("macs_m") or 0, r["run_id"]))
     lines = [[r["run_id"], r["device_id"], r["model"], r["format"], r["precision"], r["runner"], r["threads"],
               r["delegate"], r["latency_ms_median"], r["latency_ms_ci95_low"], r["latency_ms_ci95_high"],
@@ -119,6 +129,7 @@ def records_table(rows: list[dict]) -> str:
               r["energy_mj"], r["top1_percent"],
               f"{r['top1_ci95_low']:.1f}-{r['top1_ci95_high']:.1f}" if r.get("top1_ci95_low") is not None else "",
               (r["accuracy_source"] or "") + (f"; {r['accuracy_warning']}" if r.get("accuracy_warning") else ""),
+              device_top1(r),
               {True: "ok", False: f"WRONG: {r.get('numerics_failures') or ''}", None: ""}[r.get("numerics_passed")],
               (r["throttle_reasons"] or "yes") if r["throttled"] else "no",
               r["status"] if r["status"] == "ok" else f"failed: {r['error'] or ''}"] for r in ordered]
