@@ -5,8 +5,10 @@
 #
 # It checks that the pipeline works on an emulator, with published tools
 # only: two small variants are converted, `mbdeploy devices` lists the
-# emulator, `mbdeploy bench` times them, `mbdeploy report` renders, and every
-# record of this job is valid against the record schema with status ok.
+# emulator, `mbdeploy bench --check-outputs` runs convert's probe inputs
+# through the tool (input files in, output file pulled) and times them,
+# `mbdeploy report` renders, and every record of this job is valid against
+# the record schema with status ok and its outputs checked and right.
 # Emulator latencies are not phone latencies; no figure is judged here.
 #
 # Google publishes benchmark_model for arm64 (and 32-bit arm) only. On the
@@ -65,7 +67,7 @@ if [ "$RUNNER" = benchmark_app ]; then
 fi
 
 echo "== bench"
-"$MBDEPLOY" bench --device "$DEVICE" --models "$OUT/models" --runner "$RUNNER" --out "$RESULTS" "$@"
+"$MBDEPLOY" bench --device "$DEVICE" --models "$OUT/models" --runner "$RUNNER" --out "$RESULTS" --check-outputs "$@"
 
 echo "== report"
 "$MBDEPLOY" report "$RESULTS" --models "$OUT/models" --out "$OUT/report"
@@ -94,6 +96,8 @@ for path in files:
             sys.exit(f"{path}:{number}: invalid record: {errors[0].message}")
         if record["status"] != "ok":
             sys.exit(f"{path}:{number}: status {record['status']}: {record.get('error')}")
+        if (record.get("numerics") or {}).get("passed") is not True:
+            sys.exit(f"{path}:{number}: outputs on the device not checked or wrong: {record.get('numerics')}")
         if record["device"]["kind"] != "android" or record["runner"]["name"] != sys.argv[2]:
             sys.exit(f"{path}:{number}: expected an android {sys.argv[2]} record")
         if sys.argv[2] in ("benchmark_model", "benchmark_app"):

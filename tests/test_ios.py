@@ -440,7 +440,8 @@ def test_check_outputs_runs_the_plans_probes_in_the_app_and_wrong_scores_fail(fa
     assert probing["probes"]["count"] == 8 and probing["probes"]["shape"] == [128, 128, 3]
     assert probing["probes"]["bytes"] == 8 * 128 * 128 * 3 * 4 and probing["compute_units"] == ["cpuAndNeuralEngine"]
     assert "probes" not in timing and timing["runs"] == 3  # the timed launch runs no probes
-    assert not list((fake_phone / "container" / "Documents").rglob("*.f32"))  # removed after use
+    documents = fake_phone / "container" / "Documents"
+    assert not list(documents.rglob("*.f32")) and not list(documents.rglob("*.npy"))  # nothing left on the phone
 
     monkeypatch.setenv("FAKE_IOS_APP", "wrong_outputs")  # a compute unit computing wrong answers fast
     [record] = _sweep(fake_phone, mlpackage, check_outputs=True)

@@ -45,6 +45,9 @@ NOT_HERE = {
     "mbdeploy bench --device local --resume 20261123": "names a run of the author's machine (test_bench resumes runs)",
     "mbdeploy report results/20261123": "names a run of the author's machine; the plain `report` example runs",
     "mbdeploy eval --data ~/imagenet/val": "needs ImageNet",
+    "mbdeploy eval --device board": "names the author's board and needs ImageNet (tests/test_eval_device.py "
+                                    "evaluates over a real sshd)",
+    "mbdeploy eval --device pixel": "needs a phone (tests/test_eval_device.py drives the adb test device)",
     "mbdeploy compare results/BASELINE results/CURRENT": "placeholders for two runs of yours (tests/test_compare.py)",
     "mbdeploy devices --adb-host rack.local": "names the author's adb host",
     "mbdeploy devices --hosted": "asks Qualcomm AI Hub (account, network)",

@@ -39,11 +39,13 @@ def outputs_on_device(device: Device, runner: Runner, artifact: Artifact, remote
     """The artifact's outputs on `inputs` (float32 N x H x W x C), computed on the device by the runner."""
     import numpy as np
 
-    remote = posixpath.join(device.workdir, "models", artifact.sha256[:16], "probes.npy")
-    with tempfile.TemporaryDirectory(prefix="mbdeploy-probes-") as folder:
-        local = Path(folder) / "probes.npy"
-        np.save(local, np.asarray(inputs, np.float32), allow_pickle=False)
-        device.push(local, remote)
+    remote = None
+    if runner.reads_npy_probes:
+        remote = posixpath.join(device.workdir, "models", artifact.sha256[:16], "probes.npy")
+        with tempfile.TemporaryDirectory(prefix="mbdeploy-probes-") as folder:
+            local = Path(folder) / "probes.npy"
+            np.save(local, np.asarray(inputs, np.float32), allow_pickle=False)
+            device.push(local, remote)
     return runner.probe_outputs(device, remote_model, Probes(np.asarray(inputs, np.float32), remote, artifact.path))
 
 

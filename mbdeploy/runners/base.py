@@ -57,12 +57,13 @@ class Probes:
     """Chosen inputs to run on the device (bench --check-outputs, eval --device).
 
     `inputs` is float32 N x H x W x C as the manifest's preprocessing gives it, on
-    the host; `remote` is the same array already pushed to the device as a .npy;
+    the host; `remote` is the same array already pushed to the device as a .npy
+    (for runners with `reads_npy_probes`, else None: they push their own files);
     `model` the artifact's file on the host (its tensor types and quantization).
     """
 
     inputs: "np.ndarray"
-    remote: str
+    remote: str | None
     model: Path
 
 
@@ -72,6 +73,7 @@ class Runner(abc.ABC):
     # How `run_many` times several models: "one_by_one" (each alone, back to back) or "round_robin"
     # (loaded together, invoked in turn, so each runs with the caches the others leave, as in a graph).
     schedule: str = "one_by_one"
+    reads_npy_probes: bool = False  # probe_outputs reads the inputs as a .npy pushed to the device (Probes.remote)
 
     def __init__(self, options: TimingOptions) -> None:
         self.options = options

@@ -95,6 +95,7 @@ PID_NAME = "litert_runner"  # the pid file a phone keeps for this runner (device
 class LiteRTRunner(Runner):
     name = "litert"
     schedule = "round_robin"
+    reads_npy_probes = True  # the device script loads them with numpy
 
     def __init__(self, options, sysfs_root: str | None = None, **runner_options: object) -> None:  # noqa: ANN001
         if runner_options:
@@ -146,6 +147,8 @@ class LiteRTRunner(Runner):
     def probe_outputs(self, device: Device, remote_model: str, probes: Probes) -> list[list[float]]:
         if device.id not in self._scripts:
             self.prepare(device)
+        if probes.remote is None:
+            raise RunnerError("the litert runner reads its probe inputs from a .npy pushed to the device; none was")
         argv = self.command(device, remote_model) + ["--probes", probes.remote]
         result = device.shell(device.bounded(argv, STARTUP_ALLOWANCE_S, PID_NAME), timeout=STARTUP_ALLOWANCE_S + 30)
         data = parse_output(result.stdout, result.stderr)
