@@ -107,3 +107,30 @@ def test_no_fit_quality_from_fewer_than_four_points(tmp_path):
     assert fits["host"]["points"] == len(grid_specs()) and fits["host"]["r_squared"] > 0.99
     page = (tmp_path / "out" / "index.html").read_text()
     assert "tiny" in page and page.count("R\u00b2 ") == 1  # the grid device's fit only
+
+
+def test_a_damaged_accuracy_section_in_a_manifest_counts_as_no_figure_not_a_traceback():
+    # Manifests are files users edit: a figure of the wrong type is absent for select and the report
+    # (accuracy_evidence), and for the "top-1 on this device" column (device_accuracy, device_top1).
+    from pathlib import Path
+
+    from mbdeploy.records.reader import ManifestEntry, record_row
+    from mbdeploy.report.html import device_top1
+
+    record = make_record("r", ModelSpec(0.25, 128), median=3.0)
+    artifact, device = dict(record["artifact"]), record["device"]["id"]
+    damaged = [{"tflite/fp32": "x"}, {f"tflite/fp32@{device}": "x"}, [1],
+               {"tflite/fp32": {"top1_percent": "high", "images": "many"}},
+               {f"tflite/fp32@{device}": {"top1_percent": 50.0, "top1_ci95_percent": 5, "images": 3}},
+               {f"tflite/fp32@{device}": {"top1_percent": "high"}}, {"tflite/fp32": {"top1_percent": True}}]
+    for accuracy in damaged:
+        manifest = {"name": artifact["name"], "spec": {}, "artifacts": [artifact], "accuracy": accuracy,
+                    "weights": "damaged too"}
+        row = record_row(record, ManifestEntry(Path("manifest.json"), manifest, artifact))
+        assert row["top1_percent"] is None and row["device_top1_ci95_low"] is None, accuracy
+        device_top1(row)
+    # A sound device entry is still shown.
+    manifest["accuracy"] = {f"tflite/fp32@{device}": {"top1_percent": 50.0, "top1_ci95_percent": [20.0, 80.0],
+                                                       "images": 4}}
+    row = record_row(record, ManifestEntry(Path("manifest.json"), manifest, artifact))
+    assert device_top1(row) == "50.0% (20.0-80.0, 4 images; eval --device)"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections import Counter
 import warnings
 from dataclasses import dataclass, field
@@ -252,6 +253,33 @@ def _interval(top1: float, images: int, stored: object = None) -> tuple[float, f
     return (100.0 * interval[0], 100.0 * interval[1]) if interval else None
 
 
+def _mapping(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _figure(value: object) -> float | int | None:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+
+
+def measured_accuracy(manifest: dict | None, key: str) -> dict:
+    """The manifest's accuracy entry under `key` ({} if none), its figures checked.
+
+    A manifest is a file users edit and tools damage: a figure of the wrong type (text, a bool,
+    NaN, an interval that is not two numbers) counts as absent rather than breaking every reader.
+    """
+    entry = _mapping(_mapping((manifest or {}).get("accuracy")).get(key))
+    if not entry:
+        return {}
+    checked = dict(entry)
+    for name in ("top1_percent", "top5_percent", "top1_drop_vs_fp32_points", "images"):
+        checked[name] = _figure(entry.get(name))
+    for name in ("top1_ci95_percent", "top1_drop_ci95_points"):
+        pair = entry.get(name)
+        ok = isinstance(pair, list) and len(pair) == 2 and all(_figure(v) is not None for v in pair)
+        checked[name] = list(pair) if ok else None
+    return checked
+
+
 def accuracy_evidence(manifest: dict | None, artifact: dict, name: str, weights_source: str | None) -> dict:
     """An artifact's top-1 with its evidence: `top1`, `top5`, `source`, `images`, `ci95` (percent) and a
     `warning`. Of a measured figure, the release's figure and an estimate (for a quantized artifact of
@@ -263,12 +291,12 @@ def accuracy_evidence(manifest: dict | None, artifact: dict, name: str, weights_
     """
     none = {"top1": None, "top5": None, "source": None, "images": None, "ci95": None, "warning": None}
     if manifest is not None:
-        if manifest.get("weights", {}).get("trained") is False:
+        weights = _mapping(manifest.get("weights"))
+        if weights.get("trained") is False:
             return none | {"source": UNTRAINED}
-        if (artifact.get("verification") or {}).get("passed") is False:
+        if _mapping(artifact.get("verification")).get("passed") is False:
             return none | {"source": FAILED_VERIFICATION}
-        measured = manifest.get("accuracy", {}).get(artifact_key(artifact)) or {}
-        weights = manifest.get("weights", {})
+        measured = measured_accuracy(manifest, artifact_key(artifact))
         official = weights.get("trained") is True and weights.get("source") in OFFICIAL_SOURCES
     else:
         measured, official = {}, weights_source in OFFICIAL_SOURCES
@@ -403,7 +431,7 @@ def device_accuracy(manifest: dict | None, artifact: dict, device_id: str) -> di
     Shown beside the model's accuracy, never in its place: it says whether the device computes the model
     as the host does, on the images eval was given; select and the figures rank by accuracy_evidence only.
     """
-    measured = ((manifest or {}).get("accuracy") or {}).get(f"{artifact_key(artifact)}@{device_id}") or {}
+    measured = measured_accuracy(manifest, f"{artifact_key(artifact)}@{device_id}")
     interval = measured.get("top1_ci95_percent") or [None, None]
     meaningful = measured.get("top1_percent") is not None and not measured.get("meaningless")
     return {"device_top1_percent": measured.get("top1_percent") if meaningful else None,
