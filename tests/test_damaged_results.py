@@ -117,6 +117,7 @@ def test_one_bad_line_is_skipped_with_its_file_and_line_and_every_other_record_i
         handle.write(b'{"x": ' + b"9" * 5000 + b"}\n")  # beyond Python's integer digit limit
         record = make_record("bad", SPECS[0], median=1.0, device="host")
         handle.write(json.dumps(record).replace('"median": 1.0', '"median": NaN').encode() + b"\n")
+    (tmp_path / "none").mkdir()  # a typed --models must exist (e53c87a); this one holds no manifest
     for command in (["report", "--out", tmp_path / "report"],
                     ["select", "--device", "host", "--budget-ms", "1000", "--models", tmp_path / "none"]):
         done = mbdeploy([*map(str, command)], cwd=tmp_path, env=harness_env(tmp_path))
