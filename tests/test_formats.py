@@ -67,10 +67,14 @@ def test_click_choices_and_inspect_suffixes_are_the_registry():
     from mbdeploy.cli.select import select
     from mbdeploy.inspection import INSPECTABLE
 
-    [choice] = [p for p in eval_command.params if p.name == "formats"]
-    assert tuple(choice.type.choices) == FORMAT_NAMES
-    [comma_list] = [p for p in select.params if p.name == "formats"]
-    assert f"a comma list of {','.join(FORMAT_NAMES)} " in comma_list.help
+    import click
+
+    for command in (eval_command, select):  # --formats takes a comma list, each name checked against the registry
+        [option] = [p for p in command.params if p.name == "formats"]
+        assert option.callback(None, option, (",".join(FORMAT_NAMES),)) == list(FORMAT_NAMES)
+        with pytest.raises(click.BadParameter, match=f"tensorrt unknown; allowed: {', '.join(FORMAT_NAMES)} "):
+            option.callback(None, option, ("tensorrt",))
+        assert f"a comma list of {','.join(FORMAT_NAMES)} " in option.help
     assert INSPECTABLE == {FORMATS[name].suffix: name for name in FORMAT_NAMES}
 
 
