@@ -80,7 +80,8 @@ class DeviceEval(OnDevice):
 
 def evaluate_on_device(device_name: str, models: list[Path], dataset: "Dataset", formats: list[str] | None,
                        runner_name: str | None = None, threads: int = 1, xnnpack: bool = True, batch: int = 32,
-                       adb_host: str | None = None, progress: Callable[[], None] | None = None) -> list:
+                       adb_host: str | None = None, progress: Callable[[], None] | None = None,
+                       runner_options: dict | None = None) -> list:
     """eval's results computed on the one device `device_name` names; InvalidInput for anything else."""
     import datetime
     import secrets
@@ -101,7 +102,8 @@ def evaluate_on_device(device_name: str, models: list[Path], dataset: "Dataset",
             found = ", ".join(d.id for d in devices) or "none"
             raise InvalidInput(f"--device {device_name} names {len(devices)} devices ({found}); eval runs on one")
         [device] = devices
-        runner = make_runner(runner_name or device.default_runner, TimingOptions(threads=threads, xnnpack=xnnpack))
+        runner = make_runner(runner_name or device.default_runner, TimingOptions(threads=threads, xnnpack=xnnpack),
+                             **(runner_options or {}))
         run_id = datetime.datetime.now(datetime.timezone.utc).strftime("eval-%Y%m%d-%H%M%S-") + secrets.token_hex(2)
         with DeviceEval(device, runner, run_id, batch) as on_device:
             return evaluate(models, dataset, formats, progress, on_device)

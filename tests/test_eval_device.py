@@ -110,3 +110,17 @@ def test_eval_on_the_adb_test_device(server, phone, reference_dir, tmp_path):
     assert result["images"] == 3 and round(result["top1_percent"], 1) == 33.3 and result["top5_percent"] is not None
     assert f"tflite/uint8@{result['device']}" in load_manifest(root / "models" / NAME)["accuracy"]
     assert not (phone.root / "data/local/tmp/mbdeploy").exists()  # what eval pushed is gone
+
+    # The classic benchmark_model: one tool run per image, uint8 input files, the output file pulled. The tool is
+    # the stand-in of tests/test_numerics_tools.py (upstream's file layouts, the host's LiteRT computing).
+    tool = tmp_path / "benchmark_model"
+    tool.write_text(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+                    "from mbdeploy.testing.benchmark_tool import main\nsys.exit(main(sys.argv[1:]))\n")
+    tool.chmod(0o755)
+    classic = _eval(root, [*common, "--device", "pixel", "--adb-host", server.address, "--runner", "benchmark_model",
+                           "--benchmark-flavour", "tflite", "--benchmark-binary", str(tool)], env)
+    for key in ("images", "top1_percent", "top5_percent"):
+        assert classic[key] == result[key], key
+    done = mbdeploy(["eval", *common, "--device", "pixel", "--adb-host", server.address, "--runner", "litert",
+                     "--benchmark-binary", str(tool)], cwd=root, env=env)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("Error: the litert runner takes no")

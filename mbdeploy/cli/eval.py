@@ -35,15 +35,30 @@ from mbdeploy.formats import FORMAT_NAMES
 @click.option("--batch", type=click.IntRange(min=1, max=1024), default=32, show_default=True,
               help="With --device: images per push and call, 1 to 1024.")
 @click.option("--adb-host", "adb_host", default=None, help="With --device: the adb server (HOST:PORT).")
+@click.option("--delegate", default=None, help="With --device, benchmark_model/benchmark_app runners: the delegate.")
+@click.option("--benchmark-binary", type=click.Path(path_type=Path), default=None,
+              help="With --device, benchmark_model runner: this binary (the classic tool reads input files).")
+@click.option("--benchmark-apk", type=click.Path(path_type=Path), default=None,
+              help="With --device, benchmark_app runner: this APK instead of the installed or released one.")
+@click.option("--benchmark-flavour", type=click.Choice(["litert", "tflite"]), default=None,
+              help="With --device, benchmark_model runner: tflite, the classic tool (the LiteRT 2.x one takes no inputs).")
+@click.option("--benchmark-release", type=click.Choice(["nightly"]), default=None,
+              help="With --device, benchmark_model/benchmark_app runners: the classic tool from the nightly folder.")
 @json_option
 def eval_command(data: Path, models: tuple, labels: Path | None, class_names: Path | None, limit: int | None,
                  formats: tuple, device: str | None, runner: str | None, threads: int, batch: int,
-                 adb_host: str | None, as_json: bool) -> None:
+                 adb_host: str | None, delegate: str | None, benchmark_binary: Path | None,
+                 benchmark_apk: Path | None, benchmark_flavour: str | None, benchmark_release: str | None,
+                 as_json: bool) -> None:
     from mbdeploy.errors import InvalidInput
     from mbdeploy.evaluate import evaluate, load_dataset
     from mbdeploy.manifest import find_manifests
 
-    typed = [f"--{name.replace('_', '-')}" for name in ("runner", "adb_host", "threads", "batch")
+    tool = {"delegate": delegate, "binary": benchmark_binary, "apk": benchmark_apk, "flavour": benchmark_flavour,
+            "release": benchmark_release}
+    typed = [f"--{name.replace('_', '-')}" for name in ("runner", "adb_host", "threads", "batch", "delegate",
+                                                         "benchmark_binary", "benchmark_apk", "benchmark_flavour",
+                                                         "benchmark_release")
              if click.get_current_context().get_parameter_source(name) is not ParameterSource.DEFAULT]
     if device is None and typed:  # the host's eval would ignore them silently
         raise InvalidInput(f"{', '.join(typed)}: only with --device (how the device computes); give --device too")
@@ -59,7 +74,8 @@ def eval_command(data: Path, models: tuple, labels: Path | None, class_names: Pa
             from mbdeploy.device_eval import evaluate_on_device
 
             results = evaluate_on_device(device, [Path(m) for m in models], dataset, list(formats) or None, runner,
-                                         threads, batch=batch, adb_host=adb_host, progress=bar.advance)
+                                         threads, batch=batch, adb_host=adb_host, progress=bar.advance,
+                                         runner_options={k: v for k, v in tool.items() if v is not None})
     emit([r.to_dict() for r in results], as_json, lambda _: _render(results, dataset.labelled, device))
 
 
