@@ -61,6 +61,8 @@ class Run:
     records: list[dict] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # one line per line or file left out, with the reason
     layer_records: list[dict] = field(default_factory=list)  # `mbdeploy profile`'s layers.jsonl
+    # Size, mtime and inode of the run's files when they were read (records/index.py's signature).
+    signature: str = ""
 
 
 # --- reading result runs ------------------------------------------------------
@@ -108,7 +110,8 @@ def load_run(path: Path, index: "RunIndex | None" = None) -> Run:
             index.put(folder.path, sig, **stored)
     for problem in stored["skipped"]:
         warnings.warn(problem, stacklevel=2)
-    return Run(stored["run_id"], folder.path, stored["meta"], stored["records"], stored["skipped"], stored["layers"])
+    return Run(stored["run_id"], folder.path, stored["meta"], stored["records"], stored["skipped"], stored["layers"],
+               sig)
 
 
 def _read_run(folder: RunFolder) -> dict:
@@ -207,6 +210,15 @@ class ManifestIndex:
 
     def entries(self) -> list[ManifestEntry]:
         return list(self._by_sha.values())
+
+    def digest(self) -> str:
+        """A digest of every manifest read so far (path and contents): what rows took from manifests."""
+        import hashlib
+        import json
+
+        text = json.dumps(sorted((str(path), manifest) for path, manifest in self._by_file.items()),
+                          sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def for_record(self, record: dict, run_path: Path | None = None) -> ManifestEntry | None:
         artifact = record.get("artifact", {})
@@ -492,9 +504,19 @@ def csv_cell(value: object) -> object:
 
 
 def to_csv(rows: list[dict]) -> str:
+    """results.csv: a header of COLUMNS and one line per row."""
+    return csv_header() + csv_lines(rows)
+
+
+def csv_header() -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(COLUMNS)
+    return buffer.getvalue()
+
+
+def csv_lines(rows: list[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
     # csv writes None as an empty cell and only text can start a formula: the other cells
     # (most of 30,000 rows x 70 columns) skip csv_cell.
     writer.writerows([csv_cell(value) if isinstance(value, str) else value for value in map(row.get, COLUMNS)]

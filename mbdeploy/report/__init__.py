@@ -55,7 +55,8 @@ def write_report(results: Iterable[Path], out_dir: Path, model_dirs: Iterable[Pa
     import shutil
     import tempfile
 
-    from mbdeploy.records.reader import ManifestIndex, latest_ok, load_runs, tidy_rows, to_csv
+    from mbdeploy.records.reader import ManifestIndex, latest_ok, load_runs, tidy_rows
+    from mbdeploy.report.results_csv import chunk_key, write_results_csv
     from mbdeploy.report.figures import FIGURES, FigureOutput, render_all
     from mbdeploy.records.fit import fit_groups
     from mbdeploy.report.html import render_page
@@ -83,11 +84,14 @@ def write_report(results: Iterable[Path], out_dir: Path, model_dirs: Iterable[Pa
         raise InvalidInput(f"--out {out_dir}: cannot create a folder in {out_dir.parent}: "
                            f"{exc.strerror or exc}") from None
     try:
-        # Figures whose data is unchanged are copied from the report being replaced (report/figure_cache.py).
-        cache = FigureCache(out_dir if (out_dir / REPORT_MARK).is_file() else None, staging)
-        rows = tidy_rows(runs, ManifestIndex(model_dirs))
+        # Figures and results.csv rows whose data is unchanged are copied from the report being
+        # replaced (report/figure_cache.py, report/results_csv.py).
+        previous = out_dir if (out_dir / REPORT_MARK).is_file() else None
+        cache = FigureCache(previous, staging)
+        manifests = ManifestIndex(model_dirs)
+        by_run = [(run, matching(tidy_rows([run], manifests), device, model)) for run in runs]
+        rows = [row for _, run_rows in by_run for row in run_rows]
         if device is not None or model is not None:
-            rows = matching(rows, device, model)
             if not rows:
                 raise InvalidInput(f"no record matches --device {device or '*'} --model {model or '*'}: "
                                    "both are shell patterns (pixel*, *_224) matched against device ids and model names")
@@ -107,7 +111,9 @@ def write_report(results: Iterable[Path], out_dir: Path, model_dirs: Iterable[Pa
         if history_html:
             sections.append(history_html)
         layers_html, layer_figures = where_the_time_goes(runs, staging)
-        write_text(staging / "results.csv", to_csv(rows + layer_rows(runs, rows)))
+        read_manifests = manifests.digest()  # after every row is made: each manifest they read is in it
+        chunks = [(chunk_key(run, read_manifests, (device, model)), run_rows) for run, run_rows in by_run]
+        write_results_csv(staging, previous, chunks, layer_rows(runs, rows))
         generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         page = render_page(runs=runs, all_rows=rows, latest=latest, fits=fits, figures=figures, out_dir=staging,
                            generated_at=generated, extra_sections=sections + ([layers_html] if layers_html else []))
@@ -125,6 +131,7 @@ def write_report(results: Iterable[Path], out_dir: Path, model_dirs: Iterable[Pa
 
 def _check_replaceable(out_dir: Path) -> None:
     from mbdeploy.report.figure_cache import CACHE_FILE
+    from mbdeploy.report.results_csv import CACHE_FILE as CSV_CACHE_FILE
     from mbdeploy.report.figures import FIGURES
     from mbdeploy.report.fleet import FIGURE_NAMES as FLEET_FIGURES
     from mbdeploy.report.history import FIGURE_NAMES as HISTORY_FIGURES
@@ -134,7 +141,7 @@ def _check_replaceable(out_dir: Path) -> None:
         return
     if not out_dir.is_dir():
         raise InvalidInput(f"--out {out_dir} is a file; name a folder (it is created when missing)")
-    ours = {"index.html", "results.csv", REPORT_MARK, CACHE_FILE} | {f"{name}.{ext}" for name, _, _ in FIGURES
+    ours = {"index.html", "results.csv", REPORT_MARK, CACHE_FILE, CSV_CACHE_FILE} | {f"{name}.{ext}" for name, _, _ in FIGURES
                                                          for ext in ("png", "svg")}
     ours |= {f"{name}.{ext}" for name in FIGURE_NAMES + FLEET_FIGURES + HISTORY_FIGURES for ext in ("png", "svg")}
     names = sorted(p.name for p in out_dir.iterdir())
