@@ -195,3 +195,13 @@ def test_a_rejected_record_still_gets_jsonschemas_message():
     record["latency_ms"]["mean"] = 10 ** 400
     with pytest.raises(ResultsError, match="at latency_ms/mean: an integer of 1329 bits is not a finite number"):
         validate_record(record)
+
+
+def test_a_schema_the_compiler_refuses_is_still_checked_by_jsonschema(tmp_path):
+    import mbdeploy.records.schema as schema_module
+
+    path = tmp_path / "edited.schema.json"
+    path.write_text(json.dumps({"type": "object", "properties": {"a": {"maximum": 3}}}))
+    schema_module._validate({"a": 2}, path)
+    with pytest.raises(ResultsError, match="at a: 5 is greater than the maximum of 3"):
+        schema_module._validate({"a": 5}, path)
