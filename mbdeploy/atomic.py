@@ -160,3 +160,26 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_regular_file(path: Path) -> bytes | None:
+    """The bytes of a regular file, or None if it is missing, unreadable, a link, a FIFO or a device.
+
+    For files a program wrote earlier into a folder anyone could have changed since (a
+    previous report): a FIFO would block the read for ever, a link would lead out of the folder.
+    """
+    import stat
+
+    try:
+        handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(handle).st_mode):
+            return None
+        with os.fdopen(handle, "rb", closefd=False) as stream:
+            return stream.read()
+    except OSError:
+        return None
+    finally:
+        os.close(handle)

@@ -3,13 +3,17 @@ byte for byte what a report into a fresh folder writes."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from support.records import make_record, write_manifest, write_run
+from test_figure_cache import _within_a_minute
 
 import mbdeploy.report.results_csv as results_csv
 from mbdeploy.architecture import ModelSpec
 from mbdeploy.records.store import RunFolder
 from mbdeploy.report import write_report
+from mbdeploy.report.figure_cache import CACHE_FILE as FIGURE_CACHE_FILE
 from mbdeploy.report.results_csv import CACHE_FILE
 
 SPECS = (ModelSpec(0.25, 128), ModelSpec(0.5, 160))
@@ -83,3 +87,11 @@ def test_unchanged_runs_are_copied_and_the_file_equals_a_fresh_one(tmp_path, for
     assert report() == (_fresh(tmp_path, results, models), ["run-a", "run-b", "run-c"])
     (out / CACHE_FILE).write_text("[not, a, cache")
     assert report() == (_fresh(tmp_path, results, models), ["run-a", "run-b", "run-c"])
+
+    # A FIFO where the previous results.csv or a cache file was is never read (the read would block).
+    for name in ("results.csv", CACHE_FILE, FIGURE_CACHE_FILE):
+        (out / name).unlink()
+        os.mkfifo(out / name)
+        made: list = []
+        _within_a_minute(lambda: made.append(report()), out / name)
+        assert made[0][0] == _fresh(tmp_path, results, models)

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import stat
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
-from mbdeploy.atomic import write_bytes, write_text
+from mbdeploy.atomic import read_regular_file, write_bytes, write_text
 from mbdeploy.report.figures import FigureOutput, save_figure
 
 CACHE_FILE = ".mbdeploy-figures.json"
@@ -95,12 +94,8 @@ class FigureCache:
             return False
         contents = {}
         for ext in formats:
-            path = self.previous / f"{name}.{ext}"
-            try:
-                if not stat.S_ISREG(path.lstat().st_mode):  # a FIFO would block the read; a link points elsewhere
-                    return False
-                data = path.read_bytes()
-            except OSError:
+            data = read_regular_file(self.previous / f"{name}.{ext}")  # never a FIFO or a link out
+            if data is None:
                 return False
             if hashlib.sha256(data).hexdigest() != files[ext]:  # edited or damaged since: draw it again
                 return False
@@ -119,10 +114,11 @@ class FigureCache:
 
 
 def _read_entries(path: Path) -> dict:
+    data = read_regular_file(path)
     try:
-        entries = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}  # none yet, or damaged: every figure is drawn
+        entries = json.loads(data) if data is not None else {}
+    except ValueError:
+        return {}  # damaged: every figure is drawn
     if not isinstance(entries, dict):
         return {}
     # An entry of another shape (edited or damaged) is dropped: that figure is drawn again.

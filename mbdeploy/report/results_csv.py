@@ -18,7 +18,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from mbdeploy.atomic import write_bytes, write_text
+from mbdeploy.atomic import read_regular_file, write_bytes, write_text
 from mbdeploy.records.reader import COLUMNS, csv_header, csv_lines
 
 CACHE_FILE = ".mbdeploy-csv.json"
@@ -65,10 +65,7 @@ def write_results_csv(out_dir: Path, previous: Path | None, chunks: list[tuple[s
         entry = old.get(key) if key else None
         if entry is not None:
             if old_csv is None:
-                try:
-                    old_csv = (previous / CSV_FILE).read_bytes()
-                except OSError:
-                    old_csv = b""
+                old_csv = read_regular_file(previous / CSV_FILE) or b""  # never a FIFO or a link out
             data = _slice(old_csv, entry)
         if data is None:
             data = csv_lines(rows).encode()
@@ -96,8 +93,9 @@ def _slice(data: bytes, entry: object) -> bytes | None:
 
 
 def _read_entries(path: Path) -> dict:
+    data = read_regular_file(path)
     try:
-        entries = json.loads(path.read_text())
-    except (OSError, ValueError):
+        entries = json.loads(data) if data is not None else {}
+    except ValueError:
         return {}
     return entries if isinstance(entries, dict) else {}
