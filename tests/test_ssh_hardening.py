@@ -126,7 +126,9 @@ def test_ctrl_c_ends_the_remote_runner_at_once(server, tmp_path):
             bench.kill()
         assert exits_within(runner, 10), "the runner kept running on the board"
     assert bench.returncode == 130 and "Error: interrupted" in stderr and "Traceback" not in stderr
-    assert not list((tmp_path / "board-tmp").iterdir())  # the session folder went with the session
+    # The session folder goes with the session: the board's shell removes it on its way out, which can be a
+    # moment after the host's ssh has exited.
+    wait_for(lambda: not list((tmp_path / "board-tmp").iterdir()), 10, "the board's session folder to go")
 
 
 def test_a_killed_bench_leaves_no_runner_no_master_and_no_control_folder(server, tmp_path):
