@@ -126,6 +126,9 @@ def test_the_main_job_benches_enough_family_members_for_a_latency_fit(tmp_path):
     (["report", "--models", "no-such-folder"],
      "Error: Invalid value for '--models': no-such-folder does not exist (give model folders or manifest.json files) "
      "(see 'mbdeploy report --help')"),
+    (["select", "--device", "local", "--budget-ms", "5", "--formats", ","],
+     "Error: Invalid value for '--formats': names no format; allowed: tflite, coreml, onnx "
+     "(see 'mbdeploy select --help')"),
     (["eval", "--data", ".", "--limit", "0"],
      "Error: Invalid value for '--limit': 0 is not in the range x>=1. (see 'mbdeploy eval --help')"),
 ])

@@ -36,6 +36,8 @@ def comma_choices(allowed: tuple[str, ...]):
 
     def check(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[str]:
         names = [item.strip() for value in values for item in value.split(",") if item.strip()]
+        if values and not names:  # `--formats ,` or `--formats ''` names nothing; it is not "all"
+            raise click.BadParameter(f"names no format; allowed: {', '.join(allowed)}", ctx, param)
         unknown = [name for name in names if name not in allowed]
         if unknown:
             raise click.BadParameter(f"{', '.join(unknown)} unknown; allowed: {', '.join(allowed)} "
