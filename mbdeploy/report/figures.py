@@ -344,7 +344,9 @@ def save_figure(figure, name: str, title: str, out_dir: Path, formats: tuple[str
     paths = {}
     for extension in formats:
         buffer = io.BytesIO()
-        figure.savefig(buffer, format=extension, dpi=110)
+        # PNG at zlib level 1: the same pixels, ~10% larger, and encoding takes half the time.
+        figure.savefig(buffer, format=extension, dpi=110,
+                       **({"pil_kwargs": {"compress_level": 1}} if extension == "png" else {}))
         paths[extension] = Path(out_dir) / f"{name}.{extension}"
         write_bytes(paths[extension], buffer.getvalue())
     plt.close(figure)

@@ -168,7 +168,8 @@ def _draw_small_multiples(panels: dict[str, dict[str, list[tuple[float, float]]]
         axes.set_yscale("log")
         axes.autoscale_view()
         plain_log_axes(axes)
-        axes.set_title(plain_text(f"{name}: {len(by_device)} devices"), fontsize=9)
+        axes.set_title(plain_text(f"{name}: {len(by_device)} devices"), fontsize=9,
+                       y=1.0)  # placed, not fitted above the tick labels: fitting measured every label
         axes.grid(True, which="major", alpha=0.3)
     for j in range(len(names), lines * columns):
         axes_grid[j // columns][j % columns].set_visible(False)

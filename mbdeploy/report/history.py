@@ -114,13 +114,16 @@ def history_figure(judged: dict, keys: list[tuple], names: dict[str, str]):
                     for _, r, _ in ok]
             axes.fill_between(xs, low, high, color="#4477aa", alpha=0.2, linewidth=0)
             bad = [(t, r) for t, r, verdict in ok if verdict in REGRESSIONS]
-            axes.scatter([t for t, _ in bad], [r["latency_ms_median"] for _, r in bad], color="#cc3311", marker="X",
-                         s=60, zorder=3)
+            if bad:  # an empty scatter still costs a collection to build and draw
+                axes.scatter([t for t, _ in bad], [r["latency_ms_median"] for _, r in bad], color="#cc3311",
+                             marker="X", s=60, zorder=3)
             maybe = [(t, r) for t, r, verdict in ok if verdict == UNCONFIRMED]
-            axes.scatter([t for t, _ in maybe], [r["latency_ms_median"] for _, r in maybe], facecolors="none",
-                         edgecolors="#ee7733", marker="o", s=60, linewidths=1.5, zorder=3)
+            if maybe:
+                axes.scatter([t for t, _ in maybe], [r["latency_ms_median"] for _, r in maybe], facecolors="none",
+                             edgecolors="#ee7733", marker="o", s=60, linewidths=1.5, zorder=3)
         device, model, fmt, precision, config = key
-        axes.set_title(plain_text(f"{device}\n{model} {fmt} {precision} ({names.get(config, config)})"), fontsize=8)
+        axes.set_title(plain_text(f"{device}\n{model} {fmt} {precision} ({names.get(config, config)})"), fontsize=8,
+                       y=1.0)  # placed, not fitted above the tick labels: fitting measured every label
         locator = AutoDateLocator(minticks=2, maxticks=6)
         axes.xaxis.set_major_locator(locator)
         axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
@@ -131,6 +134,7 @@ def history_figure(judged: dict, keys: list[tuple], names: dict[str, str]):
         grid[j // columns][j % columns].set_visible(False)
     for row in grid:
         row[0].set_ylabel("median latency (ms)")
+        row[0].yaxis.set_label_coords(-0.14, 0.5)  # placed, not fitted beside the tick labels (measured them)
     figure.legend([Line2D([], [], color="#4477aa", marker="o"), Line2D([], [], color="#4477aa", alpha=0.3, linewidth=6),
                    Line2D([], [], color="#cc3311", marker="X", linestyle=""),
                    Line2D([], [], markeredgecolor="#ee7733", markerfacecolor="none", marker="o", linestyle="")],
