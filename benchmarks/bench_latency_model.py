@@ -47,10 +47,10 @@ DEFAULT_DESIGN = "0.25_128,0.5_160,0.75_192,1.0_224"
 CORNERS = ("mobilenet_v1_0.25_128", "mobilenet_v1_0.25_224", "mobilenet_v1_1.0_128", "mobilenet_v1_1.0_224")
 
 
-def bench_rounds(models: Path, out: Path, timing, rounds: int, seed: int = 0) -> tuple[list[Path], dict]:
+def bench_rounds(models: Path, out: Path, timing, rounds: int, seed: int = 0) -> dict[str, tuple[int, list[float]]]:
     """Every fp32 model of `models` benched whole `rounds` times, each round in a fresh random order.
 
-    Returns the run folders and, per model, its MACs and the median of each round.
+    Returns, per model, its MACs and the median of each round.
     """
     import random
 
@@ -79,7 +79,7 @@ def bench_rounds(models: Path, out: Path, timing, rounds: int, seed: int = 0) ->
             if record["status"] == "ok":
                 medians.setdefault(record["artifact"]["name"], (record["artifact"]["macs"], []))[1].append(
                     record["latency_ms"]["median"])
-    return folders, medians
+    return medians
 
 
 def profile_local(models: list[Path], out: Path, timing) -> tuple[Path, list[float]]:
@@ -161,7 +161,7 @@ def main() -> None:
 
     started = time.monotonic()
     timing = TimingOptions(threads=args.threads, min_secs=1.0, max_secs=args.max_secs)
-    bench_runs, rounds = bench_rounds(args.models, out, timing, args.rounds)
+    rounds = bench_rounds(args.models, out, timing, args.rounds)
     # Another process's load only ever adds time, and on a shared machine it comes and goes within a
     # minute: the lowest of a model's round medians is its latency on this machine, the others carry
     # that load (a round's median itself is robust to a few slow invokes, not to a loaded minute).

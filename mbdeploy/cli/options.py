@@ -47,8 +47,8 @@ def comma_choices(allowed: tuple[str, ...]):
     return check
 
 
-def typed_paths_exist(ctx: click.Context, param: click.Parameter, values: tuple):
-    """A callback: paths the user typed must exist; the default may be absent (then it is simply not read)."""
+def typed_models_exist(ctx: click.Context, param: click.Parameter, values: tuple):
+    """A callback for --models: folders the user typed must exist; the default may be absent (then nothing is read)."""
     from click.core import ParameterSource
 
     if ctx.get_parameter_source(param.name) is not ParameterSource.DEFAULT:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mbdeploy.cli.options import typed_paths_exist
+from mbdeploy.cli.options import typed_models_exist
 from mbdeploy.cli.output import emit, json_option, warnings_to_stderr
 
 
@@ -15,7 +15,7 @@ from mbdeploy.cli.output import emit, json_option, warnings_to_stderr
 @click.argument("results", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("results/report"), show_default=True)
 @click.option("--models", "models", multiple=True, type=click.Path(path_type=Path), default=["models"],
-              callback=typed_paths_exist,
+              callback=typed_models_exist,
               show_default=True, help="Folders with converted models, for accuracy and sizes in manifests.")
 @click.option("--device", "device", default=None, metavar="PATTERN",
               help="Only devices whose id matches this shell pattern (e.g. 'pixel*').")

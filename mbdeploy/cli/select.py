@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mbdeploy.cli.options import comma_choices, finite, typed_paths_exist
+from mbdeploy.cli.options import comma_choices, finite, typed_models_exist
 from mbdeploy.cli.output import console, emit, json_option, warnings_to_stderr
 from mbdeploy.formats import FORMAT_NAMES
 
@@ -23,7 +23,7 @@ from mbdeploy.formats import FORMAT_NAMES
 @click.option("--results", "results", multiple=True, type=click.Path(path_type=Path), default=["results"],
               show_default=True, help="Result runs or a folder of runs.")
 @click.option("--models", "models", multiple=True, type=click.Path(path_type=Path), default=["models"],
-              callback=typed_paths_exist,
+              callback=typed_models_exist,
               show_default=True, help="Folders with converted models (manifest.json).")
 @click.option("--adb-host", metavar="HOST[:PORT]", default=None, help="adb server, to resolve a phone's name.")
 @json_option

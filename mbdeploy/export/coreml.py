@@ -306,16 +306,22 @@ def verify(job: ExportJob, precision: str, path: Path) -> dict:
 
 # --- inspect -----------------------------------------------------------------
 
-def inspect(path: Path) -> dict:
+def read_package(path: Path):
+    """The package's MIL program (weights read from its blobs) and its spec; a damaged package is one line."""
     from mbdeploy.export.coreml_executor import load_program
-    from mbdeploy.inspection import classify_conv, summarize
 
     try:
         with quiet():
-            program, spec = load_program(path)
+            return load_program(path)
     except Exception as exc:  # coremltools raises RuntimeError and others for a damaged package
         text = str(exc).strip().splitlines()
         raise InvalidInput(f"{Path(path).name} is not a readable Core ML package: {text[0] if text else exc}") from None
+
+
+def inspect(path: Path) -> dict:
+    from mbdeploy.inspection import classify_conv, summarize
+
+    program, spec = read_package(path)
     block = program.functions["main"]
     ops = Counter(op.op_type for op in block.operations if op.op_type != "const")
     layers = []

@@ -64,16 +64,9 @@ def check_precision(precision: str, name: str = "the artifact") -> None:
 
 def read_program(path: Path):
     """The artifact's MIL program (weights read from its blobs)."""
-    from mbdeploy.export.coreml import quiet
-    from mbdeploy.export.coreml_executor import load_program
+    from mbdeploy.export.coreml import read_package
 
-    try:
-        with quiet():
-            program, _ = load_program(path)
-    except Exception as exc:  # coremltools raises RuntimeError and others for a damaged package
-        text = str(exc).strip().splitlines()
-        raise InvalidInput(f"{Path(path).name} is not a readable Core ML package: {text[0] if text else exc}") from None
-    return program
+    return read_package(path)[0]
 
 
 def _dtype_name(var) -> str:  # noqa: ANN001 - a MIL Var
