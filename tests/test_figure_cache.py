@@ -25,13 +25,18 @@ FLEET = ("fleet_latency_heatmap", "fleet_energy_heatmap", "fleet_small_multiples
 def drawn(monkeypatch):
     """The names of the figures drawn (saved from a matplotlib figure) since the last clear()."""
     names: list[str] = []
-    real = figure_cache.save_figure
+    real_save, real_draw = figure_cache.save_figure, figure_cache.draw_files
 
-    def counting(figure, name, *args, **kwargs):
+    def counting_save(figure, name, *args, **kwargs):
         names.append(name)
-        return real(figure, name, *args, **kwargs)
+        return real_save(figure, name, *args, **kwargs)
 
-    monkeypatch.setattr(figure_cache, "save_figure", counting)
+    def counting_draw(drawing, name, *args, **kwargs):
+        names.append(name)
+        return real_draw(drawing, name, *args, **kwargs)
+
+    monkeypatch.setattr(figure_cache, "save_figure", counting_save)
+    monkeypatch.setattr(figure_cache, "draw_files", counting_draw)
     return names
 
 
@@ -138,3 +143,83 @@ def test_the_drawing_code_key_covers_every_module_the_figures_draw_with():
     used = {Path(m.__file__).resolve() for name, m in list(sys.modules.items())
             if name.startswith("mbdeploy.") and getattr(m, "__file__", None)}
     assert used and used <= hashed, sorted(str(p) for p in used - hashed)
+
+
+# --- figures drawn by helper processes (report/drawing.py) ------------------------------------------
+
+
+def _helpers() -> list[int]:
+    from support.processes import processes_mentioning
+
+    def parent(pid: int) -> str:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+        except OSError:
+            return ""  # gone meanwhile
+
+    return [pid for pid in processes_mentioning("mbdeploy.report.drawing") if parent(pid) == str(os.getpid())]
+
+
+def test_helper_processes_draw_the_same_files_the_report_draws_itself_and_none_is_left(tmp_path, monkeypatch):
+    import mbdeploy.report.drawing as drawing
+
+    results = tmp_path / "results"
+    _fleet(results, devices=30)
+    night = [copy.deepcopy(r) for r in load_runs([results])[0].records]
+    for record in night:
+        record["run_id"], record["started_at"] = "night-2", "2026-01-02T00:00:00Z"
+    write_run(results, "night-2", night)
+    in_process = write_report([results], tmp_path / "here")
+    started = []
+    real = drawing.Drawer.__init__
+
+    def counting(self, helpers, start_now=True):  # noqa: ANN001
+        started.append(helpers)
+        real(self, helpers, start_now)
+
+    monkeypatch.setattr(drawing, "HELPERS_FROM_BYTES", 0)  # small results still get helpers
+    monkeypatch.setattr(drawing.Drawer, "__init__", counting)
+    elsewhere = write_report([results], tmp_path / "helpers")
+    assert started and started[0] >= 1  # this machine has two cores or more (see the environment)
+    assert _helpers() == []
+    assert _pngs(elsewhere) == _pngs(in_process) and set(_pngs(elsewhere)) == set(FLEET + ("history",))
+    # The cache lists the helpers' files as it lists its own: the next report copies them all.
+    assert json.loads((tmp_path / "helpers" / CACHE_FILE).read_text()) == \
+        json.loads((tmp_path / "here" / CACHE_FILE).read_text())
+
+
+def test_a_drawing_that_fails_in_a_helper_is_an_error_naming_the_figure_and_no_helper_is_left(tmp_path):
+    import math
+
+    from mbdeploy.errors import OutputError
+    from mbdeploy.report.drawing import Drawer, Drawing
+
+    drawer = Drawer(1)
+    try:
+        drawer.draw(Drawing(math.sqrt, (-1.0,)), "broken", "a figure", tmp_path, ("png",))
+        with pytest.raises(OutputError, match="drawing figure broken failed: ValueError: math domain error"):
+            drawer.results()
+    finally:
+        drawer.close()
+    assert _helpers() == []
+
+    drawer = Drawer(1)
+    try:
+        drawer.draw(Drawing(os._exit, (3,)), "gone", "a figure", tmp_path, ("png",))
+        with pytest.raises(OutputError, match=r"the drawing process ended while drawing figure gone \(exit code 3\)"):
+            drawer.results()
+    finally:
+        drawer.close()
+    assert _helpers() == []
+
+
+def test_an_abandoned_report_ends_its_helpers_at_once(tmp_path):
+    import time
+
+    from mbdeploy.report.drawing import Drawer, Drawing
+
+    drawer = Drawer(2)
+    drawer.draw(Drawing(time.sleep, (120,)), "slow", "a figure", tmp_path, ("png",))
+    started = time.monotonic()
+    drawer.close()  # as on Ctrl-C: the figure is still being drawn
+    assert time.monotonic() - started < 30 and _helpers() == []

@@ -123,3 +123,21 @@ def test_a_read_only_results_folder_is_read_without_an_index(tmp_path, parses):
     finally:
         os.chmod(tmp_path, 0o755)
     assert not (tmp_path / INDEX_FILE).exists()
+
+
+def test_a_run_is_served_from_the_index_exactly_as_read_including_what_orjson_refuses(tmp_path, parses):
+    import json
+    import math
+
+    record = make_record("run-0", SPEC, median=3.0, device="dev0")
+    record["device"]["label"] = "caf\u00e9 \U0001f4f1"  # non-ASCII text survives the round trip
+    folder = write_run(tmp_path, "run-0", [record])
+    # run.json is the user's to annotate and is not schema-checked: json writes NaN, orjson refuses it.
+    meta = json.loads((folder / "run.json").read_text())
+    (folder / "run.json").write_text(json.dumps({**meta, "ambient_c": float("nan")}))
+    first = reader.load_runs([tmp_path])
+    parses.clear()
+    again = reader.load_runs([tmp_path])
+    assert parses == []  # from the index
+    assert again[0].records == first[0].records and again[0].records[0]["device"]["label"] == "caf\u00e9 \U0001f4f1"
+    assert math.isnan(again[0].meta["ambient_c"]) and math.isnan(first[0].meta["ambient_c"])

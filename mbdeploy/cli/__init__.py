@@ -75,7 +75,7 @@ class Interrupted(KeyboardInterrupt):
 
 def _interrupt(signum: int, frame: object) -> None:
     # The clean-up after this (restoring a phone's settings, ending device processes) must not be cut short
-    # by a second TERM or HUP; SIGKILL still ends everything, and our children die with us (devices/lifeline.py).
+    # by a second TERM or HUP; SIGKILL still ends everything, and our children die with us (mbdeploy/lifeline.py).
     for other in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(other, signal.SIG_IGN)
     raise Interrupted(signum)

@@ -109,7 +109,7 @@ class Device(abc.ABC):
         """`argv` as the device runs it under a deadline of its own (the device ends it, whatever the host does).
 
         The default runs it as is: on this host and on ssh boards the command's process group already
-        dies with the bench or its session (devices/lifeline.py, the board's watcher). A phone keeps
+        dies with the bench or its session (mbdeploy/lifeline.py, the board's watcher). A phone keeps
         what a dead host started, so Android wraps it (devices/leftovers.py).
         """
         return argv

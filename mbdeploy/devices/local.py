@@ -13,7 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mbdeploy.devices import lifeline, peak, sensors
+from mbdeploy import lifeline
+from mbdeploy.devices import peak, sensors
 from mbdeploy.atomic import sha256_file
 from mbdeploy.cache import cache_root
 from mbdeploy.devices.base import Device, DeviceInfo, SensorReading, ShellResult

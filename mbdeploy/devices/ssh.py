@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from mbdeploy.devices import lifeline, sensors
+from mbdeploy import lifeline
+from mbdeploy.devices import sensors
 from mbdeploy.atomic import sha256_file
 from mbdeploy.devices.local import linux_device_info
 from mbdeploy.devices.base import Device, DeviceInfo, SensorReading, ShellResult, quote_argv

@@ -51,6 +51,16 @@ def _version() -> str:
     return digest.hexdigest()[:16]
 
 
+def _loads(text: str) -> object:
+    """Stored JSON, decoded by orjson (the index's records are most of a large report's reading)."""
+    import orjson
+
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # NaN or Infinity, which json.dumps writes and orjson refuses
+        return json.loads(text)
+
+
 class RunIndex:
     """The index of one results root; a context manager that commits what was stored on exit."""
 
@@ -103,11 +113,21 @@ class RunIndex:
         if row is None or row[0] != sig:
             return None
         try:
-            return {"run_id": row[1], "meta": json.loads(row[2]), "skipped": json.loads(row[3]),
-                    "records": json.loads(row[4]), "layers": json.loads(row[5])}
+            return {"run_id": row[1], "meta": _loads(row[2]), "skipped": _loads(row[3]),
+                    "records": _loads(row[4]), "layers": _loads(row[5])}
         except (TypeError, ValueError) as exc:  # a row damaged inside a sound database file
             self._drop(exc)
             return None
+
+    def current(self, folder: Path, sig: str) -> bool:
+        """Whether the run is stored with this signature (`get` would serve it), without decoding it."""
+        if self._db is None:
+            return False
+        try:
+            row = self._db.execute("SELECT signature FROM runs WHERE folder = ?", (Path(folder).name,)).fetchone()
+        except sqlite3.DatabaseError:
+            return False  # `get` says what is wrong with it
+        return row is not None and row[0] == sig
 
     def put(self, folder: Path, sig: str, run_id: str, meta: dict, skipped: list, records: list, layers: list) -> None:
         if self._db is None:

@@ -151,6 +151,26 @@ def _read_run(folder: RunFolder) -> dict:
     return {"run_id": run_id, "meta": meta, "skipped": skipped, "records": records, "layers": layers}
 
 
+def runs_to_read(paths: Iterable[Path]) -> list[Path]:
+    """The runs at or below the paths that the run index cannot serve (new or changed since indexed)."""
+    from mbdeploy.records.index import RunIndex, signature
+
+    found = find_runs(list(paths))
+    indexes: dict[Path, RunIndex] = {}
+    try:
+        changed = []
+        for path in found:
+            root = Path(path).resolve().parent
+            if root not in indexes:
+                indexes[root] = RunIndex(root)
+            if not indexes[root].current(path, signature(path)):
+                changed.append(Path(path))
+    finally:
+        for index in indexes.values():
+            index.close()
+    return changed
+
+
 def load_runs(paths: Iterable[Path]) -> list[Run]:
     """Every run at or below the paths, through the run index of each results root (records/index.py)."""
     from mbdeploy.records.index import RunIndex

@@ -52,6 +52,39 @@ def write_report(results: Iterable[Path], out_dir: Path, model_dirs: Iterable[Pa
     patterns that focus the report; `since` (a date) leaves out runs that started before it.
     Over many devices the per-series figures give way to the fleet view (report/fleet.py).
     """
+    from mbdeploy.report.drawing import Drawer, helpers_worth_it
+
+    from mbdeploy.records.reader import runs_to_read
+
+    results = list(results)
+    # Figures drawn by helper processes on large reports. When a run is new or changed the figures
+    # will change: the helpers start now, to import matplotlib while the runs are read. Otherwise
+    # the figures are most likely the previous report's, and helpers start only if one is drawn.
+    helpers = helpers_worth_it(results_bytes(results))
+    drawer = Drawer(helpers, start_now=bool(runs_to_read(results))) if helpers else None
+    try:
+        return _write_report(results, Path(out_dir), model_dirs, drawer, device=device, model=model, since=since)
+    finally:
+        if drawer is not None:
+            drawer.close()
+
+
+def results_bytes(results: list[Path]) -> int:
+    """The size of the results files a report over these paths reads."""
+    from mbdeploy.records.reader import find_runs
+    from mbdeploy.records.store import RECORDS_FILE
+
+    total = 0
+    for run in find_runs(results):
+        try:
+            total += (Path(run) / RECORDS_FILE).stat().st_size
+        except OSError:
+            pass  # load_runs says what is wrong with it
+    return total
+
+
+def _write_report(results: list[Path], out_dir: Path, model_dirs: Iterable[Path], drawer, *,  # noqa: ANN001 - Drawer
+                  device: str | None, model: str | None, since: str | None) -> Report:
     import shutil
     import tempfile
 
@@ -59,15 +92,13 @@ def write_report(results: Iterable[Path], out_dir: Path, model_dirs: Iterable[Pa
     from mbdeploy.report.results_csv import chunk_key, write_results_csv
     from mbdeploy.report.figures import FIGURES, FigureOutput, render_all
     from mbdeploy.records.fit import fit_groups
-    from mbdeploy.report.html import render_page
+    from mbdeploy.report.html import embed_figures, render_page
     from mbdeploy.records.layers import layer_rows
     from mbdeploy.report.layers import where_the_time_goes
-
-    out_dir = Path(out_dir)
     from mbdeploy.report.fleet import MAX_SERIES, fleet_view, focus_runs, matching, series_count
     from mbdeploy.report.history import history_view, parse_since, run_time
 
-    runs = load_runs(list(results))
+    runs = load_runs(results)
     if since is not None:
         start = parse_since(since)
         runs = [run for run in runs if (run_time(run) or start) >= start]
@@ -87,7 +118,7 @@ def write_report(results: Iterable[Path], out_dir: Path, model_dirs: Iterable[Pa
         # Figures and results.csv rows whose data is unchanged are copied from the report being
         # replaced (report/figure_cache.py, report/results_csv.py).
         previous = out_dir if (out_dir / REPORT_MARK).is_file() else None
-        cache = FigureCache(previous, staging)
+        cache = FigureCache(previous, staging, drawer)
         manifests = ManifestIndex(model_dirs)
         by_run = [(run, matching(tidy_rows([run], manifests), device, model)) for run in runs]
         rows = [row for _, run_rows in by_run for row in run_rows]
@@ -117,11 +148,13 @@ def write_report(results: Iterable[Path], out_dir: Path, model_dirs: Iterable[Pa
         generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         page = render_page(runs=runs, all_rows=rows, latest=latest, fits=fits, figures=figures, out_dir=staging,
                            generated_at=generated, extra_sections=sections + ([layers_html] if layers_html else []))
-        write_text(staging / "index.html", page)
-        cache.write()
+        cache.write()  # after the page: figures drawn by helpers meanwhile are on disk once it returns
+        write_text(staging / "index.html", embed_figures(page, staging))
         write_text(staging / REPORT_MARK, "written by mbdeploy report; the next report replaces this folder\n")
         _swap_into_place(staging, out_dir)
     finally:
+        if drawer is not None:  # first: a helper still drawing must not write into a folder being removed
+            drawer.close()
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     moved = [replace(f, png=out_dir / f.png.name if f.png else None, svg=out_dir / f.svg.name if f.svg else None)

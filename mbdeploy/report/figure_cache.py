@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from mbdeploy.atomic import read_regular_file, write_bytes, write_text
+from mbdeploy.report.drawing import Drawer, Drawing, draw_files
 from mbdeploy.report.figures import FigureOutput, save_figure
 
 CACHE_FILE = ".mbdeploy-figures.json"
@@ -59,13 +60,15 @@ def figure_key(name: str, title: str, formats: tuple[str, ...], data: object) ->
 class FigureCache:
     """Draws figures into `out_dir`, or copies them from `previous` (an earlier report's folder) if unchanged."""
 
-    def __init__(self, previous: Path | None, out_dir: Path) -> None:
+    def __init__(self, previous: Path | None, out_dir: Path, drawer: Drawer | None = None) -> None:
         self.previous = previous
         self.out_dir = Path(out_dir)
         self.reused: list[str] = []
         self.drawn: list[str] = []
         self._old = _read_entries(previous / CACHE_FILE) if previous is not None else {}
         self._new: dict[str, dict] = {}
+        self._drawer = drawer  # helper processes that draw `Drawing`s while the report goes on
+        self._keys_elsewhere: dict[str, str] = {}  # figures handed to the drawer -> their keys
 
     def figure(self, name: str, title: str, data: object, draw: Callable[[], object],
                formats: tuple[str, ...] = ("png", "svg")) -> FigureOutput | None:
@@ -88,6 +91,26 @@ class FigureCache:
         self.drawn.append(name)
         return output
 
+    def drawing(self, name: str, title: str, data: object, drawing: Drawing,
+                formats: tuple[str, ...] = ("png", "svg")) -> FigureOutput:
+        """As `figure`, for a drawing that always makes a figure: handed to the drawer when there is one.
+
+        The output names the files before they exist; `write()` waits for them.
+        """
+        key = figure_key(name, title, formats, data)
+        old = self._old.get(name)
+        if old is not None and old.get("key") == key and self._copy(name, old, formats):
+            self._new[name] = old
+            self.reused.append(name)
+        elif self._drawer is not None:
+            self._drawer.draw(drawing, name, title, self.out_dir, formats)
+            self._keys_elsewhere[name] = key
+            self.drawn.append(name)
+        else:
+            self._new[name] = {"key": key, "files": draw_files(drawing, name, title, self.out_dir, formats)}
+            self.drawn.append(name)
+        return self._output(name, title, formats)
+
     def _copy(self, name: str, entry: dict, formats: tuple[str, ...]) -> bool:
         files = entry.get("files")
         if not isinstance(files, dict) or sorted(files) != sorted(formats):
@@ -109,7 +132,10 @@ class FigureCache:
                             svg=self.out_dir / f"{name}.svg" if "svg" in formats else None)
 
     def write(self) -> None:
-        """List the figures of this report for the next one (into out_dir)."""
+        """Wait for the figures being drawn elsewhere, then list this report's figures for the next one."""
+        if self._drawer is not None:
+            for name, files in self._drawer.results().items():
+                self._new[name] = {"key": self._keys_elsewhere[name], "files": files}
         write_text(self.out_dir / CACHE_FILE, json.dumps(self._new, sort_keys=True, indent=1) + "\n")
 
 

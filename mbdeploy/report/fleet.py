@@ -89,7 +89,7 @@ def _draw_heatmap(artifacts: list[str], devices: list[str], cells: dict[tuple[st
         return None
     from matplotlib.colors import LogNorm
 
-    from mbdeploy.report.figures import pyplot
+    from mbdeploy.report.figures import plain_log_axes, pyplot
 
     plt = pyplot()
     import numpy
@@ -114,6 +114,8 @@ def _draw_heatmap(artifacts: list[str], devices: list[str], cells: dict[tuple[st
     axes.set_xlabel("model, format, precision")
     axes.set_ylabel(f"device ({len(devices)}, fastest first)")
     figure.colorbar(image, cax=bar, label=label)
+    if norm is not None:  # 1, 2, 5, 10 rather than 10^1 (easier to read, and mathtext cost a tenth of the figure)
+        plain_log_axes(bar, x=False)
     return figure
 
 
@@ -225,6 +227,7 @@ def fleet_view(latest: list[dict], out_dir: Path, model: str | None = None,
     Drawn once, as the PNG the page shows: these summarise a fleet on screen (a heatmap's
     SVG would only wrap the same bitmap), and a second format cost as much again.
     """
+    from mbdeploy.report.drawing import Drawing
     from mbdeploy.report.figure_cache import FigureCache
     from mbdeploy.report.html import figure_html
 
@@ -232,19 +235,21 @@ def fleet_view(latest: list[dict], out_dir: Path, model: str | None = None,
     devices = len({r["device_id"] for r in latest})
     latency, energy, panels = _matrix(latest, "latency_ms_median"), _matrix(latest, "energy_mj"), _panels(latest)
     drawn = [
-        ("fleet_latency_heatmap", "Median latency, devices x models (log colour scale)", latency,
-         lambda: _draw_heatmap(*latency, "median latency (ms)"), "no successful record"),
-        ("fleet_energy_heatmap", "Energy per inference, devices x models (log colour scale)", energy,
-         lambda: _draw_heatmap(*energy, "energy per inference (mJ)"), "no device measured power"),
+        ("fleet_latency_heatmap", "Median latency, devices x models (log colour scale)", latency, latency[2],
+         Drawing(_draw_heatmap, (*latency, "median latency (ms)")), "no successful record"),
+        ("fleet_energy_heatmap", "Energy per inference, devices x models (log colour scale)", energy, energy[2],
+         Drawing(_draw_heatmap, (*energy, "energy per inference (mJ)")), "no device measured power"),
         ("fleet_small_multiples", "Latency versus MACs, one panel per format and precision (each line a device)",
-         panels, lambda: _draw_small_multiples(panels), "no record with MACs and a median"),
+         panels, panels, Drawing(_draw_small_multiples, (panels,)), "no record with MACs and a median"),
     ]
     figures = []
-    for name, title, data, draw, why in drawn:
+    for name, title, data, anything, drawing, why in drawn:
+        if not anything:
+            figures.append(FigureOutput(name, title, note=why))
+            continue
         # The key is the drawn data; the cells' (artifact, device) keys become lists in JSON.
         key_data = [data[0], data[1], sorted(data[2].items())] if isinstance(data, tuple) else data
-        figures.append(cache.figure(name, title, key_data, draw, formats=FORMATS)
-                       or FigureOutput(name, title, note=why))
+        figures.append(cache.drawing(name, title, key_data, drawing, formats=FORMATS))
     page = (f"<h2>Fleet: {devices} devices</h2><p>The latest successful record per device, model, format, "
             "precision and runner configuration. Focus the report with <code>--device PATTERN</code> and "
             "<code>--model PATTERN</code> (shell patterns, e.g. <code>pixel*</code>, <code>*_224</code>).</p>"

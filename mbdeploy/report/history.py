@@ -157,6 +157,7 @@ def history_view(runs: list, rows: list[dict], out_dir: Path, threshold: float =
     The figure is drawn once, as the PNG the page shows (a screen view of many runs; a
     second format cost as much again), and copied from the cache when its data is unchanged.
     """
+    from mbdeploy.report.drawing import Drawing
     from mbdeploy.report.figure_cache import FigureCache
     from mbdeploy.report.html import figure_html, table
 
@@ -166,9 +167,10 @@ def history_view(runs: list, rows: list[dict], out_dir: Path, threshold: float =
     cache = cache or FigureCache(None, out_dir)
     names = config_names(rows)
     keys = _panel_keys(judged)
-    figure = cache.figure("history", f"Median and 95% CI over time ({len(keys)} of {len(judged)} match keys)",
-                          _drawn_data(judged, keys, names), lambda: history_figure(judged, keys, names),
-                          formats=FORMATS)
+    shown = {key: judged[key] for key in keys}  # only what the panels draw goes to the drawing process
+    figure = cache.drawing("history", f"Median and 95% CI over time ({len(keys)} of {len(judged)} match keys)",
+                           _drawn_data(judged, keys, names), Drawing(history_figure, (shown, keys, names)),
+                           formats=FORMATS)
     labels = {run.run_id: run_label(run) for run in runs}
     regressions = [(key, row, verdict, change) for key, points in judged.items() for row, verdict, change in points
                    if verdict in REGRESSIONS]

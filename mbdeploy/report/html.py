@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -50,19 +51,34 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]], row_classes:
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
-def _figure(output: FigureOutput, out_dir: Path) -> str:
+# The fleet and history figures may still be being drawn (report/drawing.py) when their section is
+# written: it holds this mark where the PNG goes, and `embed_figures` puts the PNG in once every
+# figure is on disk. Escaped text never holds "<!--", so no data can forge a mark.
+_PENDING = "<!--mbdeploy-png:{}-->"
+_PENDING_PATTERN = re.compile(r"<!--mbdeploy-png:([a-z0-9_]+)-->")
+
+
+def _figure(output: FigureOutput, out_dir: Path, pending: bool = False) -> str:
     title = html.escape(output.title)
     if output.png is None:
         note = html.escape(output.note or "")
         return f'<figure id="{output.name}"><h3>{title}</h3><p class="note">Not drawn: {note}</p></figure>'
-    data = base64.b64encode(output.png.read_bytes()).decode("ascii")
+    data = _PENDING.format(output.png.stem) if pending else base64.b64encode(output.png.read_bytes()).decode("ascii")
     caption = (f'<figcaption>Also as <a href="{html.escape(output.svg.relative_to(out_dir).as_posix())}">SVG</a>.'
                '</figcaption>' if output.svg else "")
     return (f'<figure id="{output.name}"><h3>{title}</h3>'
             f'<img alt="{title}" src="data:image/png;base64,{data}">{caption}</figure>')
 
 
-figure_html = _figure  # for the report's other sections (fleet, history)
+def figure_html(output: FigureOutput, out_dir: Path) -> str:
+    """A figure of the report's other sections (fleet, history), its PNG embedded by `embed_figures`."""
+    return _figure(output, out_dir, pending=True)
+
+
+def embed_figures(page: str, out_dir: Path) -> str:
+    """The page with each figure mark replaced by its PNG from out_dir (all drawn by now)."""
+    return _PENDING_PATTERN.sub(
+        lambda mark: base64.b64encode((Path(out_dir) / f"{mark.group(1)}.png").read_bytes()).decode("ascii"), page)
 
 
 def device_summary(all_rows: list[dict], latest: list[dict], fits: dict[tuple, PowerLawFit]) -> str:
