@@ -120,7 +120,8 @@ def held_out_errors(design: tuple[str, ...], profiled: dict, whole: dict, precis
     from mbdeploy.records.fit import fit_power_law
     from mbdeploy.records.layer_model import ProfiledModel, fit_layer_model
 
-    model = fit_layer_model([ProfiledModel(n, whole[n][1], profiled[n].layers) for n in design], precision)
+    model = fit_layer_model([ProfiledModel(n, whole[n][1], profiled[n].layers, profiled[n].spec) for n in design],
+                            precision)
     rows = []
     for name in sorted((n for n in whole if n not in design), key=lambda n: whole[n][0]):
         macs, measured = whole[name]

@@ -26,6 +26,21 @@ graph the layer before has just written into the cache, costs more to read
 when the layer is timed alone; `scale` takes what is proportional (one
 invoke's fixed cost paid per layer instead of once, on small models).
 
+Per-type costs cannot see what one width's channel counts do to each kernel
+(how they tile into the CPU's vector registers and caches): on this host the
+type model alone is 3-5% off at the median. So at a width that was profiled,
+each layer keeps its own measured residual: the layer's time is the type
+model's time for the target resolution times
+
+    k = (measured layer time / type model's time) x (whole / sum of measured layers)
+
+from the profiled model(s) of that width (averaged over several), and the
+whole model is the sum of those. At the profiled model itself this gives its
+measured whole time back; at another resolution of the same width, the type
+model carries the change of resolution and the residuals the width's own
+behaviour. At any other width the type model and the two graph terms predict
+alone (interpolating residuals between widths made it worse here).
+
 The honest error is out of sample: `loo_errors` refits without each profiled
 model and predicts its whole time; `select` reports the error on the
 measured models the fit did not see when there are any.
@@ -35,13 +50,13 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from mbdeploy.architecture import ModelSpec
-from mbdeploy.errors import ResultsError
+from mbdeploy.errors import InvalidInput, ResultsError
 from mbdeploy.layer_accounting import ELEMENT_BYTES, ProfileLayer, element_bytes, profile_layers
 
 FEATURES = ("ms_per_gmac", "ms_per_mb", "ms_fixed")
@@ -63,7 +78,18 @@ class LayerSample:
 class ProfiledModel:
     name: str
     whole_ms: float
-    layers: tuple[LayerSample, ...]
+    layers: tuple[LayerSample, ...]  # in the plan's order (layer_accounting.profile_layers)
+    spec: ModelSpec | None = None  # the family member, when known: its width gets residuals
+
+
+@dataclass(frozen=True)
+class WidthResiduals:
+    """One profiled width's per-layer factors: layer time = type model's time x factor (+ fixed_ms)."""
+
+    alpha: float
+    factors: tuple[float, ...]
+    fixed_ms: tuple[float, ...]  # a layer the type model gives no time: its measured share, as is
+    models: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -85,6 +111,7 @@ class LayerModel:
     per_activation_mb: float
     models: tuple[str, ...]
     loo_errors: tuple[float, ...] = field(default=())  # signed relative errors, one per profiled model left out
+    widths: tuple[WidthResiduals, ...] = field(default=())
 
     @property
     def loo_median_abs_error(self) -> float | None:
@@ -98,8 +125,17 @@ class LayerModel:
     def sum_of_layers(self, spec: ModelSpec) -> float:
         return sum(self.layer_ms(layer) for layer in profile_layers(spec))
 
+    def residuals_for(self, spec: ModelSpec) -> WidthResiduals | None:
+        """The profiled width's residuals that a prediction for `spec` uses, if its width was profiled."""
+        layers = len(profile_layers(spec))
+        return next((w for w in self.widths if abs(w.alpha - spec.alpha) < 1e-9 and len(w.factors) == layers), None)
+
     def predict(self, spec: ModelSpec) -> float:
         """The whole model's latency (ms) of any family member, on the grid or off it."""
+        width = self.residuals_for(spec)
+        if width is not None:
+            return sum(self.layer_ms(layer) * k + fixed
+                       for layer, k, fixed in zip(profile_layers(spec), width.factors, width.fixed_ms))
         activation = element_bytes(self.precision)[0]
         moved = sum(layer.activation_elements * activation for layer in profile_layers(spec))
         return self.scale * self.sum_of_layers(spec) + self.per_activation_mb * moved / 1e6
@@ -107,6 +143,8 @@ class LayerModel:
     def to_dict(self) -> dict:
         return {"precision": self.precision, "scale": self.scale, "per_activation_mb": self.per_activation_mb,
                 "models": list(self.models), "loo_errors": list(self.loo_errors),
+                "widths": [{"alpha": w.alpha, "models": list(w.models), "factors": list(w.factors),
+                            "fixed_ms": list(w.fixed_ms)} for w in self.widths],
                 "loo_median_abs_error": self.loo_median_abs_error,
                 "costs": {kind: {"ms_per_gmac": c.ms_per_gmac, "ms_per_mb": c.ms_per_mb, "ms_fixed": c.ms_fixed,
                                  "layers": c.layers} for kind, c in self.costs.items()}}
@@ -158,25 +196,60 @@ def _fit(models: Sequence[ProfiledModel], precision: str) -> tuple[dict[str, Typ
     return costs, float(scale), float(per_mb)
 
 
+def _width_residuals(models: Sequence[ProfiledModel], costs: dict[str, TypeCost]) -> tuple[WidthResiduals, ...]:
+    """Each profiled width's per-layer factors (see the module's docstring), averaged over its models."""
+    by_width: dict[float, list[tuple[str, list[float], list[float]]]] = {}
+    for model in models:
+        if model.spec is None or len(model.layers) != len(profile_layers(model.spec)):
+            continue
+        graph = model.whole_ms / sum(s.ms for s in model.layers)
+        factors, fixed = [], []
+        for sample in model.layers:
+            typed = costs[sample.kind].ms(sample.macs, sample.bytes_moved)
+            factors.append(sample.ms / typed * graph if typed > 0 else 0.0)
+            fixed.append(0.0 if typed > 0 else sample.ms * graph)
+        by_width.setdefault(round(model.spec.alpha, 9), []).append((model.name, factors, fixed))
+    return tuple(WidthResiduals(alpha, tuple(np.mean([f for _, f, _ in rows], axis=0).tolist()),
+                                tuple(np.mean([x for _, _, x in rows], axis=0).tolist()),
+                                tuple(name for name, _, _ in rows))
+                 for alpha, rows in sorted(by_width.items()))
+
+
+def _fitted(models: Sequence[ProfiledModel], precision: str) -> LayerModel:
+    costs, scale, per_mb = _fit(models, precision)
+    return LayerModel(precision, costs, scale, per_mb, tuple(m.name for m in models),
+                      widths=_width_residuals(models, costs))
+
+
+def _left_out_error(rest: LayerModel, left_out: ProfiledModel) -> float | None:
+    """The refitted model's signed relative error on the profiled model it did not see (None: a kind unseen)."""
+    if any(s.kind not in rest.costs for s in left_out.layers):
+        return None
+    if left_out.spec is not None:
+        predicted = rest.predict(left_out.spec)
+    else:  # no spec: the type model on its own layers, and the graph terms
+        total = sum(rest.costs[s.kind].ms(s.macs, s.bytes_moved) for s in left_out.layers)
+        predicted = rest.scale * total + rest.per_activation_mb * sum(s.activation_bytes for s in left_out.layers) / 1e6
+    return (predicted - left_out.whole_ms) / left_out.whole_ms
+
+
 def fit_layer_model(models: Sequence[ProfiledModel], precision: str) -> LayerModel:
-    """Fit the per-type costs and the graph's two terms; leave-one-model-out errors with >= 3 models."""
+    """Fit the per-type costs, the graph's two terms and the profiled widths' residuals; leave-one-model-out
+    errors with >= 3 models."""
     if not models:
         raise ResultsError("cannot fit a layer model without a profiled model")
     if any(m.whole_ms <= 0 or not m.layers for m in models):
         raise ResultsError("every profiled model needs a positive whole time and its layers")
-    costs, scale, per_mb = _fit(models, precision)
+    model = _fitted(models, precision)
     loo: list[float] = []
     if len(models) >= 3:
         for i, left_out in enumerate(models):
-            rest = [m for j, m in enumerate(models) if j != i]
-            rest_costs, rest_scale, rest_per_mb = _fit(rest, precision)
-            if any(s.kind not in rest_costs for s in left_out.layers):
+            error = _left_out_error(_fitted([m for j, m in enumerate(models) if j != i], precision), left_out)
+            if error is None:
                 loo = []
                 break
-            total = sum(rest_costs[s.kind].ms(s.macs, s.bytes_moved) for s in left_out.layers)
-            predicted = rest_scale * total + rest_per_mb * sum(s.activation_bytes for s in left_out.layers) / 1e6
-            loo.append((predicted - left_out.whole_ms) / left_out.whole_ms)
-    return LayerModel(precision, costs, scale, per_mb, tuple(m.name for m in models), tuple(loo))
+            loo.append(error)
+    return replace(model, loo_errors=tuple(loo))
 
 
 # --- from records -----------------------------------------------------------------
@@ -208,8 +281,21 @@ def profiled_models(whole_records: Iterable[dict], layer_records: Iterable[dict]
                         for r, t in zip(layers, times))
         group = (key[0], artifact["format"], artifact["precision"], key[3])
         groups.setdefault(group, {})[artifact["name"]] = ProfiledModel(artifact["name"],
-                                                                       whole["latency_ms"][statistic], samples)
+                                                                       whole["latency_ms"][statistic], samples,
+                                                                       _spec_of(artifact, layers))
     return {group: list(models.values()) for group, models in groups.items()}
+
+
+def _spec_of(artifact: dict, layers: list[dict]) -> ModelSpec | None:
+    """The family member a profile timed, when its record says so and its layers are that plan's, in order."""
+    try:
+        spec = ModelSpec(float(artifact["alpha"]), int(artifact["resolution"]), int(layers[-1]["layer"]["output_shape"][-1]))
+    except (KeyError, TypeError, ValueError, IndexError, ResultsError, InvalidInput):
+        return None
+    plan = profile_layers(spec)
+    if [layer.name for layer in plan] != [r["layer"]["name"] for r in layers]:
+        return None
+    return spec
 
 
 def fit_layer_models(whole_records: Iterable[dict], layer_records: Iterable[dict]) -> dict[tuple, LayerModel]:
