@@ -223,3 +223,66 @@ def test_an_abandoned_report_ends_its_helpers_at_once(tmp_path):
     started = time.monotonic()
     drawer.close()  # as on Ctrl-C: the figure is still being drawn
     assert time.monotonic() - started < 30 and _helpers() == []
+
+
+def _python_path(monkeypatch, first: Path) -> None:
+    """PYTHONPATH for the helpers started from here on: `first`, then what it was (never an empty entry: cwd)."""
+    kept = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(first), *kept]))
+
+
+def test_a_helper_imports_nothing_from_the_report_s_folder_and_what_python_prints_is_no_frame(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from mbdeploy.report.drawing import Drawer, Drawing
+
+    here = tmp_path / "here"
+    (here / "matplotlib").mkdir(parents=True)  # a folder the user runs the report in; it is not code to run
+    (here / "matplotlib" / "__init__.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\n")
+    site = tmp_path / "site"
+    site.mkdir()  # a sitecustomize (or .pth file) that prints as the interpreter starts
+    (site / "sitecustomize.py").write_text("print('a line on stdout before any frame')\n")
+    monkeypatch.chdir(here)
+    _python_path(monkeypatch, site)
+    drawer = Drawer(1)
+    try:
+        drawer.draw(Drawing(Figure, ()), "empty", "a figure", tmp_path, ("png",))
+        assert list(drawer.results()) == ["empty"]
+    finally:
+        drawer.close()
+    assert not (tmp_path / "ran").exists() and _helpers() == []
+
+
+def test_a_helper_that_cannot_start_is_one_error_naming_why_and_nothing_is_left(tmp_path, monkeypatch, capfd):
+    from matplotlib.figure import Figure
+
+    from mbdeploy import lifeline
+    from mbdeploy.errors import OutputError
+    from mbdeploy.report.drawing import Drawer, Drawing
+
+    broken = tmp_path / "broken"
+    (broken / "matplotlib").mkdir(parents=True)
+    (broken / "matplotlib" / "__init__.py").write_text("raise ImportError('matplotlib is broken here')\n")
+    _python_path(monkeypatch, broken)
+    drawer = Drawer(1)
+    try:
+        drawer.draw(Drawing(Figure, ()), "gone", "a figure", tmp_path, ("png",))
+        with pytest.raises(OutputError, match=r"ended while drawing figure gone \(exit code 1\): "
+                                              r"ImportError: matplotlib is broken here$"):
+            drawer.results()
+    finally:
+        drawer.close()
+    assert "Traceback" not in capfd.readouterr().err  # the report prints its one Error: line, not the helper's
+    # A second helper that cannot be started (no memory, no process slots) ends the first.
+    real, calls = lifeline.spawn, []
+
+    def second_fails(argv, **kwargs):  # noqa: ANN001, ANN003
+        calls.append(argv)
+        if len(calls) == 2:
+            raise OSError(11, "Resource temporarily unavailable")
+        return real(argv, **kwargs)
+
+    monkeypatch.setattr(lifeline, "spawn", second_fails)
+    with pytest.raises(OutputError, match="cannot start a drawing process: Resource temporarily unavailable"):
+        Drawer(2)
+    assert len(calls) == 2 and _helpers() == []

@@ -24,6 +24,7 @@ import queue
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,8 +73,23 @@ class _Helper:
     def __init__(self) -> None:
         from mbdeploy import lifeline
 
-        self.process = lifeline.spawn([sys.executable, "-m", "mbdeploy.report.drawing"], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE)
+        # Answers come on a pipe of their own: whatever the interpreter or a library prints (a
+        # sitecustomize, a .pth file) can never land inside a frame. What it prints, and a crash's
+        # traceback, go to a file whose last line the report's error quotes. -P: the folder the
+        # report runs in is not on the helper's import path, as it is not on the report's.
+        self.log = tempfile.TemporaryFile()
+        answers, answer_end = os.pipe()
+        try:
+            self.process = lifeline.spawn([sys.executable, "-P", "-m", "mbdeploy.report.drawing", str(answer_end)],
+                                          stdin=subprocess.PIPE, stdout=self.log, stderr=self.log,
+                                          pass_fds=(answer_end,))
+        except BaseException:
+            os.close(answers)
+            self.log.close()
+            raise
+        finally:
+            os.close(answer_end)
+        self.answers = os.fdopen(answers, "rb")
         self.pending: list[str] = []  # names of the figures sent, in order
         # A frame larger than the pipe would block the report until the helper, busy drawing, reads
         # it: a thread writes them, so the report goes on at once.
@@ -107,7 +123,13 @@ class _Helper:
         self._feeder.join(10)
 
     def receive(self) -> object:
-        return _read_frame(self.process.stdout)
+        return _read_frame(self.answers)
+
+    def last_words(self) -> str:
+        """The last line the helper printed (a crash's exception), or ''."""
+        self.log.seek(max(0, self.log.seek(0, os.SEEK_END) - 4096))  # the tail: it may have warned at length
+        lines = self.log.read().decode(errors="replace").strip().splitlines()
+        return lines[-1].strip() if lines else ""
 
 
 class Drawer:
@@ -120,7 +142,14 @@ class Drawer:
             self._start()
 
     def _start(self) -> None:
-        self._helpers = [_Helper() for _ in range(self._count)]
+        try:
+            for _ in range(self._count):
+                self._helpers.append(_Helper())
+        except BaseException as exc:  # a start that failed (or Ctrl-C meanwhile) leaves none of the others running
+            self.close()
+            if isinstance(exc, OSError):
+                raise OutputError(f"cannot start a drawing process: {exc.strerror or exc}") from None
+            raise
 
     def draw(self, drawing: Drawing, name: str, title: str, out_dir: Path, formats: tuple[str, ...]) -> None:
         if not self._helpers:
@@ -145,8 +174,9 @@ class Drawer:
                         code = helper.process.wait(timeout=10)
                     except subprocess.TimeoutExpired:
                         code = None  # it garbled its answer and lives on: close() ends it
+                    words = helper.last_words()
                     raise OutputError(f"the drawing process ended while drawing figure {name} "
-                                      f"(exit code {code})") from None
+                                      f"(exit code {code}){': ' + words if words else ''}") from None
                 if isinstance(answer, str):
                     raise OutputError(f"drawing figure {name} failed: {answer}")
                 digests[name] = answer
@@ -161,7 +191,7 @@ class Drawer:
             if helper.pending:  # abandoned while drawing: end it first, so no frame write blocks the feeder
                 lifeline.kill_group(helper.process)
             helper.stop_feeding()
-            for stream in (helper.process.stdin, helper.process.stdout):
+            for stream in (helper.process.stdin, helper.answers, helper.log):
                 try:
                     stream.close()
                 except OSError:
@@ -185,31 +215,28 @@ def _read_frame(stream) -> object:  # noqa: ANN001 - a binary file
     return pickle.loads(data)
 
 
-def _serve() -> None:
-    """The helper: read (drawing, name, title, out_dir, formats) frames until end of input; answer each."""
+def _serve(answer_fd: int) -> None:
+    """The helper: read (drawing, name, title, out_dir, formats) frames until end of input; answer each on answer_fd."""
     from mbdeploy.report.figures import pyplot
 
     pyplot()  # matplotlib's import, while the report is still reading runs
     import matplotlib.pyplot  # noqa: F401 - the figure modules import it again for free
-    # Frames go out on a copy of fd 1; fd 1 itself now points at stderr, so whatever a library
-    # prints can never land inside a frame.
-    stdout = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
+    answers = os.fdopen(answer_fd, "wb")
     stdin = sys.stdin.buffer
     while True:
         try:
             drawing, name, title, out_dir, formats = _read_frame(stdin)
         except EOFError:
-            stdout.close()
+            answers.close()
             os._exit(0)  # the report waits for this exit: skip the interpreter's tear-down of matplotlib
         try:
             answer: object = draw_files(drawing, name, title, Path(out_dir), tuple(formats))
         except Exception as exc:  # noqa: BLE001 - said to the report, which raises it as an OutputError
             answer = f"{type(exc).__name__}: {exc}"
         data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
-        stdout.write(_FRAME.pack(len(data)) + data)
-        stdout.flush()
+        answers.write(_FRAME.pack(len(data)) + data)
+        answers.flush()
 
 
 if __name__ == "__main__":
-    _serve()
+    _serve(int(sys.argv[1]))
