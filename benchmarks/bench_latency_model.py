@@ -198,11 +198,26 @@ def main() -> None:
           f"{100 * statistics.median(s[3] for s in spreads):.1f}%; designs where the layer model's median is the "
           f"lower: {sum(s[0] < s[2] for s in spreads)} of {len(spreads)}")
 
+    # Widths nobody profiled: each width of the design left out in turn, the model fitted on the other
+    # profiles (no residuals for that width: the type model and graph terms alone) and judged on all
+    # of that width's grid models; the power law as above. Inside the profiled range this interpolates,
+    # at its ends it extrapolates.
+    for left in design:
+        alpha = left.split("_")[2]
+        rest = tuple(d for d in design if d != left)
+        unseen = [r for r in held_out_errors(rest, profiled, whole)[1] if r[0].split("_")[2] == alpha]
+        if rest and unseen:
+            print(f"width {alpha} not profiled (fitted on {', '.join(r[13:] for r in rest)}): layer model median "
+                  f"|error| {100 * statistics.median(abs(r[4]) for r in unseen):.1f}%, max "
+                  f"{100 * max(abs(r[4]) for r in unseen):.1f}%; power law {100 * statistics.median(abs(r[6]) for r in unseen):.1f}%, "
+                  f"max {100 * max(abs(r[6]) for r in unseen):.1f}%")
+
     model, rows = held_out_errors(design, profiled, whole)
     costs = ", ".join(f"{kind}: {c.ms_per_gmac:.2f} ms/GMAC + {c.ms_per_mb:.4f} ms/MB + {1e3 * c.ms_fixed:.1f} us"
                       for kind, c in model.costs.items())
-    print(f"layer model on {', '.join(args.design.split(','))}: {costs}; whole = {model.scale:.3f} x sum "
-          f"{model.per_activation_mb:+.4f} ms x activation MB")
+    print(f"layer model on {', '.join(args.design.split(','))}: {costs}; at other widths whole = {model.scale:.3f} x "
+          f"sum {model.per_activation_mb:+.4f} ms x activation MB; residuals at widths "
+          f"{', '.join(f'{w.alpha:g}' for w in model.widths)}")
     print(f"{'model':<24} {'MMACs':>7} {'measured':>9} {'layer':>8} {'error':>7} {'power':>8} {'error':>7}")
     for name, macs, measured, layer_ms, layer_error, power, power_error in rows:
         print(f"{name:<24} {macs / 1e6:>7.1f} {measured:>9.3f} {layer_ms:>8.3f} {100 * layer_error:>+6.1f}% "

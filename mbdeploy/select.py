@@ -162,7 +162,7 @@ def select_model(device: str, budget_ms: float, results: Iterable[Path], model_d
             if layer_model is not None and spec is not None and metric == "median":  # it predicts medians
                 candidate.latency_ms = layer_model.predict(spec)
                 candidate.latency_source, candidate.predictor = "predicted", "layer model"
-                candidate.fit_error = _layer_model_error(layer_model, rows, group)
+                candidate.fit_error = _layer_model_error(layer_model, rows, group, spec)
                 candidate.fit_points = len(layer_model.models)
             elif fit is not None and candidate.macs_m:
                 candidate.latency_ms = fit.predict(candidate.macs_m * 1e6)
@@ -186,19 +186,22 @@ def _spec(candidate: Candidate) -> ModelSpec | None:
         return None
 
 
-def _layer_model_error(model: LayerModel, rows: list[dict], group: tuple) -> float | None:
-    """Median |relative error| on the measured models of that group the layer model was not fitted on (else LOO)."""
+def _layer_model_error(model: LayerModel, rows: list[dict], group: tuple, candidate: ModelSpec) -> float | None:
+    """Median |relative error| on the measured models of that group the layer model was not fitted on, of
+    the candidate's kind: at a profiled width (its residuals apply) or not. Without any: the model's own
+    leave-one-out error, or at an unprofiled width its error with each profiled width left out."""
+    profiled = model.residuals_for(candidate) is not None
     errors = []
     for row in rows:
         if (row["device_id"], row["format"], row["precision"], row["config_key"]) != group or row["model"] in model.models:
             continue
         spec = _spec(Candidate(row["model"], row["format"], row["precision"], None, None, None, None,
                                alpha=row.get("alpha"), resolution=row.get("resolution")))
-        if spec is not None and row.get("latency_ms_median"):
+        if spec is not None and row.get("latency_ms_median") and (model.residuals_for(spec) is not None) == profiled:
             errors.append(abs(model.predict(spec) - row["latency_ms_median"]) / row["latency_ms_median"])
     if errors:
         return statistics.median(errors)
-    return model.loo_median_abs_error
+    return model.loo_median_abs_error if profiled else model.width_out_median_abs_error
 
 
 def _status(c: Candidate, budget_ms: float, formats: set[str], max_size_mb: float | None, device: str) -> str:

@@ -305,6 +305,11 @@ def test_width_residuals_carry_what_per_type_costs_cannot_and_only_at_profiled_w
     off = ModelSpec(0.6, 200)
     assert model.residuals_for(off) is None and model.predict(off) == without.predict(off)
     assert model.to_dict()["widths"][0]["models"] == [design[0].name]
+    # What an unprofiled width can expect: each profiled model predicted with its whole width left out.
+    assert len(model.width_out_errors) == 4
+    for spec, error in zip(sorted(design, key=lambda s: s.alpha), model.width_out_errors):
+        rest = fit_layer_model([measured(s) for s in design if s != spec], "fp32")
+        assert error == pytest.approx(rest.predict(spec) / measured(spec).whole_ms - 1, rel=1e-9)
 
 
 def test_nonnegative_fit_drops_a_negative_cost():
@@ -486,3 +491,27 @@ def test_op_profile_needs_a_runner_that_profiles(small_models, tmp_path):
                 "--precisions", "fp32", cwd=tmp_path)
     assert done.returncode != 0
     assert done.stderr.strip().splitlines()[-1].startswith("Error: the litert runner has no op profile")
+
+
+def test_select_quotes_the_layer_models_error_for_the_candidates_kind_of_width():
+    from dataclasses import replace
+
+    from mbdeploy.select import _layer_model_error
+
+    design = [ModelSpec(0.25, 128), ModelSpec(1.0, 224), ModelSpec(1.0, 128)]
+    model = fit_layer_model([replace(_synthetic(s), spec=s) for s in design], "fp32")
+    group = ("dev", "tflite", "fp32", "cfg")
+
+    def row(spec: ModelSpec, ms: float) -> dict:
+        return {"device_id": "dev", "format": "tflite", "precision": "fp32", "config_key": "cfg", "model": spec.name,
+                "alpha": spec.alpha, "resolution": spec.resolution, "latency_ms_median": ms}
+
+    at_profiled, elsewhere = ModelSpec(0.25, 224), ModelSpec(0.5, 160)
+    rows = [row(at_profiled, model.predict(at_profiled) * 1.10), row(elsewhere, model.predict(elsewhere) * 1.30)]
+    # Each candidate is judged by measured models of its own kind: 10% off at profiled widths, 30% elsewhere.
+    assert _layer_model_error(model, rows, group, ModelSpec(0.25, 192)) == pytest.approx(0.1 / 1.1)
+    assert _layer_model_error(model, rows, group, ModelSpec(0.75, 192)) == pytest.approx(0.3 / 1.3)
+    # With no measured model of its kind: leave-one-out, or each profiled width left out.
+    assert _layer_model_error(model, rows[1:], group, ModelSpec(0.25, 192)) == model.loo_median_abs_error
+    assert _layer_model_error(model, rows[:1], group, ModelSpec(0.75, 192)) == model.width_out_median_abs_error
+    assert model.width_out_median_abs_error is not None

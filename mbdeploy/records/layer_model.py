@@ -112,10 +112,17 @@ class LayerModel:
     models: tuple[str, ...]
     loo_errors: tuple[float, ...] = field(default=())  # signed relative errors, one per profiled model left out
     widths: tuple[WidthResiduals, ...] = field(default=())
+    # Signed relative errors on each profiled model, fitted without every profile of its width: what a
+    # prediction at a width nobody profiled can expect.
+    width_out_errors: tuple[float, ...] = field(default=())
 
     @property
     def loo_median_abs_error(self) -> float | None:
         return statistics.median(abs(e) for e in self.loo_errors) if self.loo_errors else None
+
+    @property
+    def width_out_median_abs_error(self) -> float | None:
+        return statistics.median(abs(e) for e in self.width_out_errors) if self.width_out_errors else None
 
     def layer_ms(self, layer: ProfileLayer) -> float:
         if layer.kind not in self.costs:
@@ -143,6 +150,8 @@ class LayerModel:
     def to_dict(self) -> dict:
         return {"precision": self.precision, "scale": self.scale, "per_activation_mb": self.per_activation_mb,
                 "models": list(self.models), "loo_errors": list(self.loo_errors),
+                "width_out_errors": list(self.width_out_errors),
+                "width_out_median_abs_error": self.width_out_median_abs_error,
                 "widths": [{"alpha": w.alpha, "models": list(w.models), "factors": list(w.factors),
                             "fixed_ms": list(w.fixed_ms)} for w in self.widths],
                 "loo_median_abs_error": self.loo_median_abs_error,
@@ -249,7 +258,14 @@ def fit_layer_model(models: Sequence[ProfiledModel], precision: str) -> LayerMod
                 loo = []
                 break
             loo.append(error)
-    return replace(model, loo_errors=tuple(loo))
+    width_out: list[float] = []
+    for width in model.widths if len(model.widths) >= 2 else ():
+        rest = _fitted([m for m in models if m.name not in width.models], precision)
+        for left_out in (m for m in models if m.name in width.models):
+            error = _left_out_error(rest, left_out)
+            if error is not None:
+                width_out.append(error)
+    return replace(model, loo_errors=tuple(loo), width_out_errors=tuple(width_out))
 
 
 # --- from records -----------------------------------------------------------------
