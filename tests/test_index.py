@@ -141,3 +141,15 @@ def test_a_run_is_served_from_the_index_exactly_as_read_including_what_orjson_re
     assert parses == []  # from the index
     assert again[0].records == first[0].records and again[0].records[0]["device"]["label"] == "caf\u00e9 \U0001f4f1"
     assert math.isnan(again[0].meta["ambient_c"]) and math.isnan(first[0].meta["ambient_c"])
+
+
+def test_an_integer_beyond_64_bits_is_read_as_the_integer_it_is_every_time(tmp_path, parses):
+    import json
+
+    folder = write_run(tmp_path, "run-0", [make_record("run-0", SPEC, median=3.0, device="dev0")])
+    meta = json.loads((folder / "run.json").read_text())  # run.json is the user's to annotate
+    (folder / "run.json").write_text(json.dumps({**meta, "ci_job": 2**64, "offset": -(2**63) - 1}))
+    for _ in range(2):
+        run = reader.load_runs([tmp_path])[0]
+        assert (run.meta["ci_job"], run.meta["offset"]) == (2**64, -(2**63) - 1)
+        assert type(run.meta["ci_job"]) is int and type(run.meta["offset"]) is int  # orjson reads both as floats

@@ -28,7 +28,8 @@ from mbdeploy.records.store import LAYERS_FILE, RECORDS_FILE, RUN_FILE
 
 INDEX_FILE = ".mbdeploy-index.sqlite"
 # Bumped when what the index stores changes; a record schema edit also invalidates it (see _version).
-FORMAT = 1
+# 2: rows are decoded by orjson, so runs holding integers beyond 64 bits are no longer stored.
+FORMAT = 2
 
 
 def signature(folder: Path) -> str:
@@ -59,6 +60,18 @@ def _loads(text: str) -> object:
         return orjson.loads(text)
     except orjson.JSONDecodeError:  # NaN or Infinity, which json.dumps writes and orjson refuses
         return json.loads(text)
+
+
+def _orjson_exact(*values: object) -> bool:
+    """Whether orjson reads these values back as they are: it reads an integer beyond 64 bits as a float."""
+    import orjson
+
+    try:
+        for value in values:
+            orjson.dumps(value)
+    except orjson.JSONEncodeError:  # such an integer (or text orjson cannot encode): the run is read from its files
+        return False
+    return True
 
 
 class RunIndex:
@@ -130,7 +143,7 @@ class RunIndex:
         return row is not None and row[0] == sig
 
     def put(self, folder: Path, sig: str, run_id: str, meta: dict, skipped: list, records: list, layers: list) -> None:
-        if self._db is None:
+        if self._db is None or not _orjson_exact(meta, skipped, records, layers):
             return
         try:
             self._db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)",
