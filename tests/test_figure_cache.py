@@ -286,3 +286,25 @@ def test_a_helper_that_cannot_start_is_one_error_naming_why_and_nothing_is_left(
     with pytest.raises(OutputError, match="cannot start a drawing process: Resource temporarily unavailable"):
         Drawer(2)
     assert len(calls) == 2 and _helpers() == []
+
+
+def test_a_ctrl_c_while_its_helpers_are_ended_still_removes_the_report_s_half_written_folder(tmp_path, monkeypatch):
+    import mbdeploy.report.drawing as drawing
+    from mbdeploy.errors import InvalidInput
+
+    results = tmp_path / "results"
+    _fleet(results, devices=2)  # a new run: the helpers start as the report starts
+    real_close, closes = drawing.Drawer.close, []
+
+    def interrupted(self):  # noqa: ANN001 - Ctrl-C while the first close() waits for a helper to exit
+        real_close(self)
+        closes.append(self)
+        if len(closes) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(drawing, "helpers_worth_it", lambda results_bytes: 1)
+    monkeypatch.setattr(drawing.Drawer, "close", interrupted)
+    with pytest.raises(KeyboardInterrupt) as raised:
+        write_report([results], tmp_path / "out", device="no-such-device*")  # refused after its folder is made
+    assert isinstance(raised.value.__context__, InvalidInput)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"] and _helpers() == []

@@ -153,10 +153,12 @@ def _write_report(results: list[Path], out_dir: Path, model_dirs: Iterable[Path]
         write_text(staging / REPORT_MARK, "written by mbdeploy report; the next report replaces this folder\n")
         _swap_into_place(staging, out_dir)
     finally:
-        if drawer is not None:  # first: a helper still drawing must not write into a folder being removed
-            drawer.close()
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        try:
+            if drawer is not None:  # first: a helper still drawing must not write into a folder being removed
+                drawer.close()
+        finally:  # even if a Ctrl-C comes while close() waits for a helper to exit
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
     moved = [replace(f, png=out_dir / f.png.name if f.png else None, svg=out_dir / f.svg.name if f.svg else None)
              for f in figures + fleet_figures + history_figures + layer_figures]
     return Report(out_dir / "index.html", out_dir / "results.csv", moved, len(rows), len(runs), fits)
