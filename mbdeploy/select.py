@@ -24,7 +24,7 @@ from typing import Callable, Iterable
 from mbdeploy.architecture import ModelSpec
 from mbdeploy.errors import InvalidInput, ResultsError
 from mbdeploy.formats import FORMAT_NAMES
-from mbdeploy.records.fit import fit_groups
+from mbdeploy.records.fit import PowerLawFit, fit_groups
 from mbdeploy.records.layer_model import LayerModel, fit_layer_models
 from mbdeploy.records.reader import ManifestIndex, accuracy_evidence, config_names, latest_ok, load_runs, tidy_rows
 
@@ -159,10 +159,12 @@ def select_model(device: str, budget_ms: float, results: Iterable[Path], model_d
         else:
             group = (device, candidate.format, candidate.precision, candidate.config_key)
             fit, layer_model, spec = fits.get(group), layer_models.get(group), _spec(candidate)
-            if layer_model is not None and spec is not None and metric == "median":  # it predicts medians
+            layer_error = _layer_model_error(layer_model, rows, group, spec) if layer_model and spec else None
+            if layer_model is not None and spec is not None and metric == "median" \
+                    and not _power_law_expects_less(layer_model, layer_error, fit, spec, candidate):
                 candidate.latency_ms = layer_model.predict(spec)
                 candidate.latency_source, candidate.predictor = "predicted", "layer model"
-                candidate.fit_error = _layer_model_error(layer_model, rows, group, spec)
+                candidate.fit_error = layer_error
                 candidate.fit_points = len(layer_model.models)
             elif fit is not None and candidate.macs_m:
                 candidate.latency_ms = fit.predict(candidate.macs_m * 1e6)
@@ -184,6 +186,16 @@ def _spec(candidate: Candidate) -> ModelSpec | None:
         return ModelSpec(float(candidate.alpha), int(candidate.resolution), int(candidate.classes or 1001))
     except InvalidInput:
         return None
+
+
+def _power_law_expects_less(model: LayerModel, layer_error: float | None, fit: PowerLawFit | None, spec: ModelSpec,
+                            candidate: Candidate) -> bool:
+    """At a width nobody profiled, the power law when its own error is the smaller: there the layer model
+    has no residuals, and extrapolating beyond the profiled widths can cost it more than the power law."""
+    if model.residuals_for(spec) is not None or fit is None or not candidate.macs_m:
+        return False
+    power_error = fit.loo_median_abs_error
+    return power_error is not None and (layer_error is None or power_error < layer_error)
 
 
 def _layer_model_error(model: LayerModel, rows: list[dict], group: tuple, candidate: ModelSpec) -> float | None:

@@ -515,3 +515,19 @@ def test_select_quotes_the_layer_models_error_for_the_candidates_kind_of_width()
     assert _layer_model_error(model, rows[1:], group, ModelSpec(0.25, 192)) == model.loo_median_abs_error
     assert _layer_model_error(model, rows[:1], group, ModelSpec(0.75, 192)) == model.width_out_median_abs_error
     assert model.width_out_median_abs_error is not None
+
+
+def test_select_prefers_the_power_law_at_an_unprofiled_width_only_when_it_expects_less_error():
+    from dataclasses import replace
+
+    from mbdeploy.records.fit import PowerLawFit
+    from mbdeploy.select import Candidate, _power_law_expects_less
+
+    design = [ModelSpec(0.25, 128), ModelSpec(1.0, 224), ModelSpec(1.0, 128)]
+    model = fit_layer_model([replace(_synthetic(s), spec=s) for s in design], "fp32")
+    candidate = Candidate("m", "tflite", "fp32", 100.0, None, None, None)
+    law = PowerLawFit(slope=1.0, intercept=-13.8, r_squared=0.99, points=16, loo_errors=(0.04, -0.04))
+    assert _power_law_expects_less(model, 0.08, law, ModelSpec(0.5, 160), candidate)
+    assert not _power_law_expects_less(model, 0.02, law, ModelSpec(0.5, 160), candidate)
+    assert not _power_law_expects_less(model, 0.08, law, ModelSpec(0.25, 160), candidate)  # a profiled width
+    assert not _power_law_expects_less(model, 0.08, None, ModelSpec(0.5, 160), candidate)
