@@ -188,8 +188,13 @@ def test_cli_bench_local_with_a_hostile_file_name(tmp_path):
     assert meta["label"] == "commit 1a2b3c"  # bench --label, shown in the report's history
 
 
+# A documentation address (RFC 5737): no adb server answers there, and none is started for it.
+NO_ADB = "192.0.2.1:5037"
+
+
 @pytest.mark.parametrize("args, message", [
-    (["--device", "nowhere"], "Error: no device matches 'nowhere'; candidates: local"),
+    # Without --adb-host, looking for phones would start an adb server on 5037 that outlives the test.
+    (["--device", "nowhere", "--adb-host", NO_ADB], "Error: no device matches 'nowhere'; candidates: local"),
     (["--device", "local", "--runner", "perf"], "Error: unknown runner 'perf'"),
     (["--device", "local", "--precisions", "int4"], "Error: no artifacts to bench"),
     (["--device", "local", "--min-secs", "5", "--max-secs", "1"], "Error: --min-secs (5.0) must not exceed"),
@@ -214,10 +219,6 @@ def test_cli_no_wait_fails_while_another_bench_holds_the_device(tmp_path):
     assert result.returncode == 1
     assert "Error: device local is busy" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "results").exists() or not list((tmp_path / "results").iterdir())  # no empty run left
-
-
-# A documentation address (RFC 5737): no adb server answers there, and none is started for it.
-NO_ADB = "192.0.2.1:5037"
 
 
 def test_devices_command_lists_local_even_without_adb(tmp_path):

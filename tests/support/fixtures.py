@@ -53,3 +53,20 @@ def phone(server, tmp_path_factory):
     with AdbTestDevice(tmp_path_factory.mktemp("phone")) as dev:
         server.connect(dev)
         yield dev
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_adb_server_left_on_the_default_port():
+    """The suite drives adb servers on ports of its own. One started on adb's default port (a CLI call
+    that looked for phones without --adb-host) would outlive the run: ended here, and the run fails."""
+    import signal
+
+    from support.processes import processes_mentioning
+
+    before = set(processes_mentioning("adb", "tcp:5037", "server"))
+    yield
+    left = [pid for pid in processes_mentioning("adb", "tcp:5037", "server") if pid not in before]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    if left:
+        pytest.fail(f"a test started an adb server on the default port 5037 and left it running (pid {left})")
