@@ -15,10 +15,11 @@ import csv
 import io
 import math
 from collections import Counter
+from contextlib import contextmanager
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from mbdeploy.errors import ManifestError, ResultsError
 from mbdeploy.manifest import MANIFEST_NAME, artifact_key, find_manifests, load_manifest
@@ -151,43 +152,39 @@ def _read_run(folder: RunFolder) -> dict:
     return {"run_id": run_id, "meta": meta, "skipped": skipped, "records": records, "layers": layers}
 
 
-def runs_to_read(paths: Iterable[Path]) -> list[Path]:
-    """The runs at or below the paths that the run index cannot serve (new or changed since indexed)."""
-    from mbdeploy.records.index import RunIndex, signature
+@contextmanager
+def _run_indexes() -> Iterator[Callable[[Path], RunIndex]]:
+    """`index_of(run folder)`: the run index of the folder's results root, opened once, closed (committed) at the end."""
+    from mbdeploy.records.index import RunIndex
 
-    found = find_runs(list(paths))
     indexes: dict[Path, RunIndex] = {}
+
+    def index_of(path: Path) -> RunIndex:
+        root = Path(path).resolve().parent
+        if root not in indexes:
+            indexes[root] = RunIndex(root)
+        return indexes[root]
+
     try:
-        changed = []
-        for path in found:
-            root = Path(path).resolve().parent
-            if root not in indexes:
-                indexes[root] = RunIndex(root)
-            if not indexes[root].current(path, signature(path)):
-                changed.append(Path(path))
+        yield index_of
     finally:
         for index in indexes.values():
             index.close()
-    return changed
+
+
+def runs_to_read(paths: Iterable[Path]) -> list[Path]:
+    """The runs at or below the paths that the run index cannot serve (new or changed since indexed)."""
+    from mbdeploy.records.index import signature
+
+    with _run_indexes() as index_of:
+        return [Path(path) for path in find_runs(list(paths)) if not index_of(path).current(path, signature(path))]
 
 
 def load_runs(paths: Iterable[Path]) -> list[Run]:
     """Every run at or below the paths, through the run index of each results root (records/index.py)."""
-    from mbdeploy.records.index import RunIndex
-
     paths = list(paths)
-    found = find_runs(paths)
-    indexes: dict[Path, RunIndex] = {}
-    try:
-        runs = []
-        for path in found:
-            root = Path(path).resolve().parent
-            if root not in indexes:
-                indexes[root] = RunIndex(root)
-            runs.append(load_run(path, indexes[root]))
-    finally:
-        for index in indexes.values():
-            index.close()
+    with _run_indexes() as index_of:
+        runs = [load_run(path, index_of(path)) for path in find_runs(paths)]
     if not runs:
         raise ResultsError(
             "no result runs found in " + ", ".join(str(p) for p in paths) + " (each run is a folder with results.jsonl)"
