@@ -77,7 +77,7 @@ def test_eval_on_local_ranks_as_the_host_and_keeps_its_own_key(reference_dir, tm
                         (["--device", "local", "--batch", "2000"], "2000 is not in the range 1<=x<=1024"),
                         (["--runner", "litert"], "give --device too"),
                         (["--threads", "2"], "--threads: only with --device"),
-                        (["--device", "no-such-board"], "no-such-board")):
+                        (["--device", "no-such-board", "--adb-host", "192.0.2.1:5037"], "no-such-board")):
         done = mbdeploy(["eval", *common, *args], cwd=root, env=harness_env(root))
         lines = done.stderr.strip().splitlines()
         assert done.returncode != 0 and lines[-1].startswith("Error: ") and words in lines[-1], done.stderr

@@ -55,10 +55,11 @@ def phone(server, tmp_path_factory):
         yield dev
 
 
-@pytest.fixture(scope="session", autouse=True)
-def no_adb_server_left_on_the_default_port():
+@pytest.fixture(scope="module", autouse=True)
+def no_adb_server_left_on_the_default_port(request):
     """The suite drives adb servers on ports of its own. One started on adb's default port (a CLI call
-    that looked for phones without --adb-host) would outlive the run: ended here, and the run fails."""
+    that looked for phones without --adb-host) would outlive the run: ended here, and the module that
+    started it fails."""
     import signal
 
     from support.processes import processes_mentioning
@@ -69,4 +70,4 @@ def no_adb_server_left_on_the_default_port():
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     if left:
-        pytest.fail(f"a test started an adb server on the default port 5037 and left it running (pid {left})")
+        pytest.fail(f"{request.module.__name__} started an adb server on the default port 5037 and left it running")
