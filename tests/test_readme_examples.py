@@ -111,10 +111,7 @@ def project(tmp_path, reference_dir):
 
 @pytest.mark.slow
 def test_readme_examples_run_as_written(project, tmp_path):
-    env = harness_env(tmp_path)
-    # Examples that look for phones (`devices`, a `--device` name) would start an adb server on this
-    # host's default port that outlives the test: they ask an unroutable documentation address instead.
-    env["ADB_SERVER_SOCKET"] = "tcp:192.0.2.1:5037"
+    env = harness_env(tmp_path)  # with the suite's unroutable ADB_SERVER_SOCKET (tests/support/fixtures.py)
     ran = []
     for command in readme_examples():
         if not command.startswith("mbdeploy ") or _not_here(command):

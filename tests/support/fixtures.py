@@ -55,11 +55,28 @@ def phone(server, tmp_path_factory):
         yield dev
 
 
+# An unroutable documentation address (RFC 5737). A test that names no adb server (a CLI call looking
+# for phones by name, `mbdeploy devices`) asks it instead of starting one on this host's default port
+# 5037, which would outlive the run. Tests of the adb path name their own server (--adb-host, `adb -P`),
+# which takes precedence.
+UNROUTABLE_ADB_SERVER = "tcp:192.0.2.1:5037"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_default_adb_server():
+    previous = os.environ.get("ADB_SERVER_SOCKET")
+    os.environ["ADB_SERVER_SOCKET"] = UNROUTABLE_ADB_SERVER
+    yield
+    if previous is None:
+        os.environ.pop("ADB_SERVER_SOCKET", None)
+    else:
+        os.environ["ADB_SERVER_SOCKET"] = previous
+
+
 @pytest.fixture(scope="module", autouse=True)
-def no_adb_server_left_on_the_default_port(request):
-    """The suite drives adb servers on ports of its own. One started on adb's default port (a CLI call
-    that looked for phones without --adb-host) would outlive the run: ended here, and the module that
-    started it fails."""
+def no_adb_server_left_on_the_default_port(request, no_default_adb_server):
+    """The suite drives adb servers on ports of its own. One started on adb's default port anyway would
+    outlive the run: ended here, and the module that started it fails."""
     import signal
 
     from support.processes import processes_mentioning
