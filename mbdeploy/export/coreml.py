@@ -217,15 +217,18 @@ def build_model(job: ExportJob, precision: str):
 
 
 def export(job: ExportJob, precision: str, out_path: Path) -> None:
-    model = build_model(job, precision)
-    # An .mlpackage is a folder: build it under a temporary name, rename it whole.
-    with temporary_dir(Path(out_path)) as tmp:
-        staged = tmp / Path(out_path).name  # coremltools wants a path ending in .mlpackage
+    save_package(build_model(job, precision), Path(out_path), f"the Core ML {precision} model of {job.spec.name}")
+
+
+def save_package(model, path: Path, what: str) -> None:  # noqa: ANN001 - a coremltools MLModel
+    """Save `model` as the .mlpackage folder `path`: built under a temporary name, renamed whole."""
+    with temporary_dir(path) as tmp:
+        staged = tmp / path.name  # coremltools wants a path ending in .mlpackage
         try:
             with quiet():
                 model.save(str(staged))
         except Exception as exc:
-            raise ConversionError(f"saving the Core ML {precision} model of {job.spec.name} failed: {exc}") from None
+            raise ConversionError(f"saving {what} failed: {exc}") from None
         for item in staged.iterdir():
             os.replace(item, tmp / item.name)
         staged.rmdir()

@@ -165,8 +165,7 @@ def _program_of(ops: list, target):  # noqa: ANN001 - MIL ops of one layer, a co
 def build_coreml_layer_models(artifact_path: Path, spec: ModelSpec, precision: str,
                               out_dir: Path) -> list[CoreMLLayerModel]:
     """Write one `.mlpackage` per profile layer of the artifact into out_dir (`NN_<layer>.mlpackage`)."""
-    from mbdeploy.atomic import temporary_dir
-    from mbdeploy.export.coreml import import_coremltools, quiet
+    from mbdeploy.export.coreml import import_coremltools, quiet, save_package
 
     check_precision(precision, Path(artifact_path).name)
     ct = import_coremltools()
@@ -188,16 +187,7 @@ def build_coreml_layer_models(artifact_path: Path, spec: ModelSpec, precision: s
         model.user_defined_metadata.update({"mbdeploy.precision": precision, "mbdeploy.layer": layer.name,
                                             "mbdeploy.model": spec.name})
         path = out_dir / f"{layer.index:02d}_{layer.name}.mlpackage"
-        with temporary_dir(path) as tmp:  # a package is a folder: built whole, then renamed
-            staged = tmp / path.name
-            try:
-                with quiet():
-                    model.save(str(staged))
-            except Exception as exc:
-                raise ConversionError(f"saving the single-layer model of {layer.name} failed: {exc}") from None
-            for item in staged.iterdir():
-                item.rename(tmp / item.name)
-            staged.rmdir()
+        save_package(model, path, f"the single-layer model of {layer.name}")
         size, digest = artifact_digest(path)
         first = ops[0].inputs["x"]
         built.append(CoreMLLayerModel(layer, path, digest, size, tuple(op.op_type for op in ops),

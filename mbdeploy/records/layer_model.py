@@ -187,7 +187,7 @@ def _type_cost(samples: Sequence[LayerSample], weights: Sequence[float]) -> Type
     return TypeCost(float(a), float(b), float(c), len(samples))
 
 
-def _fit(models: Sequence[ProfiledModel], precision: str) -> tuple[dict[str, TypeCost], float, float]:
+def _costs_and_graph_terms(models: Sequence[ProfiledModel], precision: str) -> tuple[dict[str, TypeCost], float, float]:
     by_kind: dict[str, list[tuple[LayerSample, float]]] = {}
     for model in models:
         for sample in model.layers:
@@ -225,7 +225,7 @@ def _width_residuals(models: Sequence[ProfiledModel], costs: dict[str, TypeCost]
 
 
 def _fitted(models: Sequence[ProfiledModel], precision: str) -> LayerModel:
-    costs, scale, per_mb = _fit(models, precision)
+    costs, scale, per_mb = _costs_and_graph_terms(models, precision)
     return LayerModel(precision, costs, scale, per_mb, tuple(m.name for m in models),
                       widths=_width_residuals(models, costs))
 

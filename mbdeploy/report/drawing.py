@@ -55,6 +55,11 @@ def draw_files(drawing: Drawing, name: str, title: str, out_dir: Path, formats: 
     if figure is None or isinstance(figure, str):
         raise OutputError(f"figure {name} had nothing to draw; its data should have been checked first")
     save_figure(figure, name, title, out_dir, formats)
+    return file_digests(out_dir, name, formats)
+
+
+def file_digests(out_dir: Path, name: str, formats: tuple[str, ...]) -> dict[str, str]:
+    """The sha256 of each NAME.<format> file of a figure in out_dir (what the figure cache lists)."""
     return {ext: hashlib.sha256((Path(out_dir) / f"{name}.{ext}").read_bytes()).hexdigest() for ext in formats}
 
 
@@ -220,7 +225,6 @@ def _serve(answer_fd: int) -> None:
     from mbdeploy.report.figures import pyplot
 
     pyplot()  # matplotlib's import, while the report is still reading runs
-    import matplotlib.pyplot  # noqa: F401 - the figure modules import it again for free
     answers = os.fdopen(answer_fd, "wb")
     stdin = sys.stdin.buffer
     while True:

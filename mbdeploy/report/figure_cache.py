@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from mbdeploy.atomic import read_regular_file, write_bytes, write_text
-from mbdeploy.report.drawing import Drawer, Drawing, draw_files
+from mbdeploy.report.drawing import Drawer, Drawing, draw_files, file_digests
 from mbdeploy.report.figures import FigureOutput, save_figure
 
 CACHE_FILE = ".mbdeploy-figures.json"
@@ -77,17 +77,13 @@ class FigureCache:
         `data` must hold everything the drawing reads: it is what the key is made of.
         """
         key = figure_key(name, title, formats, data)
-        old = self._old.get(name)
-        if old is not None and old.get("key") == key and self._copy(name, old, formats):
-            self._new[name] = old
-            self.reused.append(name)
+        if self._reused(name, key, formats):
             return self._output(name, title, formats)
         result = draw()
         if result is None or isinstance(result, str):
             return None if result is None else FigureOutput(name, title, note=result)
         output = save_figure(result, name, title, self.out_dir, formats)
-        self._new[name] = {"key": key, "files": {ext: hashlib.sha256((self.out_dir / f"{name}.{ext}").read_bytes())
-                                                 .hexdigest() for ext in formats}}
+        self._new[name] = {"key": key, "files": file_digests(self.out_dir, name, formats)}
         self.drawn.append(name)
         return output
 
@@ -98,18 +94,23 @@ class FigureCache:
         The output names the files before they exist; `write()` waits for them.
         """
         key = figure_key(name, title, formats, data)
-        old = self._old.get(name)
-        if old is not None and old.get("key") == key and self._copy(name, old, formats):
-            self._new[name] = old
-            self.reused.append(name)
-        elif self._drawer is not None:
-            self._drawer.draw(drawing, name, title, self.out_dir, formats)
-            self._keys_elsewhere[name] = key
-            self.drawn.append(name)
-        else:
-            self._new[name] = {"key": key, "files": draw_files(drawing, name, title, self.out_dir, formats)}
+        if not self._reused(name, key, formats):
+            if self._drawer is not None:
+                self._drawer.draw(drawing, name, title, self.out_dir, formats)
+                self._keys_elsewhere[name] = key
+            else:
+                self._new[name] = {"key": key, "files": draw_files(drawing, name, title, self.out_dir, formats)}
             self.drawn.append(name)
         return self._output(name, title, formats)
+
+    def _reused(self, name: str, key: str, formats: tuple[str, ...]) -> bool:
+        """Whether the previous report's files of this figure, drawn under this key and intact, were copied."""
+        old = self._old.get(name)
+        if old is None or old.get("key") != key or not self._copy(name, old, formats):
+            return False
+        self._new[name] = old
+        self.reused.append(name)
+        return True
 
     def _copy(self, name: str, entry: dict, formats: tuple[str, ...]) -> bool:
         files = entry.get("files")

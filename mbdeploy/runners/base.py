@@ -15,10 +15,12 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Iterable, TypeVar
 
 from mbdeploy.devices.base import Device
 from mbdeploy.errors import MbdeployError, RunnerError
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     import numpy as np
@@ -65,6 +67,17 @@ class Probes:
     inputs: "np.ndarray"
     remote: str | None
     model: Path
+
+
+def outcome_or_error_each(items: Iterable[T], outcome: Callable[[T], RunOutcome]) -> list[RunOutcome | MbdeployError]:
+    """`outcome(item)` for each item, or the error it raised: one model's failure never hides the others'."""
+    results: list[RunOutcome | MbdeployError] = []
+    for item in items:
+        try:
+            results.append(outcome(item))
+        except MbdeployError as exc:
+            results.append(exc)
+    return results
 
 
 class Runner(abc.ABC):
@@ -126,10 +139,4 @@ class Runner(abc.ABC):
         By default one `run` each; a runner that can time several models in one
         device process overrides this to pay its start-up once.
         """
-        results: list[RunOutcome | MbdeployError] = []
-        for remote in remote_models:
-            try:
-                results.append(self.run(device, remote))
-            except MbdeployError as exc:
-                results.append(exc)
-        return results
+        return outcome_or_error_each(remote_models, lambda remote: self.run(device, remote))

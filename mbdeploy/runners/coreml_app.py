@@ -39,7 +39,7 @@ from mbdeploy.atomic import write_json
 from mbdeploy.devices.base import Device
 from mbdeploy.devices.ios import IosDevice
 from mbdeploy.errors import DeviceError, InvalidInput, MbdeployError, ResultsError, RunnerError
-from mbdeploy.runners.base import Probes, RunOutcome, Runner, TimingOptions
+from mbdeploy.runners.base import Probes, RunOutcome, Runner, TimingOptions, outcome_or_error_each
 
 if TYPE_CHECKING:
     import numpy as np
@@ -349,10 +349,4 @@ class CoreMLAppRunner(Runner):
             paths, results = self._launch(phone, list(remote_models), "round_robin")
         except MbdeployError as exc:
             return [exc for _ in remote_models]
-        outcomes: list[RunOutcome | MbdeployError] = []
-        for path in paths:
-            try:
-                outcomes.append(self._outcome(results, path))
-            except MbdeployError as exc:
-                outcomes.append(exc)
-        return outcomes
+        return outcome_or_error_each(paths, lambda path: self._outcome(results, path))
